@@ -1,0 +1,8 @@
+"""raytrack: Ray-based hyperparameter search for neural track extrapolators."""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("raytrack")
+except PackageNotFoundError:  # running from a source tree that is not installed
+    __version__ = "0.0.0+source"
