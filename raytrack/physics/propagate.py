@@ -52,8 +52,8 @@ class Tolerance:
     these defaults (tests/test_propagate.py measures it against a tolerance 1000 times tighter).
     """
 
-    position: float = 1e-4  # mm
-    slope: float = 1e-7
+    position: float = 3e-5  # mm
+    slope: float = 3e-8
 
 
 @dataclass(frozen=True)
