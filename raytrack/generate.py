@@ -33,7 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Propagate tracks through the magnetic field and write Parquet shards.",
     )
     parser.add_argument("--samples", type=int, required=True, help="tracks in the dataset")
-    parser.add_argument("--out", required=True, help="dataset directory (new, empty, or this dataset's)")
+    parser.add_argument(
+        "--out", required=True, help="dataset directory (new, empty, or this dataset's)"
+    )
     parser.add_argument("--shards", type=int, help="Parquet files (default: max(10, samples/250k))")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--workers", type=int, help="parallel tasks (default: every CPU Ray sees)")
@@ -49,15 +51,23 @@ def build_parser() -> argparse.ArgumentParser:
         "table (.txt/.csv/.npz, needs --field-unit)",
     )
     parser.add_argument("--field-unit", help="unit of a table's field values: T or gauss")
-    parser.add_argument("--polarity", choices=("down", "up"), default="down", help="default field only")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (torch device of the integration)")
-    parser.add_argument("--address", help="join a Ray cluster: auto or HOST:PORT (default: start a local one)")
+    parser.add_argument(
+        "--polarity", choices=("down", "up"), default="down", help="default field only"
+    )
+    parser.add_argument(
+        "--device", default="cpu", help="cpu or cuda (torch device of the integration)"
+    )
+    parser.add_argument(
+        "--address", help="join a Ray cluster: auto or HOST:PORT (default: start a local one)"
+    )
     return parser
 
 
 def spec_from_args(args: argparse.Namespace) -> DatasetSpec:
     if args.polarity != "down" and args.field != ["default"]:
-        raise ValueError("--polarity applies to the default field; a map is measured at one polarity")
+        raise ValueError(
+            "--polarity applies to the default field; a map is measured at one polarity"
+        )
     if not (args.device == "cpu" or args.device.startswith("cuda")):
         raise ValueError(f"--device must be cpu or cuda, got {args.device!r}")
     return DatasetSpec(
@@ -72,7 +82,9 @@ def spec_from_args(args: argparse.Namespace) -> DatasetSpec:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    parameters: dict[str, Any] = {k: v for k, v in vars(args).items() if k not in ("workers", "address")}
+    parameters: dict[str, Any] = {
+        k: v for k, v in vars(args).items() if k not in ("workers", "address")
+    }
     try:
         spec = spec_from_args(args)
         manifest = generate_dataset(

@@ -17,7 +17,9 @@ from raytrack.physics import (
 )
 
 
-def helix_end(states: np.ndarray, z0: float, z1: float, b: tuple[float, float, float]) -> np.ndarray:
+def helix_end(
+    states: np.ndarray, z0: float, z1: float, b: tuple[float, float, float]
+) -> np.ndarray:
     """Exact end state in a uniform field: the direction rotates about B (Rodrigues)."""
     b = np.asarray(b, dtype=float)
     b_abs = np.linalg.norm(b)
@@ -70,7 +72,7 @@ def test_matches_exact_helix_in_a_uniform_field(z0, z1):
 
 
 def test_curvature_constant_one_gev_in_one_tesla_bends_with_radius_3336_mm():
-    assert KAPPA == pytest.approx(0.299792458)
+    assert pytest.approx(0.299792458) == KAPPA
     # 1 GeV, tx = 0, By = 1 T: a circle in the x-z plane with radius R = 1 / (KAPPA * 1e-3).
     state = np.array([[0.0, 0.0, 0.0, 0.0, 1.0 / 1000.0]])
     dz = 1000.0
@@ -165,7 +167,9 @@ def test_flags_tracks_that_leave_the_volume_or_exceed_slope_limits():
 
 def test_step_limit_is_flagged():
     states = random_states(3, seed=7)
-    end, status = propagate(states, 0.0, 10000.0, DipoleField(), max_iterations=3, return_status=True)
+    end, status = propagate(
+        states, 0.0, 10000.0, DipoleField(), max_iterations=3, return_status=True
+    )
     assert (status == TrackStatus.STEP_LIMIT).all()
     assert np.isnan(end).all()
 

@@ -89,20 +89,30 @@ def load(
         "validation": names[n_train : n_train + n_val],
         "test": names[n_train + n_val :],
     }
-    splits = {key: Split(key, files, _read_shards(root, files, manifest)) for key, files in groups.items()}
+    splits = {
+        key: Split(key, files, _read_shards(root, files, manifest)) for key, files in groups.items()
+    }
     return DatasetSplits(manifest=manifest, **splits)
 
 
-def _split_counts(count: int, fractions: tuple[float, float, float], root: Path) -> tuple[int, int, int]:
+def _split_counts(
+    count: int, fractions: tuple[float, float, float], root: Path
+) -> tuple[int, int, int]:
     if len(fractions) != 3 or min(fractions) < 0 or not np.isclose(sum(fractions), 1.0):
-        raise ValueError(f"fractions must be three non-negative shares summing to 1, got {fractions}")
+        raise ValueError(
+            f"fractions must be three non-negative shares summing to 1, got {fractions}"
+        )
     if count < 3:
-        raise DatasetError(f"{root}: {count} shard(s); a train/validation/test split needs at least 3")
+        raise DatasetError(
+            f"{root}: {count} shard(s); a train/validation/test split needs at least 3"
+        )
     n_val = max(1, round(count * fractions[1]))
     n_test = max(1, round(count * fractions[2]))
     n_train = count - n_val - n_test
     if n_train < 1:
-        raise DatasetError(f"{root}: {count} shards leave none for training with fractions {fractions}")
+        raise DatasetError(
+            f"{root}: {count} shards leave none for training with fractions {fractions}"
+        )
     return n_train, n_val, n_test
 
 
@@ -114,7 +124,9 @@ def _read_shard(path: Path, record: dict[str, Any]) -> pa.Table:
     if not path.exists():
         raise DatasetError(f"{path}: shard listed in the manifest is missing")
     if file_sha256(path) != record["sha256"]:
-        raise DatasetError(f"{path}: checksum does not match the manifest (damaged or replaced shard)")
+        raise DatasetError(
+            f"{path}: checksum does not match the manifest (damaged or replaced shard)"
+        )
     try:
         table = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as err:

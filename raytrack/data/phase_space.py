@@ -122,13 +122,16 @@ def parse_phase_space(data: dict[str, Any], origin: str = "<phase space>") -> Ph
 
 
 def _distribution(table: dict[str, Any], key: str, origin: str, prefix: str = "") -> Distribution:
-    where = f"{origin}: key '{prefix}{key}'"
+    name = f"{prefix}{key}"
+    where = f"{origin}: key '{name}'"
     spec = table.get(key)
     if not isinstance(spec, dict):
         raise PhaseSpaceError(f"{where} is missing or not a table (needs distribution, low, high)")
     kind = spec.get("distribution")
     if kind not in DISTRIBUTIONS:
-        raise PhaseSpaceError(f"{where}.distribution' must be one of {list(DISTRIBUTIONS)}, got {kind!r}")
+        raise PhaseSpaceError(
+            f"{origin}: key '{name}.distribution' must be one of {list(DISTRIBUTIONS)}, got {kind!r}"
+        )
     if kind == "fixed":
         value = _number(spec, "value", f"{prefix}{key}", origin)
         return Distribution(kind, value, value)
@@ -144,26 +147,35 @@ def _distribution(table: dict[str, Any], key: str, origin: str, prefix: str = ""
 def _number(table: dict[str, Any], key: str, parent: str, origin: str) -> float:
     value = table.get(key)
     if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
-        raise PhaseSpaceError(f"{origin}: key '{parent}.{key}' must be a finite number, got {value!r}")
+        raise PhaseSpaceError(
+            f"{origin}: key '{parent}.{key}' must be a finite number, got {value!r}"
+        )
     return float(value)
 
 
 def _charges(data: dict[str, Any], origin: str) -> tuple[int, ...]:
     values = data.get("charge", {}).get("values") if isinstance(data.get("charge"), dict) else None
     if not isinstance(values, list) or not values or any(v not in (-1, 1) for v in values):
-        raise PhaseSpaceError(f"{origin}: key 'charge.values' must be a non-empty list of -1 and/or 1")
+        raise PhaseSpaceError(
+            f"{origin}: key 'charge.values' must be a non-empty list of -1 and/or 1"
+        )
     return tuple(int(v) for v in values)
 
 
 def _leg(data: dict[str, Any], origin: str) -> dict[str, Any]:
     leg = data.get("leg")
     if not isinstance(leg, dict):
-        raise PhaseSpaceError(f"{origin}: key 'leg' is missing: give z_start and z_end, or z_min, z_max and dz_abs")
+        raise PhaseSpaceError(
+            f"{origin}: key 'leg' is missing: give z_start and z_end, or z_min, z_max and dz_abs"
+        )
     if "z_start" in leg or "z_end" in leg:
         extra = sorted(set(leg) - {"z_start", "z_end"})
         if extra:
             raise PhaseSpaceError(f"{origin}: key 'leg' mixes a fixed leg with {extra}")
-        return {"z_start": _number(leg, "z_start", "leg", origin), "z_end": _number(leg, "z_end", "leg", origin)}
+        return {
+            "z_start": _number(leg, "z_start", "leg", origin),
+            "z_end": _number(leg, "z_end", "leg", origin),
+        }
     unknown = sorted(set(leg) - {"z_min", "z_max", "dz_abs", "direction"})
     if unknown:
         raise PhaseSpaceError(f"{origin}: unknown key(s) {['leg.' + k for k in unknown]}")
@@ -172,7 +184,9 @@ def _leg(data: dict[str, Any], origin: str) -> dict[str, Any]:
     dz_abs = _distribution(leg, "dz_abs", origin, prefix="leg.")
     direction = leg.get("direction", "both")
     if direction not in DIRECTIONS:
-        raise PhaseSpaceError(f"{origin}: key 'leg.direction' must be one of {list(DIRECTIONS)}, got {direction!r}")
+        raise PhaseSpaceError(
+            f"{origin}: key 'leg.direction' must be one of {list(DIRECTIONS)}, got {direction!r}"
+        )
     if dz_abs.low < 0 or dz_abs.high > z_max - z_min:
         raise PhaseSpaceError(
             f"{origin}: key 'leg.dz_abs' must lie within [0, z_max - z_min] = [0, {z_max - z_min}]"

@@ -60,7 +60,9 @@ def generate_dataset(
     missing = [i for i in range(spec.shards) if spec.shard_name(i) not in manifest["shards"]]
     if missing:
         if len(missing) < spec.shards:
-            log(f"resuming {out}: {spec.shards - len(missing)} of {spec.shards} shards already done")
+            log(
+                f"resuming {out}: {spec.shards - len(missing)} of {spec.shards} shards already done"
+            )
         _run_shard_tasks(spec, out, manifest, missing, workers, address, progress, log)
     manifest["complete"] = True
     manifest["dropped"] = _total_drops(manifest)
@@ -136,7 +138,9 @@ def _run_shard_tasks(spec, out, manifest, missing, workers, address, progress, l
     resources = {"num_gpus": 1} if spec.device.startswith("cuda") else {"num_cpus": 1}
     available = ray.cluster_resources().get("GPU" if "num_gpus" in resources else "CPU", 1)
     workers = max(1, int(workers or available))
-    log(f"generating {len(missing)} shards of {spec.samples} tracks in {out} with {workers} parallel tasks")
+    log(
+        f"generating {len(missing)} shards of {spec.samples} tracks in {out} with {workers} parallel tasks"
+    )
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # ours below counts tracks, not blocks
     logging.getLogger("ray.data").setLevel(logging.ERROR)

@@ -50,7 +50,9 @@ class DatasetSpec:
         if self.samples < 1:
             raise ValueError(f"--samples must be at least 1, got {self.samples}")
         if not 1 <= self.shards <= self.samples:
-            raise ValueError(f"--shards must be between 1 and --samples ({self.samples}), got {self.shards}")
+            raise ValueError(
+                f"--shards must be between 1 and --samples ({self.samples}), got {self.shards}"
+            )
         if self.seed < 0:
             raise ValueError(f"--seed must be a non-negative integer, got {self.seed}")
 
@@ -111,7 +113,9 @@ def generate_shard(spec: DatasetSpec, index: int) -> tuple[pa.Table, dict[str, i
     return pa.Table.from_pydict(columns, schema=SCHEMA), dict(sorted(dropped.items()))
 
 
-def _propagate_batch(spec: DatasetSpec, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+def _propagate_batch(
+    spec: DatasetSpec, batch: dict[str, np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
     states = np.stack([batch[k] for k in ("x", "y", "tx", "ty", "qop")], axis=1)
     device = torch.device(spec.device)
     if device.type == "cpu":
@@ -153,4 +157,10 @@ def write_shard(spec: DatasetSpec, index: int, directory: Path) -> dict[str, Any
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)
-    return {"index": index, "file": final.name, "rows": table.num_rows, "sha256": checksum, "dropped": dropped}
+    return {
+        "index": index,
+        "file": final.name,
+        "rows": table.num_rows,
+        "sha256": checksum,
+        "dropped": dropped,
+    }

@@ -128,7 +128,9 @@ class GridField(Field):
     ) -> None:
         values = np.ascontiguousarray(values, dtype=np.float64)
         if values.ndim != 4 or values.shape[3] != 3 or min(values.shape[:3]) < 2:
-            raise ValueError(f"grid values must have shape (nx>=2, ny>=2, nz>=2, 3), got {values.shape}")
+            raise ValueError(
+                f"grid values must have shape (nx>=2, ny>=2, nz>=2, 3), got {values.shape}"
+            )
         if min(spacing) <= 0:
             raise ValueError(f"grid spacing must be positive, got {spacing}")
         self.values = values
@@ -158,7 +160,9 @@ class GridField(Field):
             u = (coord.reshape(-1) - o) / d
             ok = (u >= 0) & (u <= n - 1)
             inside = ok if inside is None else inside & ok
-            i0 = torch.clamp(torch.floor(u), 0, n - 2)
+            # nan_to_num: a NaN position must not become a garbage gather index (IndexError on
+            # CPU, device-side assert on CUDA); its weight stays NaN, so its field is NaN.
+            i0 = torch.clamp(torch.floor(torch.nan_to_num(u, nan=0.0)), 0, n - 2)
             weights.append(torch.clamp(u - i0, 0.0, 1.0))
             cell_index.append(i0.to(torch.int64))
         ix, iy, iz = cell_index
@@ -188,9 +192,7 @@ class GridField(Field):
 
     # ------------------------------------------------------------------ loaders
     @classmethod
-    def from_table(
-        cls, path: str, field_unit: str, length_unit: str = "mm"
-    ) -> GridField:
+    def from_table(cls, path: str, field_unit: str, length_unit: str = "mm") -> GridField:
         """Load one table with columns ``x y z Bx By Bz`` (text or ``.npz``).
 
         ``field_unit`` is required ("T" or "gauss"): copies of the LHCb map circulate in both.
@@ -209,13 +211,17 @@ class GridField(Field):
         return read_cdf_quadrants(list(paths))
 
 
-def field_from_spec(spec: list[str] | None, field_unit: str | None = None, polarity: str = "down") -> Field:
+def field_from_spec(
+    spec: list[str] | None, field_unit: str | None = None, polarity: str = "down"
+) -> Field:
     """Build a field from command-line words: ``default``, four ``.cdf`` files or one table."""
     if not spec or spec == ["default"]:
         return DipoleField(polarity=polarity)
     if all(p.endswith(".cdf") for p in spec):
         if len(spec) != 4:
-            raise ValueError(f"--field: LHCb maps come as four quadrant .cdf files, got {len(spec)}")
+            raise ValueError(
+                f"--field: LHCb maps come as four quadrant .cdf files, got {len(spec)}"
+            )
         return GridField.from_cdf_quadrants(spec)
     if len(spec) != 1:
         raise ValueError(f"--field: expected 'default', four .cdf files or one table, got {spec}")

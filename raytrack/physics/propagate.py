@@ -151,7 +151,15 @@ def propagate(
     for lo in range(0, s.shape[0], chunk_size):
         hi = min(lo + chunk_size, s.shape[0])
         end[lo:hi], status[lo:hi] = _propagate_chunk(
-            s[lo:hi], z0[lo:hi], z1[lo:hi], field, tableau, tolerance, step, max_step, limits,
+            s[lo:hi],
+            z0[lo:hi],
+            z1[lo:hi],
+            field,
+            tableau,
+            tolerance,
+            step,
+            max_step,
+            limits,
             max_iterations,
         )
     if is_numpy:
@@ -164,7 +172,9 @@ def _as_column(z, like: torch.Tensor, name: str) -> torch.Tensor:
     if z.ndim == 0:
         return z.expand(like.shape[0])
     if z.shape != (like.shape[0],):
-        raise ValueError(f"{name} must be a scalar or have shape ({like.shape[0]},), got {tuple(z.shape)}")
+        raise ValueError(
+            f"{name} must be a scalar or have shape ({like.shape[0]},), got {tuple(z.shape)}"
+        )
     return z
 
 
@@ -249,7 +259,9 @@ def _integrate_fixed(y, z, z_end, qop, field, tableau, step, limits):
     return y, status
 
 
-def _integrate_adaptive(y, z, z_end, qop, field, tableau, tolerance, max_step, limits, max_iterations):
+def _integrate_adaptive(
+    y, z, z_end, qop, field, tableau, tolerance, max_step, limits, max_iterations
+):
     """Embedded RK with local extrapolation and one step size per track.
 
     The working set holds the unfinished tracks; finished ones take steps of length 0 until
@@ -300,9 +312,9 @@ def _integrate_adaptive(y, z, z_end, qop, field, tableau, tolerance, max_step, l
 
     if index.numel():
         y_out[:, index] = y
-        status_out[index] = torch.where(status == TrackStatus.OK, TrackStatus.STEP_LIMIT, status).to(
-            torch.int8
-        )
+        status_out[index] = torch.where(
+            status == TrackStatus.OK, TrackStatus.STEP_LIMIT, status
+        ).to(torch.int8)
     return y_out, status_out
 
 
