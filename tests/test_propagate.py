@@ -54,8 +54,14 @@ def helix_end(
 def random_states(n: int, seed: int = 0, p_gev=(2.0, 100.0)) -> np.ndarray:
     rng = np.random.default_rng(seed)
     p = np.exp(rng.uniform(np.log(p_gev[0]), np.log(p_gev[1]), n)) * 1000.0
-    return np.stack([rng.uniform(-900, 900, n), rng.uniform(-750, 750, n), rng.uniform(-0.3, 0.3, n),
-                     rng.uniform(-0.25, 0.25, n), rng.choice([-1.0, 1.0], n) / p], axis=1)  # fmt: skip
+    columns = [
+        rng.uniform(-900, 900, n),
+        rng.uniform(-750, 750, n),
+        rng.uniform(-0.3, 0.3, n),
+        rng.uniform(-0.25, 0.25, n),
+        rng.choice([-1.0, 1.0], n) / p,
+    ]
+    return np.stack(columns, axis=1)
 
 
 @pytest.mark.parametrize("z0,z1", [(3000.0, 7000.0), (9000.0, 1000.0)])

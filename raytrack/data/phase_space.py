@@ -130,7 +130,8 @@ def _distribution(table: dict[str, Any], key: str, origin: str, prefix: str = ""
     kind = spec.get("distribution")
     if kind not in DISTRIBUTIONS:
         raise PhaseSpaceError(
-            f"{origin}: key '{name}.distribution' must be one of {list(DISTRIBUTIONS)}, got {kind!r}"
+            f"{origin}: key '{name}.distribution' must be one of {list(DISTRIBUTIONS)}, "
+            f"got {kind!r}"
         )
     if kind == "fixed":
         value = _number(spec, "value", f"{prefix}{key}", origin)

@@ -139,7 +139,8 @@ def _run_shard_tasks(spec, out, manifest, missing, workers, address, progress, l
     available = ray.cluster_resources().get("GPU" if "num_gpus" in resources else "CPU", 1)
     workers = max(1, int(workers or available))
     log(
-        f"generating {len(missing)} shards of {spec.samples} tracks in {out} with {workers} parallel tasks"
+        f"generating {len(missing)} shards of {spec.samples} tracks in {out} "
+        f"with {workers} parallel tasks"
     )
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # ours below counts tracks, not blocks

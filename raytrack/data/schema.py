@@ -93,6 +93,7 @@ def read_manifest(directory: Path) -> dict[str, Any] | None:
         raise DatasetError(f"{path}: not a raytrack dataset manifest")
     if manifest.get("format_version") != FORMAT_VERSION:
         raise DatasetError(
-            f"{path}: format version {manifest.get('format_version')!r}, this raytrack reads {FORMAT_VERSION}"
+            f"{path}: format version {manifest.get('format_version')!r}, "
+            f"this raytrack reads {FORMAT_VERSION}"
         )
     return manifest
