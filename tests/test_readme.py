@@ -1,0 +1,42 @@
+"""The README's commands are the ones CI runs and the ones the package provides."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_ci_runs_the_readme_test_command():
+    ci_lines = (REPO / ".ci" / "run").read_text().strip().splitlines()
+    assert ci_lines[-1] in (REPO / "README.md").read_text()
+    assert "pytest" in ci_lines[-1]
+
+
+def test_every_entry_point_in_the_readme_answers_help():
+    readme = (REPO / "README.md").read_text()
+    for module in ("raytrack.generate", "raytrack.bench"):
+        assert f"python -m {module}" in readme
+        done = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO,
+                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert "usage" in done.stdout
+
+
+def test_bench_generate_runs_and_prints_ratios():
+    done = subprocess.run(
+        [sys.executable, "-m", "raytrack.bench", "generate", "--tracks", "2000",
+         "--baseline-tracks", "2"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "x baseline" in done.stdout
+    rows = [
+        line.split()
+        for line in done.stdout.splitlines()
+        if line.startswith(("classic", "variable"))
+    ]
+    assert [r[0] for r in rows[:2]] == ["classic", "variable"]
+    assert all(float(r[3]) > 1 for r in rows)  # faster than the scalar loop
