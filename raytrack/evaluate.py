@@ -1,0 +1,196 @@
+"""python -m raytrack.evaluate RUN_DIR [--data DIR]: the held-out report of a trained run.
+
+Writes ``RUN_DIR/evaluation/report.json`` (position and slope errors of the model and of the
+straight line, overall and in momentum bins) and PNG plots: error histograms, error against
+momentum, error against |dz|, learning curves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from raytrack.data import DatasetError, load
+from raytrack.data.schema import write_json_atomic
+from raytrack.models.metrics import (
+    evaluation_report,
+    momentum_gev,
+    position_errors,
+    slope_errors,
+)
+from raytrack.models.mlp import TrackMLP, straight_line
+
+DZ_BINS_MM = (0.0, 100.0, 300.0, 1000.0, 3000.0, 6000.0, 10000.0, 14000.0)
+
+
+def evaluate_model(model: TrackMLP, inputs: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
+    """The report dict plus the per-track arrays the plots need (under ``_tracks``)."""
+    from raytrack.models.run import predict
+
+    predicted = predict(model, inputs)
+    report = evaluation_report(inputs, truth, predicted)
+    report["dz_bins"] = _dz_bins(inputs, truth, predicted)
+    report["_tracks"] = {"inputs": inputs, "truth": truth, "predicted": predicted}
+    return report
+
+
+def _dz_bins(inputs: np.ndarray, truth: np.ndarray, predicted: np.ndarray) -> list[dict[str, Any]]:
+    dz = np.abs(inputs[:, 6] - inputs[:, 5])
+    dpos = position_errors(predicted, truth)
+    rows = []
+    for low, high in zip(DZ_BINS_MM[:-1], DZ_BINS_MM[1:], strict=True):
+        inside = (dz >= low) & (dz < high) if high < DZ_BINS_MM[-1] else (dz >= low)
+        if inside.any():
+            rows.append({"dz_low_mm": low, "dz_high_mm": high, "tracks": int(inside.sum()),
+                         "pos_mean_mm": float(dpos[inside].mean()),
+                         "pos_p95_mm": float(np.percentile(dpos[inside], 95))})  # fmt: skip
+    return rows
+
+
+def write_report(out_dir: Path, report: dict[str, Any], history: list[dict[str, float]]) -> None:
+    """report.json and the PNG plots into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tracks = report.get("_tracks")
+    write_json_atomic(out_dir / "report.json", {k: v for k, v in report.items() if k != "_tracks"})
+    if tracks is not None:
+        _plot_histograms(out_dir, **tracks)
+        _plot_against(out_dir, "momentum", **tracks)
+        _plot_against(out_dir, "dz", **tracks)
+    if history:
+        _plot_learning_curves(out_dir, history)
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: runs on nodes without a display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _plot_histograms(out_dir: Path, inputs, truth, predicted) -> None:
+    plt = _pyplot()
+    line = straight_line(inputs)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, errors, label in (
+        (axes[0], position_errors, "position error [mm]"),
+        (axes[1], slope_errors, "slope error"),
+    ):
+        model_err, line_err = errors(predicted, truth), errors(line, truth)
+        floor = max(min(model_err.min(), line_err.min()), 1e-9)
+        bins = np.logspace(np.log10(floor), np.log10(max(model_err.max(), line_err.max())), 80)
+        ax.hist(model_err, bins=bins, histtype="step", label="model")
+        ax.hist(line_err, bins=bins, histtype="step", label="straight line")
+        ax.set(xscale="log", xlabel=label, ylabel="tracks")
+        ax.legend()
+    _save(fig, out_dir / "error_histograms.png")
+
+
+def _plot_against(out_dir: Path, what: str, inputs, truth, predicted) -> None:
+    plt = _pyplot()
+    if what == "momentum":
+        x, label = momentum_gev(inputs), "p [GeV]"
+    else:
+        x, label = np.abs(inputs[:, 6] - inputs[:, 5]), "|dz| [mm]"
+    dpos = position_errors(predicted, truth)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    if np.ptp(x) == 0:  # a fixed leg: one point per statistic
+        centres, means, p95 = x[:1], [dpos.mean()], [np.percentile(dpos, 95)]
+    else:
+        edges = np.quantile(x, np.linspace(0, 1, 21))
+        index = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, 19)
+        filled = [i for i in range(20) if (index == i).any()]
+        centres = [np.median(x[index == i]) for i in filled]
+        means = [dpos[index == i].mean() for i in filled]
+        p95 = [np.percentile(dpos[index == i], 95) for i in filled]
+    ax.plot(centres, means, "o-", label="mean")
+    ax.plot(centres, p95, "s--", label="P95")
+    ax.set(xlabel=label, ylabel="position error [mm]", yscale="log")
+    if what == "momentum":
+        ax.set_xscale("log")
+    ax.legend()
+    _save(fig, out_dir / f"error_vs_{what}.png")
+
+
+def _plot_learning_curves(out_dir: Path, history: list[dict[str, float]]) -> None:
+    plt = _pyplot()
+    epochs = [h["epoch"] for h in history]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    axes[0].plot(epochs, [h["train_loss"] for h in history], label="train")
+    axes[0].plot(epochs, [h["val_loss"] for h in history], label="validation")
+    axes[0].set(xlabel="epoch", ylabel="loss (standardised MSE)", yscale="log")
+    axes[0].legend()
+    axes[1].plot(epochs, [h["val_pos_mean_mm"] for h in history], label="mean")
+    axes[1].plot(epochs, [h["val_pos_p95_mm"] for h in history], label="P95")
+    axes[1].set(xlabel="epoch", ylabel="validation position error [mm]", yscale="log")
+    axes[1].legend()
+    _save(fig, out_dir / "learning_curves.png")
+
+
+def _save(fig, path: Path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    fig.clf()
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None) -> dict[str, Any]:
+    """Evaluate the best weights of ``run_dir`` on the test split; writes ``evaluation/``."""
+    from raytrack.models.run import RUN_FILE, RunSpec, checkpoint_path
+    from raytrack.models.training import load_checkpoint, model_from_checkpoint
+
+    run_dir = Path(run_dir)
+    if not (run_dir / RUN_FILE).exists() or not checkpoint_path(run_dir).exists():
+        raise FileNotFoundError(f"{run_dir}: not a raytrack run (no {RUN_FILE} or checkpoint)")
+    spec = RunSpec.from_dict(json.loads((run_dir / RUN_FILE).read_text()))
+    state = load_checkpoint(checkpoint_path(run_dir))
+    splits = load(data_dir or spec.data_dir)
+    report = evaluate_model(
+        model_from_checkpoint(state), splits.test.inputs(), splits.test.targets()
+    )
+    report["dataset_id"] = splits.dataset_id
+    write_report(run_dir / "evaluation", report, state["history"])
+    return report
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m raytrack.evaluate", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser.add_argument("run_dir", help="a directory written by python -m raytrack.train")
+    parser.add_argument("--data", help="dataset to evaluate on (default: the run's own)")
+    args = parser.parse_args(argv)
+    try:
+        report = evaluate_run(args.run_dir, args.data)
+    except (FileNotFoundError, DatasetError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print_summary(report)
+    print(f"wrote {Path(args.run_dir) / 'evaluation'}")
+    return 0
+
+
+def print_summary(report: dict[str, Any]) -> None:
+    print(
+        f"{'':15} {'mean mm':>9} {'median':>9} {'P95':>9} {'P99':>9} {'max':>9} {'slope mean':>11}"
+    )
+    for label, key in (("model", "model"), ("straight line", "straight_line")):
+        r = report[key]
+        print(f"{label:15} {r['pos_mean_mm']:9.4f} {r['pos_median_mm']:9.4f} {r['pos_p95_mm']:9.4f} "
+              f"{r['pos_p99_mm']:9.4f} {r['pos_max_mm']:9.4f} {r['slope_mean']:11.2e}")  # fmt: skip
+    for row in report["momentum_bins"]:
+        high = row["p_high_gev"] or "inf"
+        r = row["model"]
+        print(f"  p {row['p_low_gev']:g}-{high} GeV: mean {r['pos_mean_mm']:.4f} mm, "
+              f"P95 {r['pos_p95_mm']:.4f} mm ({r['tracks']} tracks)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.exit(main())

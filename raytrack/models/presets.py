@@ -1,0 +1,39 @@
+"""Model presets, read from ``search_spaces/presets.toml`` (shipped as ``raytrack.search_spaces``)."""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from raytrack.models.mlp import ModelConfig
+
+PRESET_FILE = "presets.toml"
+SEARCH_PRESETS = ("large", "xlarge", "deep", "ultra", "wide")  # the five of the earlier script
+
+
+def presets_path() -> Path:
+    return Path(str(resources.files("raytrack.search_spaces").joinpath(PRESET_FILE)))
+
+
+def load_presets(path: str | Path | None = None) -> dict[str, ModelConfig]:
+    """Every preset of the file (default: the shipped one), defaults applied and validated."""
+    path = Path(path) if path else presets_path()
+    with open(path, "rb") as handle:
+        data: dict[str, Any] = tomllib.load(handle)
+    defaults = data.pop("defaults", {})
+    presets = {}
+    for name, spec in data.items():
+        try:
+            presets[name] = ModelConfig.from_dict({**defaults, **spec})
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path}: preset [{name}]: {err}") from None
+    return presets
+
+
+def get_preset(name: str) -> ModelConfig:
+    presets = load_presets()
+    if name not in presets:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(presets)}")
+    return presets[name]

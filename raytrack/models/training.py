@@ -1,0 +1,333 @@
+"""Training one model on one dataset: the function a standalone run and a Ray Tune trial share.
+
+Fast path: the training split goes to the device once as float32 tensors; every epoch shuffles
+them with one gather and batches are contiguous slices (no DataLoader, no per-batch copies).
+AdamW, linear warm-up then cosine decay (or reduce-on-plateau), gradient clipping, early
+stopping on the validation loss, TF32/bf16 on GPU as options. A non-finite loss ends the run
+with status "failed", never an exception in the caller.
+
+Checkpoints hold tensors and plain Python types only (``torch.load(weights_only=True)``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from raytrack.models.metrics import position_errors, slope_errors
+from raytrack.models.mlp import ModelConfig, Normalisation, TrackMLP, encode_targets
+
+CHECKPOINT_NAME = "checkpoint.pt"
+CHECKPOINT_FORMAT = "raytrack-checkpoint-1"
+SCHEDULES = ("cosine", "plateau")
+PRECISIONS = ("fp32", "tf32", "bf16")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation settings as plain data."""
+
+    epochs: int = 100
+    batch_size: int = 1024
+    lr: float = 2e-3
+    weight_decay: float = 1e-5
+    warmup_epochs: float = 1.0
+    schedule: str = "cosine"
+    min_lr_ratio: float = 0.01
+    grad_clip: float = 1.0
+    patience: int = 20  # epochs without a better validation loss before stopping
+    seed: int = 0
+    time_budget: float | None = None  # seconds of training; the cosine schedule follows it
+    precision: str = "fp32"
+
+    def __post_init__(self) -> None:
+        checks = {
+            "epochs": self.epochs >= 1,
+            "batch_size": self.batch_size >= 1,
+            "lr": self.lr > 0,
+            "weight_decay": self.weight_decay >= 0,
+            "warmup_epochs": self.warmup_epochs >= 0,
+            "min_lr_ratio": 0 <= self.min_lr_ratio <= 1,
+            "grad_clip": self.grad_clip > 0,
+            "patience": self.patience >= 1,
+            "time_budget": self.time_budget is None or self.time_budget > 0,
+        }
+        for name, ok in checks.items():
+            if not ok:
+                raise ValueError(f"training option {name}={getattr(self, name)!r} is out of range")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown training option(s) {unknown}; allowed: {sorted(known)}")
+        return cls(**data)
+
+
+@dataclass
+class TrainResult:
+    status: str  # "finished", "early_stopped", "time_budget", "failed"
+    model: TrackMLP
+    history: list[dict[str, float]]
+    best: dict[str, float]
+    reason: str = ""
+    epochs_run: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+#: Called after every epoch with the epoch's metrics and the checkpoint path (or None).
+EpochCallback = Callable[[dict[str, float], Path | None], None]
+
+
+def train_model(
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    train: tuple[np.ndarray, np.ndarray],
+    validation: tuple[np.ndarray, np.ndarray],
+    *,
+    device: str = "cpu",
+    checkpoint_dir: str | Path | None = None,
+    callback: EpochCallback | None = None,
+) -> TrainResult:
+    """Train ``model_config`` on (inputs (N, 7), targets (N, 4)) float64 arrays.
+
+    With ``checkpoint_dir``, a checkpoint is written there after every epoch and, when one is
+    already there, training resumes from it. The returned model holds the best weights (lowest
+    validation loss).
+    """
+    dev = torch.device(device)
+    _configure_precision(train_config, dev)
+    torch.manual_seed(train_config.seed)
+    norm = Normalisation.fit(train[0], train[1], model_config.target)
+    model = TrackMLP(model_config, norm).to(dev)
+    loop = _Loop(model, model_config, train_config, train, validation, dev)
+    ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir else None
+    if ckpt_path and ckpt_path.exists():
+        loop.restore(torch.load(ckpt_path, map_location=dev, weights_only=True))
+    return loop.run(ckpt_path, callback)
+
+
+def _configure_precision(config: TrainConfig, device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = config.precision in ("tf32", "bf16")
+        torch.backends.cudnn.allow_tf32 = config.precision in ("tf32", "bf16")
+
+
+class _Loop:
+    """The state of one training run: model, optimiser, schedule, history, best weights."""
+
+    def __init__(self, model, model_config, config, train, validation, device) -> None:
+        self.model, self.config, self.device = model, config, device
+        self.model_config = model_config
+        self.x_train, self.t_train = self._tensors(train)
+        self.x_val, self.t_val = self._tensors(validation)
+        self.y_val = torch.as_tensor(validation[1], dtype=torch.float64, device=device)
+        self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
+                                           weight_decay=config.weight_decay)  # fmt: skip
+        self.steps_per_epoch = max(1, math.ceil(len(self.x_train) / config.batch_size))
+        self.generator = torch.Generator(device="cpu").manual_seed(config.seed)
+        self.epoch, self.step, self.elapsed = 0, 0, 0.0
+        self.history: list[dict[str, float]] = []
+        self.best: dict[str, float] = {}
+        self.best_state = _copy_state(model)
+        self.stale_epochs = 0
+        self.plateau_scale = 1.0
+        self.status, self.reason = "", ""  # set when the run has ended
+
+    def _tensors(self, split: tuple[np.ndarray, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs, targets = split
+        norm = self.model.normalisation()
+        encoded = encode_targets(inputs, targets, self.model_config.target)
+        standard = (encoded - norm.target_mean) / norm.target_std
+        as_tensor = lambda a: torch.as_tensor(a, dtype=torch.float32, device=self.device)  # noqa: E731
+        return as_tensor(inputs), as_tensor(standard)
+
+    # -- schedule ---------------------------------------------------------------------------
+    def learning_rate(self) -> float:
+        c = self.config
+        warmup = c.warmup_epochs * self.steps_per_epoch
+        if self.step < warmup:
+            return c.lr * (self.step + 1) / warmup
+        if c.schedule == "plateau":
+            return c.lr * self.plateau_scale
+        progress = (self.step - warmup) / max(1.0, c.epochs * self.steps_per_epoch - warmup)
+        if c.time_budget:
+            progress = max(progress, self.elapsed / c.time_budget)
+        progress = min(1.0, progress)
+        return c.lr * (
+            c.min_lr_ratio + (1 - c.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+        )
+
+    # -- one epoch ----------------------------------------------------------------------------
+    def train_epoch(self) -> float:
+        self.model.train()
+        order = torch.randperm(len(self.x_train), generator=self.generator).to(self.device)
+        x_all, t_all = self.x_train[order], self.t_train[order]
+        total = torch.zeros((), device=self.device)
+        autocast = self.config.precision == "bf16" and self.device.type == "cuda"
+        for start in range(0, len(x_all), self.config.batch_size):
+            x = x_all[start : start + self.config.batch_size]
+            t = t_all[start : start + self.config.batch_size]
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.learning_rate()
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
+                loss = nn.functional.mse_loss(self.model.standardised(x).float(), t)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+            self.optimizer.step()
+            total += loss.detach() * len(x)
+            self.step += 1
+        return float(total) / len(x_all)
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        self.model.eval()
+        chunks = [self.model(x) for x in self.x_val.split(65536)]
+        predicted = torch.cat(chunks).double()
+        standardised = torch.cat([self.model.standardised(x) for x in self.x_val.split(65536)])
+        loss = float(nn.functional.mse_loss(standardised, self.t_val))
+        dpos = position_errors(predicted, self.y_val)
+        dslope = slope_errors(predicted, self.y_val)
+        finite = bool(torch.isfinite(predicted).all())
+        return {
+            "val_loss": loss if finite else math.nan,
+            "val_pos_mean_mm": float(dpos.mean()),
+            "val_pos_p95_mm": float(torch.quantile(dpos.float(), 0.95)) if finite else math.nan,
+            "val_slope_mean": float(dslope.mean()),
+        }
+
+    # -- the run ------------------------------------------------------------------------------
+    def run(self, ckpt_path: Path | None, callback: EpochCallback | None) -> TrainResult:
+        if not self.status:  # a run restored after it ended is not trained further
+            self.status, self.reason = self._epochs(ckpt_path, callback)
+            if ckpt_path and self.status != "failed":
+                save_checkpoint(ckpt_path, self.state())
+        self.model.load_state_dict(self.best_state)
+        return TrainResult(status=self.status, model=self.model, history=self.history,
+                           best=self.best, reason=self.reason, epochs_run=self.epoch)  # fmt: skip
+
+    def _epochs(self, ckpt_path: Path | None, callback: EpochCallback | None) -> tuple[str, str]:
+        status, reason = "finished", ""
+        while self.epoch < self.config.epochs:
+            started = time.perf_counter()
+            train_loss = self.train_epoch()
+            metrics = {"epoch": self.epoch + 1, "train_loss": train_loss, **self.validate()}
+            self.elapsed += time.perf_counter() - started
+            self.epoch += 1
+            metrics.update(lr=self.learning_rate(), seconds=self.elapsed,
+                           samples_per_s=self.epoch * len(self.x_train) / self.elapsed)  # fmt: skip
+            if not all(math.isfinite(metrics[k]) for k in ("train_loss", "val_loss")):
+                status, reason = "failed", f"non-finite loss at epoch {self.epoch}"
+                metrics["failed"] = 1.0
+                self.history.append(metrics)
+                if callback:
+                    callback(metrics, None)
+                break
+            self._track_best(metrics)
+            self.history.append(metrics)
+            if ckpt_path:
+                save_checkpoint(ckpt_path, self.state())
+            if callback:
+                callback(metrics, ckpt_path)
+            if self.stale_epochs >= self.config.patience:
+                status, reason = (
+                    "early_stopped",
+                    f"no better val_loss for {self.stale_epochs} epochs",
+                )
+                break
+            if self.config.time_budget and self.elapsed >= self.config.time_budget:
+                status, reason = (
+                    "time_budget",
+                    f"{self.elapsed:.0f} s of {self.config.time_budget} s",
+                )
+                break
+        return status, reason
+
+    def _track_best(self, metrics: dict[str, float]) -> None:
+        if not self.best or metrics["val_loss"] < self.best["val_loss"]:
+            self.best = dict(metrics)
+            self.best_state = _copy_state(self.model)
+            self.stale_epochs = 0
+            return
+        self.stale_epochs += 1
+        if (
+            self.config.schedule == "plateau"
+            and self.stale_epochs % max(1, self.config.patience // 4) == 0
+        ):
+            self.plateau_scale = max(self.config.min_lr_ratio, self.plateau_scale * 0.5)
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def state(self) -> dict[str, Any]:
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "model_config": self.model_config.to_dict(),
+            "train_config": self.config.to_dict(),
+            "model_state": _copy_state(self.model),
+            "best_state": self.best_state,
+            "optimizer_state": self.optimizer.state_dict(),
+            "generator_state": self.generator.get_state(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "elapsed": self.elapsed,
+            "history": self.history,
+            "best": self.best,
+            "stale_epochs": self.stale_epochs,
+            "plateau_scale": self.plateau_scale,
+            "status": self.status,
+            "reason": self.reason,
+        }
+
+    def restore(self, state: dict[str, Any]) -> None:
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"not a raytrack checkpoint (format {state.get('format')!r})")
+        if state["model_config"] != self.model_config.to_dict():
+            raise ValueError("checkpoint was made for another model configuration")
+        self.model.load_state_dict(state["model_state"])
+        self.best_state = state["best_state"]
+        self.optimizer.load_state_dict(state["optimizer_state"])
+        self.generator.set_state(state["generator_state"])
+        self.epoch, self.step, self.elapsed = state["epoch"], state["step"], state["elapsed"]
+        self.history, self.best = state["history"], state["best"]
+        self.stale_epochs, self.plateau_scale = state["stale_epochs"], state["plateau_scale"]
+        self.status, self.reason = state["status"], state["reason"]
+
+
+def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write atomically: a run killed while saving keeps its previous checkpoint."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path, device: str = "cpu") -> dict[str, Any]:
+    return torch.load(Path(path), map_location=device, weights_only=True)
+
+
+def model_from_checkpoint(state: dict[str, Any], best: bool = True) -> TrackMLP:
+    """The model stored in a checkpoint (its best weights by default), on the CPU, eval mode."""
+    config = ModelConfig.from_dict(state["model_config"])
+    model = TrackMLP(config)
+    model.load_state_dict(state["best_state"] if best else state["model_state"])
+    return model.eval()

@@ -1,0 +1,92 @@
+"""python -m raytrack.train: train one model on one dataset into a run directory.
+
+    python -m raytrack.train --data data/classic --preset small --out runs/small --time-budget 600
+
+Writes RUN_DIR with the checkpoint, the metrics history, the evaluation report and the exports
+(model.onnx, model.bin, metadata.json). Run the same command again to resume an interrupted run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+
+import torch
+
+from raytrack.data import DatasetError
+from raytrack.models.mlp import TARGET_MODES
+from raytrack.models.presets import get_preset, load_presets
+from raytrack.models.run import RunSpec, train_run
+from raytrack.models.training import PRECISIONS, SCHEDULES, TrainConfig
+
+
+def build_parser() -> argparse.ArgumentParser:
+    defaults = TrainConfig()
+    p = argparse.ArgumentParser(prog="python -m raytrack.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--data", required=True, help="dataset directory (python -m raytrack.generate)")
+    p.add_argument("--preset", default="small", help=f"one of {sorted(load_presets())}")
+    p.add_argument("--out", required=True, help="run directory (new, or this run's to resume)")
+    p.add_argument("--epochs", type=int, default=defaults.epochs)
+    p.add_argument("--batch", type=int, default=defaults.batch_size, help="batch size")
+    p.add_argument("--lr", type=float, default=defaults.lr, help="peak learning rate")
+    p.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
+    p.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule)
+    p.add_argument("--patience", type=int, default=defaults.patience, help="early-stopping epochs")
+    p.add_argument("--time-budget", type=float, help="seconds of training (schedule follows it)")
+    p.add_argument("--precision", choices=PRECISIONS, default=defaults.precision)
+    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--target", choices=TARGET_MODES, help="override the preset's target mode")
+    p.add_argument("--activation", help="override the preset's activation")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    return p
+
+
+def spec_from_args(args: argparse.Namespace) -> RunSpec:
+    model = get_preset(args.preset)
+    overrides = {k: v for k, v in (("target", args.target), ("activation", args.activation)) if v}
+    model = dataclasses.replace(model, **overrides)
+    train = TrainConfig(
+        epochs=args.epochs, batch_size=args.batch, lr=args.lr, weight_decay=args.weight_decay,
+        schedule=args.schedule, patience=args.patience, time_budget=args.time_budget,
+        precision=args.precision, seed=args.seed,
+    )  # fmt: skip
+    return RunSpec(
+        data_dir=args.data, model=model, train=train, name=args.preset, device=args.device
+    )
+
+
+def print_epoch(metrics: dict[str, float], _checkpoint) -> None:
+    print(f"epoch {int(metrics['epoch']):4d}  loss {metrics['train_loss']:.3e}  "
+          f"val {metrics['val_loss']:.3e}  pos mean {metrics['val_pos_mean_mm']:.4f} mm  "
+          f"P95 {metrics['val_pos_p95_mm']:.4f} mm  {metrics['seconds']:.0f} s", flush=True)  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        spec = spec_from_args(args)
+        print(f"training {spec.name} {list(spec.model.hidden)} ({spec.model.weight_count} weights) "
+              f"on {spec.device}")  # fmt: skip
+        result = train_run(args.out, spec, callback=print_epoch)
+    except (ValueError, DatasetError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"run {result.status}{': ' + result.reason if result.reason else ''}")
+    if result.status == "failed":
+        return 2
+    from raytrack.evaluate import print_summary
+    from raytrack.models.run import json_report
+
+    print_summary(json_report(Path(args.out)))
+    print(f"wrote {args.out}: model.onnx, model.bin, metadata.json, evaluation/")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
