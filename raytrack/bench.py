@@ -95,8 +95,10 @@ def bench_generate(tracks: int, baseline_tracks: int) -> None:
         f"baseline: scalar RK4, 10 mm steps, classic leg: {baseline_rate:10.1f} tracks/s/core "
         f"(agrees with propagate to {agree[:, :2].max() * 1000:.3f} um)"
     )
-    print(f"{'leg':<10} {'device':<6} {'tracks/s/core':>14} {'x baseline':>11} "
-          f"{'max dpos um':>12} {'max dslope':>11} {'dropped':>8}")  # fmt: skip
+    print(
+        f"{'leg':<10} {'device':<6} {'tracks/s/core':>14} {'x baseline':>11} "
+        f"{'max dpos um':>12} {'max dslope':>11} {'dropped':>8}"
+    )
     for leg, phase_space in (("classic", "classic"), ("variable", "default")):
         states, z0, z1 = sample_tracks(phase_space, tracks, seed=2)
         seconds = timed(lambda s=states, a=z0, b=z1: propagate(s, a, b, field))
@@ -106,8 +108,10 @@ def bench_generate(tracks: int, baseline_tracks: int) -> None:
         )
         rate = tracks / seconds
         dropped = int((status != TrackStatus.OK).sum())
-        print(f"{leg:<10} {'cpu':<6} {rate:14.0f} {rate / baseline_rate:11.0f} "
-              f"{dpos * 1000:12.3f} {dslope:11.2e} {dropped:8d}")  # fmt: skip
+        print(
+            f"{leg:<10} {'cpu':<6} {rate:14.0f} {rate / baseline_rate:11.0f} "
+            f"{dpos * 1000:12.3f} {dslope:11.2e} {dropped:8d}"
+        )
         if torch.cuda.is_available():
             print_gpu_rate(leg, states, z0, z1, field, baseline_rate)
 

@@ -46,9 +46,15 @@ def _dz_bins(inputs: np.ndarray, truth: np.ndarray, predicted: np.ndarray) -> li
     for low, high in zip(DZ_BINS_MM[:-1], DZ_BINS_MM[1:], strict=True):
         inside = (dz >= low) & (dz < high) if high < DZ_BINS_MM[-1] else (dz >= low)
         if inside.any():
-            rows.append({"dz_low_mm": low, "dz_high_mm": high, "tracks": int(inside.sum()),
-                         "pos_mean_mm": float(dpos[inside].mean()),
-                         "pos_p95_mm": float(np.percentile(dpos[inside], 95))})  # fmt: skip
+            rows.append(
+                {
+                    "dz_low_mm": low,
+                    "dz_high_mm": high,
+                    "tracks": int(inside.sum()),
+                    "pos_mean_mm": float(dpos[inside].mean()),
+                    "pos_p95_mm": float(np.percentile(dpos[inside], 95)),
+                }
+            )
     return rows
 
 
@@ -162,8 +168,11 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None) -> dic
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m raytrack.evaluate", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m raytrack.evaluate",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("run_dir", help="a directory written by python -m raytrack.train")
     parser.add_argument("--data", help="dataset to evaluate on (default: the run's own)")
     args = parser.parse_args(argv)
@@ -183,13 +192,17 @@ def print_summary(report: dict[str, Any]) -> None:
     )
     for label, key in (("model", "model"), ("straight line", "straight_line")):
         r = report[key]
-        print(f"{label:15} {r['pos_mean_mm']:9.4f} {r['pos_median_mm']:9.4f} {r['pos_p95_mm']:9.4f} "
-              f"{r['pos_p99_mm']:9.4f} {r['pos_max_mm']:9.4f} {r['slope_mean']:11.2e}")  # fmt: skip
+        print(
+            f"{label:15} {r['pos_mean_mm']:9.4f} {r['pos_median_mm']:9.4f} {r['pos_p95_mm']:9.4f} "
+            f"{r['pos_p99_mm']:9.4f} {r['pos_max_mm']:9.4f} {r['slope_mean']:11.2e}"
+        )
     for row in report["momentum_bins"]:
         high = row["p_high_gev"] or "inf"
         r = row["model"]
-        print(f"  p {row['p_low_gev']:g}-{high} GeV: mean {r['pos_mean_mm']:.4f} mm, "
-              f"P95 {r['pos_p95_mm']:.4f} mm ({r['tracks']} tracks)")  # fmt: skip
+        print(
+            f"  p {row['p_low_gev']:g}-{high} GeV: mean {r['pos_mean_mm']:.4f} mm, "
+            f"P95 {r['pos_p95_mm']:.4f} mm ({r['tracks']} tracks)"
+        )
 
 
 if __name__ == "__main__":

@@ -24,8 +24,11 @@ from raytrack.models.training import PRECISIONS, SCHEDULES, TrainConfig
 
 def build_parser() -> argparse.ArgumentParser:
     defaults = TrainConfig()
-    p = argparse.ArgumentParser(prog="python -m raytrack.train", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p = argparse.ArgumentParser(
+        prog="python -m raytrack.train",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     p.add_argument("--data", required=True, help="dataset directory (python -m raytrack.generate)")
     p.add_argument("--preset", default="small", help=f"one of {sorted(load_presets())}")
     p.add_argument("--out", required=True, help="run directory (new, or this run's to resume)")
@@ -50,19 +53,28 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
     overrides = {k: v for k, v in (("target", args.target), ("activation", args.activation)) if v}
     model = dataclasses.replace(model, **overrides)
     train = TrainConfig(
-        epochs=args.epochs, batch_size=args.batch, lr=args.lr, weight_decay=args.weight_decay,
-        schedule=args.schedule, patience=args.patience, time_budget=args.time_budget,
-        precision=args.precision, seed=args.seed,
-    )  # fmt: skip
+        epochs=args.epochs,
+        batch_size=args.batch,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        schedule=args.schedule,
+        patience=args.patience,
+        time_budget=args.time_budget,
+        precision=args.precision,
+        seed=args.seed,
+    )
     return RunSpec(
         data_dir=args.data, model=model, train=train, name=args.preset, device=args.device
     )
 
 
 def print_epoch(metrics: dict[str, float], _checkpoint) -> None:
-    print(f"epoch {int(metrics['epoch']):4d}  loss {metrics['train_loss']:.3e}  "
-          f"val {metrics['val_loss']:.3e}  pos mean {metrics['val_pos_mean_mm']:.4f} mm  "
-          f"P95 {metrics['val_pos_p95_mm']:.4f} mm  {metrics['seconds']:.0f} s", flush=True)  # fmt: skip
+    print(
+        f"epoch {int(metrics['epoch']):4d}  loss {metrics['train_loss']:.3e}  "
+        f"val {metrics['val_loss']:.3e}  pos mean {metrics['val_pos_mean_mm']:.4f} mm  "
+        f"P95 {metrics['val_pos_p95_mm']:.4f} mm  {metrics['seconds']:.0f} s",
+        flush=True,
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,8 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     try:
         spec = spec_from_args(args)
-        print(f"training {spec.name} {list(spec.model.hidden)} ({spec.model.weight_count} weights) "
-              f"on {spec.device}")  # fmt: skip
+        print(
+            f"training {spec.name} {list(spec.model.hidden)} ({spec.model.weight_count} weights) "
+            f"on {spec.device}"
+        )
         result = train_run(args.out, spec, callback=print_epoch)
     except (ValueError, DatasetError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -24,8 +24,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def small_spec(samples=900, shards=3, seed=7, phase_space="default") -> DatasetSpec:
-    return DatasetSpec(samples=samples, shards=shards, seed=seed,
-                       phase_space=load_phase_space(phase_space), field=DipoleField())  # fmt: skip
+    return DatasetSpec(
+        samples=samples,
+        shards=shards,
+        seed=seed,
+        phase_space=load_phase_space(phase_space),
+        field=DipoleField(),
+    )
 
 
 def shard_bytes(directory: Path) -> dict[str, bytes]:
@@ -40,8 +45,15 @@ def run_cli(*args: str, address: str | None = None, **popen) -> subprocess.Popen
     command = [sys.executable, "-m", "raytrack.generate", *args]
     if address:
         command += ["--address", address]
-    return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True, **popen)  # fmt: skip
+    return subprocess.Popen(
+        command,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        **popen,
+    )
 
 
 def test_same_bytes_whatever_the_number_of_workers(ray_cluster, tmp_path):
@@ -77,12 +89,14 @@ def test_content_is_the_propagated_tracks(ray_cluster, tmp_path):
 
 def test_dropped_tracks_are_counted_by_reason(tmp_path):
     space = load_phase_space("default")
-    wide = dict(space.source, x={"distribution": "uniform", "low": 4000.0, "high": 4990.0},
-                name="edge")  # fmt: skip
+    wide = dict(
+        space.source, x={"distribution": "uniform", "low": 4000.0, "high": 4990.0}, name="edge"
+    )
     from raytrack.data.phase_space import parse_phase_space
 
-    spec = DatasetSpec(samples=200, shards=1, seed=1, phase_space=parse_phase_space(wide),
-                       field=DipoleField())  # fmt: skip
+    spec = DatasetSpec(
+        samples=200, shards=1, seed=1, phase_space=parse_phase_space(wide), field=DipoleField()
+    )
     (tmp_path / "d").mkdir()
     record = write_shard(spec, 0, tmp_path / "d")
     assert record["rows"] == 200
@@ -127,8 +141,13 @@ def test_resume_after_kill_equals_an_uninterrupted_run(ray_cluster, tmp_path):
     final = json.loads(manifest_path.read_text())
     assert final["complete"] and len(final["shards"]) == 16
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
-    spec = DatasetSpec(samples=160000, shards=16, seed=3, phase_space=load_phase_space("default"),
-                       field=DipoleField())  # fmt: skip
+    spec = DatasetSpec(
+        samples=160000,
+        shards=16,
+        seed=3,
+        phase_space=load_phase_space("default"),
+        field=DipoleField(),
+    )
     assert final["dataset_id"] == spec.dataset_id
     (tmp_path / "reference").mkdir()
     for index in (0, 9, 15):  # shards made before the kill, in the resumed run, and last
@@ -216,8 +235,17 @@ def test_loader_refuses_incomplete_or_tiny_datasets(ray_cluster, tmp_path):
 
 def test_cli_generates_a_dataset(ray_cluster, tmp_path):
     out = tmp_path / "cli"
-    process = run_cli("--samples", "300", "--shards", "3", "--phase-space", "classic",
-                      "--out", str(out), address=ray_cluster)  # fmt: skip
+    process = run_cli(
+        "--samples",
+        "300",
+        "--shards",
+        "3",
+        "--phase-space",
+        "classic",
+        "--out",
+        str(out),
+        address=ray_cluster,
+    )
     stdout, stderr = process.communicate(timeout=300)
     assert process.returncode == 0, stderr
     assert "300 tracks in 3 shards" in stdout

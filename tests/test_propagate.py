@@ -33,8 +33,11 @@ def helix_end(
 
     def position_z(s):
         th = omega * s
-        return (d0[:, 2] * np.sin(th) / omega + cross[:, 2] * (1 - np.cos(th)) / omega
-                + axis[2] * along * (s - np.sin(th) / omega))  # fmt: skip
+        return (
+            d0[:, 2] * np.sin(th) / omega
+            + cross[:, 2] * (1 - np.cos(th)) / omega
+            + axis[2] * along * (s - np.sin(th) / omega)
+        )
 
     def direction(s):
         th = (omega * s)[:, None]
@@ -155,16 +158,21 @@ def test_per_track_z_arrays_and_zero_length_legs():
 
 
 def test_flags_tracks_that_leave_the_volume_or_exceed_slope_limits():
-    states = np.array([
-        [4900.0, 0.0, 0.3, 0.0, 1 / 50000.0],   # leaves |x| < 5000 mm
-        [0.0, 0.0, 0.0, 0.0, 1 / 200.0],        # 200 MeV: curls up, slope beyond 2
-        [0.0, 0.0, 0.1, 0.1, 1 / 20000.0],      # fine
-        [np.nan, 0.0, 0.0, 0.0, 1 / 20000.0],   # bad input
-    ])  # fmt: skip
+    states = np.array(
+        [
+            [4900.0, 0.0, 0.3, 0.0, 1 / 50000.0],  # leaves |x| < 5000 mm
+            [0.0, 0.0, 0.0, 0.0, 1 / 200.0],  # 200 MeV: curls up, slope beyond 2
+            [0.0, 0.0, 0.1, 0.1, 1 / 20000.0],  # fine
+            [np.nan, 0.0, 0.0, 0.0, 1 / 20000.0],  # bad input
+        ]
+    )
     end, status = propagate(states, 3000.0, 8000.0, DipoleField(), return_status=True)
     assert list(status) == [
-        TrackStatus.LEFT_VOLUME, TrackStatus.SLOPE_LIMIT, TrackStatus.OK, TrackStatus.BAD_INPUT,
-    ]  # fmt: skip
+        TrackStatus.LEFT_VOLUME,
+        TrackStatus.SLOPE_LIMIT,
+        TrackStatus.OK,
+        TrackStatus.BAD_INPUT,
+    ]
     assert np.isnan(end[[0, 1, 3]]).all()
     assert np.isfinite(end[2]).all()
     plain = propagate(states, 3000.0, 8000.0, DipoleField())

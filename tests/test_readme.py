@@ -19,18 +19,34 @@ def test_every_entry_point_in_the_readme_answers_help():
     readme = (REPO / "README.md").read_text()
     for module in ("raytrack.generate", "raytrack.bench"):
         assert f"python -m {module}" in readme
-        done = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO,
-                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-m", module, "--help"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 0, done.stderr
         assert "usage" in done.stdout
 
 
 def test_bench_generate_runs_and_prints_ratios():
     done = subprocess.run(
-        [sys.executable, "-m", "raytrack.bench", "generate", "--tracks", "2000",
-         "--baseline-tracks", "2"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "raytrack.bench",
+            "generate",
+            "--tracks",
+            "2000",
+            "--baseline-tracks",
+            "2",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     assert "x baseline" in done.stdout
     rows = [

@@ -113,8 +113,11 @@ def _open_manifest(out: Path, spec: DatasetSpec, parameters: dict[str, Any]) -> 
 
 
 def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    return sorted(k for k in set(old) | set(new) if json.dumps(old.get(k), sort_keys=True)
-                  != json.dumps(new.get(k), sort_keys=True))  # fmt: skip
+    return sorted(
+        k
+        for k in set(old) | set(new)
+        if json.dumps(old.get(k), sort_keys=True) != json.dumps(new.get(k), sort_keys=True)
+    )
 
 
 def _check_recorded_shards(out: Path, manifest: dict[str, Any], log: Log) -> None:

@@ -24,9 +24,18 @@ TARGET_COLUMNS = ("x_end", "y_end", "tx_end", "ty_end")
 COLUMNS = INPUT_COLUMNS + TARGET_COLUMNS
 SCHEMA = pa.schema([(name, pa.float64()) for name in COLUMNS])
 UNITS = {
-    "x": "mm", "y": "mm", "tx": "1", "ty": "1", "qop": "1/MeV", "z_start": "mm", "z_end": "mm",
-    "x_end": "mm", "y_end": "mm", "tx_end": "1", "ty_end": "1",
-}  # fmt: skip
+    "x": "mm",
+    "y": "mm",
+    "tx": "1",
+    "ty": "1",
+    "qop": "1/MeV",
+    "z_start": "mm",
+    "z_end": "mm",
+    "x_end": "mm",
+    "y_end": "mm",
+    "tx_end": "1",
+    "ty_end": "1",
+}
 
 
 class DatasetError(ValueError):

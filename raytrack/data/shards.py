@@ -67,9 +67,12 @@ class DatasetSpec:
             "field": self.field.describe(),
             # CPU and GPU agree to rounding, not to the last bit: keep them apart.
             "device": torch.device(self.device).type,
-            "integrator": {"method": "dopri5", "tolerance_mm": self.tolerance.position,
-                           "tolerance_slope": self.tolerance.slope},
-        }  # fmt: skip
+            "integrator": {
+                "method": "dopri5",
+                "tolerance_mm": self.tolerance.position,
+                "tolerance_slope": self.tolerance.slope,
+            },
+        }
 
     @property
     def dataset_id(self) -> str:
@@ -119,8 +122,14 @@ def _propagate_batch(
     states = np.stack([batch[k] for k in ("x", "y", "tx", "ty", "qop")], axis=1)
     device = torch.device(spec.device)
     if device.type == "cpu":
-        return propagate(states, batch["z_start"], batch["z_end"], spec.field,
-                         tolerance=spec.tolerance, return_status=True)  # fmt: skip
+        return propagate(
+            states,
+            batch["z_start"],
+            batch["z_end"],
+            spec.field,
+            tolerance=spec.tolerance,
+            return_status=True,
+        )
     end, status = propagate(
         torch.from_numpy(states).to(device),
         torch.from_numpy(batch["z_start"]).to(device),

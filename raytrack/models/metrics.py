@@ -63,12 +63,14 @@ def evaluation_report(
         inside = (p >= low) & (p < high)
         if not inside.any():
             continue
-        bins.append({
-            "p_low_gev": low,
-            "p_high_gev": None if np.isinf(high) else high,
-            "model": summarise(predicted[inside], truth[inside]),
-            "straight_line": summarise(line[inside], truth[inside]),
-        })  # fmt: skip
+        bins.append(
+            {
+                "p_low_gev": low,
+                "p_high_gev": None if np.isinf(high) else high,
+                "model": summarise(predicted[inside], truth[inside]),
+                "straight_line": summarise(line[inside], truth[inside]),
+            }
+        )
     return {
         "model": summarise(predicted, truth),
         "straight_line": summarise(line, truth),

@@ -169,7 +169,9 @@ class TrackMLP(nn.Module):
         return self.decode(inputs, self.standardised(inputs))
 
     def normalisation(self) -> Normalisation:
-        return Normalisation(**{
-            name: getattr(self, name).double().cpu().numpy()
-            for name in ("input_mean", "input_std", "target_mean", "target_std")
-        })  # fmt: skip
+        return Normalisation(
+            **{
+                name: getattr(self, name).double().cpu().numpy()
+                for name in ("input_mean", "input_std", "target_mean", "target_std")
+            }
+        )

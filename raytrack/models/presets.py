@@ -1,4 +1,4 @@
-"""Model presets, read from ``search_spaces/presets.toml`` (shipped as ``raytrack.search_spaces``)."""
+"""Model presets, read from search_spaces/presets.toml (shipped as raytrack.search_spaces)."""
 
 from __future__ import annotations
 

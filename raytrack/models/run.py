@@ -163,18 +163,23 @@ def _metadata(spec: RunSpec, result: TrainResult, splits: DatasetSplits, report)
             "test_tracks": len(splits.test),
         },
         "best_validation": result.best,
-        "test_metrics": None if report is None else {
-            "model": report["model"], "straight_line": report["straight_line"],
+        "test_metrics": None
+        if report is None
+        else {
+            "model": report["model"],
+            "straight_line": report["straight_line"],
         },
-    }  # fmt: skip
+    }
 
 
 def predict(model: TrackMLP, inputs: np.ndarray, batch: int = 65536) -> np.ndarray:
     """(N, 4) float64 predictions of (N, 7) physical inputs, in batches, on the CPU."""
     model = model.cpu().eval()
     with torch.no_grad():
-        parts = [model(torch.as_tensor(inputs[i : i + batch], dtype=torch.float32))
-                 for i in range(0, len(inputs), batch)]  # fmt: skip
+        parts = [
+            model(torch.as_tensor(inputs[i : i + batch], dtype=torch.float32))
+            for i in range(0, len(inputs), batch)
+        ]
     return torch.cat(parts).double().numpy() if parts else np.empty((0, 4))
 
 

@@ -139,8 +139,9 @@ class _Loop:
         self.x_train, self.t_train = self._tensors(train)
         self.x_val, self.t_val = self._tensors(validation)
         self.y_val = torch.as_tensor(validation[1], dtype=torch.float64, device=device)
-        self.optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr,
-                                           weight_decay=config.weight_decay)  # fmt: skip
+        self.optimizer = torch.optim.AdamW(
+            model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
         self.steps_per_epoch = max(1, math.ceil(len(self.x_train) / config.batch_size))
         self.generator = torch.Generator(device="cpu").manual_seed(config.seed)
         self.epoch, self.step, self.elapsed = 0, 0, 0.0
@@ -221,8 +222,14 @@ class _Loop:
             if ckpt_path and self.status != "failed":
                 save_checkpoint(ckpt_path, self.state())
         self.model.load_state_dict(self.best_state)
-        return TrainResult(status=self.status, model=self.model, history=self.history,
-                           best=self.best, reason=self.reason, epochs_run=self.epoch)  # fmt: skip
+        return TrainResult(
+            status=self.status,
+            model=self.model,
+            history=self.history,
+            best=self.best,
+            reason=self.reason,
+            epochs_run=self.epoch,
+        )
 
     def _epochs(self, ckpt_path: Path | None, callback: EpochCallback | None) -> tuple[str, str]:
         status, reason = "finished", ""
@@ -232,8 +239,11 @@ class _Loop:
             metrics = {"epoch": self.epoch + 1, "train_loss": train_loss, **self.validate()}
             self.elapsed += time.perf_counter() - started
             self.epoch += 1
-            metrics.update(lr=self.learning_rate(), seconds=self.elapsed,
-                           samples_per_s=self.epoch * len(self.x_train) / self.elapsed)  # fmt: skip
+            metrics.update(
+                lr=self.learning_rate(),
+                seconds=self.elapsed,
+                samples_per_s=self.epoch * len(self.x_train) / self.elapsed,
+            )
             if not all(math.isfinite(metrics[k]) for k in ("train_loss", "val_loss")):
                 status, reason = "failed", f"non-finite loss at epoch {self.epoch}"
                 metrics["failed"] = 1.0
