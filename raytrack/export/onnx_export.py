@@ -1,0 +1,128 @@
+"""ONNX export of a TrackMLP and ONNX Runtime inference.
+
+The exported graph takes ``state`` (N, 7) float32 in physical units and returns ``state_end``
+(N, 4) float32: the normalisation and the target decoding are part of the graph. The batch
+dimension is dynamic (``batch``). The file is self-contained (weights embedded, no external data
+file) and is written atomically.
+
+Exporter choice: ``torch.onnx.export(..., dynamo=True)`` (the default and maintained exporter in
+torch >= 2.9) with ``dynamic_shapes``. The default opset here is 18, the lowest the dynamo
+exporter implements without a version conversion; there GELU is exported as ``Erf``-based
+arithmetic, which any ONNX Runtime >= 1.14 runs (the fused ``Gelu`` op needs opset 20).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from raytrack.models.mlp import N_INPUTS, N_OUTPUTS, TrackMLP
+
+INPUT_NAME = "state"
+OUTPUT_NAME = "state_end"
+DEFAULT_OPSET = 18
+
+
+def export_onnx(
+    model: TrackMLP, path: str | os.PathLike, opset_version: int = DEFAULT_OPSET
+) -> None:
+    """Export ``model`` (in eval mode) to one self-contained ONNX file at ``path``, atomically."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp.onnx")
+    os.close(fd)
+    try:
+        _export_to(model, Path(tmp), opset_version)
+        _check_self_contained(Path(tmp))
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _export_to(model: TrackMLP, path: Path, opset_version: int) -> None:
+    example = torch.zeros(2, N_INPUTS, dtype=torch.float32)
+    example[:, 4] = 1e-4  # a plausible q/p; values do not matter for tracing
+    batch = torch.export.Dim("batch")
+    was_training = model.training
+    model.eval()
+    try:
+        with _quiet_exporter():
+            torch.onnx.export(
+                model,
+                (example,),
+                str(path),
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_shapes=({0: batch},),
+                opset_version=opset_version,
+                dynamo=True,
+                external_data=False,
+                verbose=False,
+            )
+    finally:
+        model.train(was_training)
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Silence the exporter's known-harmless warnings (progress prints: ``verbose=False``).
+
+    torch 2.13 logs "torchvision is not installed. Skipping torchvision::nms" (and friends) at
+    WARNING level on every export, and torch.export emits a FutureWarning about ``LeafSpec``
+    from its own internals. Neither concerns this model.
+    """
+    logger = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _check_self_contained(path: Path) -> None:
+    """Fail if any tensor of the exported graph lives in an external data file."""
+    import onnx
+
+    proto = onnx.load(str(path), load_external_data=False)
+    external = [
+        t.name for t in proto.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL
+    ]
+    if external:
+        raise RuntimeError(f"{path}: exporter wrote external data for {external[:5]}")
+    onnx.checker.check_model(proto)
+
+
+def onnx_session(path: str | os.PathLike, intra_op_num_threads: int | None = None):
+    """An onnxruntime InferenceSession on the CPU provider (threads: None = ORT default)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if intra_op_num_threads is not None:
+        options.intra_op_num_threads = int(intra_op_num_threads)
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def onnx_predict(
+    path: str | os.PathLike, inputs: np.ndarray, intra_op_num_threads: int | None = None
+) -> np.ndarray:
+    """Run the exported model on (N, 7) physical inputs; returns (N, 4) float32."""
+    inputs = np.ascontiguousarray(inputs, dtype=np.float32)
+    if inputs.ndim != 2 or inputs.shape[1] != N_INPUTS:
+        raise ValueError(f"inputs must have shape (N, {N_INPUTS}), got {inputs.shape}")
+    session = onnx_session(path, intra_op_num_threads)
+    (out,) = session.run([OUTPUT_NAME], {INPUT_NAME: inputs})
+    if out.shape != (inputs.shape[0], N_OUTPUTS):
+        raise RuntimeError(f"{path}: output shape {out.shape}, expected ({inputs.shape[0]}, 4)")
+    return out
