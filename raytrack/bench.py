@@ -7,6 +7,19 @@
 scalar RK4 loop with 10 mm steps (the earlier generator's method), and the ratio. The accuracy
 of the run against an integration 1000 times tighter is printed beside it. With a CUDA device,
 the same propagation on the GPU is measured too.
+
+    python -m raytrack.bench train [--preset small] [--tracks 100000] [--epochs 2]
+
+``train``: training samples/s of a preset with raytrack's fast path (data on the device once,
+shuffled by one gather per epoch, batches are slices) and with a plain ``TensorDataset`` +
+``DataLoader(batch_size=512, shuffle=True)`` loop (the earlier scripts' method) on the same
+tracks, same model and optimiser, and the ratio. Both at batch 512; the fast path also at its
+default batch size.
+
+    python -m raytrack.bench infer [--tracks 4096]
+
+``infer``: tracks/s on one CPU core of each exported preset (ONNX Runtime and torch, batch 1 and
+batch 4096) against ``propagate`` on the same tracks, and the ratio.
 """
 
 from __future__ import annotations
@@ -139,6 +152,118 @@ def print_gpu_rate(leg, states, z0, z1, field, baseline_rate) -> None:
     print(f"{leg:<10} {'cuda':<6} {rate:14.0f} {rate / baseline_rate:11.0f}   (per GPU)")
 
 
+def training_data(tracks: int) -> tuple[np.ndarray, np.ndarray]:
+    """(inputs, targets) of ``tracks`` classic-leg tracks, made in this process."""
+    states, z0, z1 = sample_tracks("classic", tracks, seed=3)
+    end, status = propagate(states, z0, z1, DipoleField(), return_status=True)
+    ok = status == TrackStatus.OK
+    inputs = np.concatenate([states, z0[:, None], z1[:, None]], axis=1)[ok]
+    return inputs, end[ok, :4]
+
+
+def bench_train(preset: str, tracks: int, epochs: int) -> None:
+    from raytrack.models import get_preset
+    from raytrack.models.training import TrainConfig, train_model
+
+    inputs, targets = training_data(tracks)
+    split = int(0.9 * len(inputs))
+    train, validation = (inputs[:split], targets[:split]), (inputs[split:], targets[split:])
+    config = get_preset(preset)
+    print(
+        f"{preset} {list(config.hidden)}, {split} training tracks, {epochs} epochs, "
+        f"{torch.get_num_threads()} torch threads"
+    )
+    rates = {}
+    for batch in (512, TrainConfig().batch_size):
+        settings = TrainConfig(epochs=epochs, batch_size=batch, patience=epochs)
+        result = train_model(config, settings, train, validation)
+        rates[f"fast path, batch {batch}"] = result.history[-1]["samples_per_s"]
+    rates["DataLoader, batch 512"] = dataloader_rate(config, train, epochs)
+    baseline = rates["DataLoader, batch 512"]
+    for label, rate in rates.items():
+        print(f"{label:<24} {rate:12.0f} samples/s  {rate / baseline:6.2f} x DataLoader")
+
+
+def dataloader_rate(config, train: tuple[np.ndarray, np.ndarray], epochs: int) -> float:
+    """The earlier scripts' loop: TensorDataset + DataLoader(batch_size=512, shuffle=True)."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from raytrack.models.mlp import Normalisation, TrackMLP, encode_targets
+
+    norm = Normalisation.fit(train[0], train[1], config.target)
+    model = TrackMLP(config, norm)
+    standard = (encode_targets(*train, config.target) - norm.target_mean) / norm.target_std
+    dataset = TensorDataset(
+        torch.as_tensor(train[0], dtype=torch.float32),
+        torch.as_tensor(standard, dtype=torch.float32),
+    )
+    loader = DataLoader(dataset, batch_size=512, shuffle=True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-5)
+    start = time.perf_counter()
+    for _ in range(epochs):
+        for x, t in loader:
+            loss = torch.nn.functional.mse_loss(model.standardised(x), t)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+    return epochs * len(dataset) / (time.perf_counter() - start)
+
+
+def bench_infer(tracks: int, presets: list[str]) -> None:
+    import tempfile
+
+    from raytrack.export.onnx_export import export_onnx, onnx_session
+    from raytrack.models import load_presets
+    from raytrack.models.mlp import Normalisation, TrackMLP
+
+    torch.set_num_threads(1)  # figures are per core
+    inputs, targets = training_data(tracks)
+    states, z0, z1 = inputs[:, :5], inputs[:, 5], inputs[:, 6]
+    rk_rate = len(inputs) / timed(lambda: propagate(states, z0, z1, DipoleField()))
+    print(f"propagate (Dormand-Prince, classic leg): {rk_rate:12.0f} tracks/s/core")
+    print(f"{'model':<8} {'weights':>9} {'engine':<12} {'batch':>6} {'tracks/s':>12} {'x RK':>8}")
+    configs = load_presets()
+    x32 = inputs.astype(np.float32)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in presets:
+            model = TrackMLP(
+                configs[name], Normalisation.fit(inputs, targets, configs[name].target)
+            )
+            model.eval()
+            path = f"{tmp}/{name}.onnx"
+            export_onnx(model, path)
+            session = onnx_session(path, intra_op_num_threads=1)
+            engines = {
+                "onnxruntime": lambda b, s=session: s.run(None, {"state": b})[0],
+                "torch": lambda b, m=model: m(torch.from_numpy(b)),
+            }
+            for engine, run in engines.items():
+                for batch in (1, 4096):
+                    rate = inference_rate(run, x32, batch)
+                    print(
+                        f"{name:<8} {configs[name].weight_count:9d} {engine:<12} {batch:6d} "
+                        f"{rate:12.0f} {rate / rk_rate:8.2f}"
+                    )
+
+
+def inference_rate(run: Callable[[np.ndarray], object], x: np.ndarray, batch: int) -> float:
+    """Tracks/s of ``run`` over batches of ``x``; at least 0.3 s of calls, best of three."""
+    batches = [x[i : i + batch] for i in range(0, len(x) - batch + 1, batch)] or [x[:batch]]
+    calls = max(1, int(0.1 / _one_call_seconds(run, batches[0])))
+    with torch.no_grad():
+        seconds = timed(lambda: [run(batches[i % len(batches)]) for i in range(calls)])
+    return calls * len(batches[0]) / seconds
+
+
+def _one_call_seconds(run, batch: np.ndarray) -> float:
+    with torch.no_grad():
+        run(batch)
+        start = time.perf_counter()
+        run(batch)
+    return max(time.perf_counter() - start, 1e-7)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m raytrack.bench",
@@ -151,9 +276,24 @@ def main(argv: list[str] | None = None) -> int:
     generate.add_argument(
         "--baseline-tracks", type=int, default=20, help="tracks for the slow baseline"
     )
+    train = commands.add_parser("train", help="fast-path training against a DataLoader loop")
+    train.add_argument("--preset", default="small")
+    train.add_argument("--tracks", type=int, default=100_000)
+    train.add_argument("--epochs", type=int, default=2)
+    infer = commands.add_parser("infer", help="exported models against propagate, one core")
+    infer.add_argument("--tracks", type=int, default=8192)
+    infer.add_argument(
+        "--presets",
+        nargs="+",
+        default=["tiny", "small", "large", "xlarge", "deep", "ultra", "wide"],
+    )
     args = parser.parse_args(argv)
     if args.command == "generate":
         bench_generate(args.tracks, args.baseline_tracks)
+    elif args.command == "train":
+        bench_train(args.preset, args.tracks, args.epochs)
+    else:
+        bench_infer(args.tracks, args.presets)
     return 0
 
 

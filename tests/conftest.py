@@ -20,3 +20,23 @@ def ray_cluster():
     ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     yield ray.get_runtime_context().gcs_address
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def classic_dataset(ray_cluster, tmp_path_factory):
+    """A tiny classic-leg dataset directory (4000 tracks, 5 shards) shared by the session."""
+    from raytrack.data import load_phase_space
+    from raytrack.data.pipeline import generate_dataset
+    from raytrack.data.shards import DatasetSpec
+    from raytrack.physics import DipoleField
+
+    out = tmp_path_factory.mktemp("classic")
+    spec = DatasetSpec(
+        samples=4000,
+        shards=5,
+        seed=11,
+        phase_space=load_phase_space("classic"),
+        field=DipoleField(),
+    )
+    generate_dataset(spec, out, log=lambda _: None)
+    return out

@@ -118,7 +118,10 @@ def train_model(
     norm = Normalisation.fit(train[0], train[1], model_config.target)
     model = TrackMLP(model_config, norm).to(dev)
     loop = _Loop(model, model_config, train_config, train, validation, dev)
-    ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME if checkpoint_dir else None
+    ckpt_path = None
+    if checkpoint_dir is not None:
+        Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
+        ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAME
     if ckpt_path and ckpt_path.exists():
         loop.restore(torch.load(ckpt_path, map_location=dev, weights_only=True))
     return loop.run(ckpt_path, callback)
@@ -139,8 +142,9 @@ class _Loop:
         self.x_train, self.t_train = self._tensors(train)
         self.x_val, self.t_val = self._tensors(validation)
         self.y_val = torch.as_tensor(validation[1], dtype=torch.float64, device=device)
+        # The fused kernel does the whole update in one pass: 20-40 % of a small model's step.
         self.optimizer = torch.optim.AdamW(
-            model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+            model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True
         )
         self.steps_per_epoch = max(1, math.ceil(len(self.x_train) / config.batch_size))
         self.generator = torch.Generator(device="cpu").manual_seed(config.seed)
@@ -192,7 +196,7 @@ class _Loop:
                 loss = nn.functional.mse_loss(self.model.standardised(x).float(), t)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip, foreach=True)
             self.optimizer.step()
             total += loss.detach() * len(x)
             self.step += 1

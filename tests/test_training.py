@@ -1,0 +1,253 @@
+"""Models and training: modes, normalisation, NaN handling, resume, reproducibility, CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from raytrack.data import load
+from raytrack.models import ModelConfig, TrackMLP, get_preset, load_presets
+from raytrack.models.metrics import evaluation_report
+from raytrack.models.run import RunSpec, predict, train_run
+from raytrack.models.training import (
+    TrainConfig,
+    load_checkpoint,
+    model_from_checkpoint,
+    train_model,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = get_preset("tiny")
+QUICK = TrainConfig(epochs=40, batch_size=128, lr=3e-3, warmup_epochs=1, patience=100)
+
+
+@pytest.fixture(scope="module")
+def splits(classic_dataset):
+    s = load(classic_dataset)
+    return (s.train.inputs(), s.train.targets()), (s.validation.inputs(), s.validation.targets()), s
+
+
+def test_presets_are_exactly_the_earlier_five_plus_two():
+    presets = load_presets()
+    assert {k: list(v.hidden) for k, v in presets.items()} == {
+        "tiny": [64, 64],
+        "small": [128, 128, 64],
+        "large": [512, 512, 256, 128],
+        "xlarge": [1024, 512, 256, 128],
+        "deep": [256, 256, 256, 256, 128],
+        "ultra": [1024, 1024, 512, 256, 128],
+        "wide": [2048, 1024, 512, 256],
+    }
+
+
+def test_weight_count_and_multiply_adds():
+    config = get_preset("small")
+    model = TrackMLP(config)
+    assert config.weight_count == sum(p.numel() for p in model.parameters())
+    assert config.macs_per_track == 7 * 128 + 128 * 128 + 128 * 64 + 64 * 4
+
+
+@pytest.mark.parametrize(
+    "target,fraction", [("residual_qop", 0.02), ("residual", 0.1), ("raw", 0.2)]
+)
+def test_every_target_mode_learns_and_returns_physical_units(splits, target, fraction):
+    train, validation, s = splits
+    config = dataclasses.replace(TINY, target=target)
+    result = train_model(config, QUICK, train, validation)
+    assert result.status == "finished"
+    report = evaluation_report(
+        s.test.inputs(), s.test.targets(), predict(result.model, s.test.inputs())
+    )
+    # 40 short epochs on 2400 tracks: each mode is far better than the straight line.
+    assert report["model"]["pos_mean_mm"] < fraction * report["straight_line"]["pos_mean_mm"]
+
+
+def test_residual_beats_raw_on_the_same_budget(splits):
+    train, validation, s = splits
+    errors = {}
+    for target in ("residual_qop", "raw"):
+        result = train_model(dataclasses.replace(TINY, target=target), QUICK, train, validation)
+        predicted = predict(result.model, s.test.inputs())
+        errors[target] = evaluation_report(s.test.inputs(), s.test.targets(), predicted)["model"]
+    assert errors["residual_qop"]["pos_mean_mm"] < errors["raw"]["pos_mean_mm"]
+
+
+def test_constant_inputs_do_not_break_the_normalisation(splits):
+    train, validation, _ = splits
+    assert np.ptp(train[0][:, 5]) == 0  # the classic leg: z_start and z_end are constant
+    result = train_model(TINY, dataclasses.replace(QUICK, epochs=1), train, validation)
+    norm = result.model.normalisation()
+    assert norm.input_std[5] == 1.0 and norm.input_std[6] == 1.0
+    assert np.isfinite(predict(result.model, validation[0])).all()
+
+
+def test_a_diverging_run_fails_cleanly(splits):
+    train, validation, _ = splits
+    poisoned = (train[0], train[1].copy())
+    poisoned[1][::7, 0] = np.inf  # a broken target poisons the loss
+    seen = []
+    result = train_model(TINY, QUICK, poisoned, validation, callback=lambda m, c: seen.append(m))
+    assert result.status == "failed" and "non-finite" in result.reason
+    assert seen[-1]["failed"] == 1.0
+    huge_lr = dataclasses.replace(QUICK, lr=1e12, grad_clip=1e30, warmup_epochs=0)
+    assert train_model(TINY, huge_lr, train, validation).status == "failed"
+
+
+def test_reproducible_on_cpu_for_a_fixed_seed(splits):
+    train, validation, _ = splits
+    one = train_model(TINY, dataclasses.replace(QUICK, epochs=2), train, validation)
+    two = train_model(TINY, dataclasses.replace(QUICK, epochs=2), train, validation)
+    assert [h["val_loss"] for h in one.history] == [h["val_loss"] for h in two.history]
+    for a, b in zip(one.model.state_dict().values(), two.model.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+
+
+class StopTrainingError(Exception):
+    pass
+
+
+def test_resume_from_checkpoint_equals_an_uninterrupted_run(splits, tmp_path):
+    train, validation, _ = splits
+    config = dataclasses.replace(QUICK, epochs=4)
+    straight = train_model(TINY, config, train, validation, checkpoint_dir=tmp_path / "a")
+
+    def stop_after_two(metrics, checkpoint):
+        if metrics["epoch"] == 2:
+            raise StopTrainingError
+
+    with pytest.raises(StopTrainingError):
+        train_model(
+            TINY, config, train, validation, checkpoint_dir=tmp_path / "b", callback=stop_after_two
+        )
+    state = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 2 and state["status"] == ""
+    resumed = train_model(TINY, config, train, validation, checkpoint_dir=tmp_path / "b")
+    assert [h["val_loss"] for h in resumed.history] == [h["val_loss"] for h in straight.history]
+    for a, b in zip(
+        resumed.model.state_dict().values(), straight.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b)
+    # A finished run is not trained further when started again.
+    again = train_model(TINY, config, train, validation, checkpoint_dir=tmp_path / "b")
+    assert again.epochs_run == 4 and again.status == "finished"
+
+
+def test_checkpoints_load_with_weights_only(splits, tmp_path):
+    train, validation, _ = splits
+    train_model(
+        TINY, dataclasses.replace(QUICK, epochs=1), train, validation, checkpoint_dir=tmp_path
+    )
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    model = model_from_checkpoint(state)
+    assert isinstance(model, TrackMLP)
+
+
+def test_momentum_binned_report(splits):
+    train, validation, s = splits
+    result = train_model(TINY, QUICK, train, validation)
+    report = evaluation_report(
+        s.test.inputs(), s.test.targets(), predict(result.model, s.test.inputs())
+    )
+    bins = report["momentum_bins"]
+    assert [b["p_low_gev"] for b in bins] == [2.0, 5.0, 10.0, 20.0, 50.0]
+    assert sum(b["model"]["tracks"] for b in bins) == len(s.test)
+    for row in bins:
+        assert row["model"]["pos_mean_mm"] < row["straight_line"]["pos_mean_mm"]
+        assert set(row["model"]["bias"]) == {"x", "y", "tx", "ty"}
+    # Stiff tracks bend less: the straight line is better at high momentum.
+    assert bins[-1]["straight_line"]["pos_mean_mm"] < bins[0]["straight_line"]["pos_mean_mm"]
+
+
+def test_bad_configs_are_named():
+    with pytest.raises(ValueError, match="activation"):
+        ModelConfig(activation="swish2")
+    with pytest.raises(ValueError, match="target"):
+        ModelConfig(target="residuals")
+    with pytest.raises(ValueError, match="lr"):
+        TrainConfig(lr=-1)
+    with pytest.raises(ValueError, match="unknown training option"):
+        TrainConfig.from_dict({"epochz": 3})
+
+
+def test_run_directory_refuses_another_run(classic_dataset, tmp_path):
+    spec = RunSpec(
+        data_dir=str(classic_dataset),
+        model=TINY,
+        train=dataclasses.replace(QUICK, epochs=1),
+        name="tiny",
+    )
+    train_run(tmp_path / "run", spec, evaluate=False)
+    other = dataclasses.replace(spec, model=get_preset("small"))
+    with pytest.raises(ValueError, match="another model"):
+        train_run(tmp_path / "run", other)
+
+
+def test_train_and_evaluate_commands(classic_dataset, tmp_path):
+    run_dir = tmp_path / "run"
+    command = [
+        sys.executable,
+        "-m",
+        "raytrack.train",
+        "--data",
+        str(classic_dataset),
+        "--preset",
+        "tiny",
+        "--out",
+        str(run_dir),
+        "--epochs",
+        "3",
+        "--threads",
+        "1",
+    ]
+    done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "straight line" in done.stdout
+    for name in (
+        "run.json",
+        "checkpoint.pt",
+        "history.json",
+        "model.onnx",
+        "model.bin",
+        "metadata.json",
+        "evaluation/report.json",
+        "evaluation/learning_curves.png",
+        "evaluation/error_histograms.png",
+        "evaluation/error_vs_momentum.png",
+        "evaluation/error_vs_dz.png",
+    ):
+        assert (run_dir / name).exists(), name
+    metadata = json.loads((run_dir / "metadata.json").read_text())
+    assert metadata["weight_count"] == TINY.weight_count
+    assert metadata["dataset"]["dataset_id"] == load(classic_dataset).dataset_id
+    assert metadata["architecture"]["layers"] == [7, 64, 64, 4]
+    assert len(metadata["normalisation"]["input_mean"]) == 7
+    assert metadata["test_metrics"]["model"]["pos_mean_mm"] > 0
+    assert len(json.loads((run_dir / "history.json").read_text())) == 3
+    (run_dir / "evaluation" / "report.json").unlink()
+    done = subprocess.run(
+        [sys.executable, "-m", "raytrack.evaluate", str(run_dir)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    report = json.loads((run_dir / "evaluation" / "report.json").read_text())
+    assert report["model"]["pos_mean_mm"] == pytest.approx(
+        metadata["test_metrics"]["model"]["pos_mean_mm"]
+    )
+    bad = subprocess.run(
+        [sys.executable, "-m", "raytrack.evaluate", str(tmp_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 1 and "not a raytrack run" in bad.stderr
