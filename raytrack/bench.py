@@ -177,7 +177,7 @@ def bench_train(preset: str, tracks: int, epochs: int) -> None:
     for batch in (512, TrainConfig().batch_size):
         settings = TrainConfig(epochs=epochs, batch_size=batch, patience=epochs)
         result = train_model(config, settings, train, validation)
-        rates[f"fast path, batch {batch}"] = result.history[-1]["samples_per_s"]
+        rates[f"fast path, batch {batch}"] = max(h["train_samples_per_s"] for h in result.history)
     rates["DataLoader, batch 512"] = dataloader_rate(config, train, epochs)
     baseline = rates["DataLoader, batch 512"]
     for label, rate in rates.items():
@@ -199,15 +199,17 @@ def dataloader_rate(config, train: tuple[np.ndarray, np.ndarray], epochs: int) -
     )
     loader = DataLoader(dataset, batch_size=512, shuffle=True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-5)
-    start = time.perf_counter()
-    for _ in range(epochs):
+    best = math.inf
+    for _ in range(epochs):  # best epoch, as for the fast path
+        start = time.perf_counter()
         for x, t in loader:
             loss = torch.nn.functional.mse_loss(model.standardised(x), t)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
-    return epochs * len(dataset) / (time.perf_counter() - start)
+        best = min(best, time.perf_counter() - start)
+    return len(dataset) / best
 
 
 def bench_infer(tracks: int, presets: list[str]) -> None:

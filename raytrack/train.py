@@ -21,6 +21,9 @@ from raytrack.models.presets import get_preset, load_presets
 from raytrack.models.run import RunSpec, train_run
 from raytrack.models.training import PRECISIONS, SCHEDULES, TrainConfig
 
+#: With a time budget the clock ends the run (and drives the cosine schedule), not an epoch count.
+UNLIMITED_EPOCHS = 1_000_000
+
 
 def build_parser() -> argparse.ArgumentParser:
     defaults = TrainConfig()
@@ -32,7 +35,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="dataset directory (python -m raytrack.generate)")
     p.add_argument("--preset", default="small", help=f"one of {sorted(load_presets())}")
     p.add_argument("--out", required=True, help="run directory (new, or this run's to resume)")
-    p.add_argument("--epochs", type=int, default=defaults.epochs)
+    p.add_argument(
+        "--epochs", type=int, help=f"default {defaults.epochs}, or unlimited with --time-budget"
+    )
     p.add_argument("--batch", type=int, default=defaults.batch_size, help="batch size")
     p.add_argument("--lr", type=float, default=defaults.lr, help="peak learning rate")
     p.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
@@ -52,8 +57,9 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
     model = get_preset(args.preset)
     overrides = {k: v for k, v in (("target", args.target), ("activation", args.activation)) if v}
     model = dataclasses.replace(model, **overrides)
+    epochs = args.epochs or (UNLIMITED_EPOCHS if args.time_budget else TrainConfig().epochs)
     train = TrainConfig(
-        epochs=args.epochs,
+        epochs=epochs,
         batch_size=args.batch,
         lr=args.lr,
         weight_decay=args.weight_decay,
