@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from raytrack.data import DatasetError, load
-from raytrack.data.schema import write_json_atomic
+from raytrack.files import write_json_atomic
 from raytrack.models.metrics import (
     evaluation_report,
     momentum_gev,

@@ -27,11 +27,10 @@ from raytrack.data.schema import (
     UNITS,
     DatasetError,
     file_sha256,
-    is_temporary,
     read_manifest,
-    write_json_atomic,
 )
 from raytrack.data.shards import DatasetSpec, write_shard
+from raytrack.files import is_temporary, write_json_atomic
 
 Log = Callable[[str], None]
 

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -57,37 +55,6 @@ def file_sha256(path: str | Path) -> str:
 def canonical_hash(obj: Any) -> str:
     """SHA-256 of the canonical JSON form of a plain-data object."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
-
-
-def temporary_path(final: Path) -> Path:
-    """A unique sibling name to write to before renaming onto ``final``.
-
-    Unique per writer so that two writers (a restarted run and a straggler of the killed one)
-    never write into the same temporary file.
-    """
-    handle, name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
-    os.close(handle)
-    os.chmod(name, 0o666 & ~_umask())  # mkstemp makes 0600; datasets are shared, like any file
-    return Path(name)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def is_temporary(path: Path) -> bool:
-    return path.name.startswith(".") and path.name.endswith(".tmp")
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    tmp = temporary_path(path)
-    try:
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_manifest(directory: Path) -> dict[str, Any] | None:

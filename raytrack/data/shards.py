@@ -7,7 +7,6 @@ count, order of completion, machine size) enters it.
 
 from __future__ import annotations
 
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +25,8 @@ from raytrack.data.schema import (
     canonical_hash,
     file_sha256,
     shard_name,
-    temporary_path,
 )
+from raytrack.files import replacing
 from raytrack.physics import Field, Tolerance, TrackStatus, propagate
 
 # Give up on a shard when fewer than 1 track in this many survives: the phase space is wrong.
@@ -159,13 +158,9 @@ def write_shard(spec: DatasetSpec, index: int, directory: Path) -> dict[str, Any
         {"raytrack.dataset_id": spec.dataset_id, "raytrack.shard": str(index)}
     )
     final = directory / spec.shard_name(index)
-    tmp = temporary_path(final)
-    try:
+    with replacing(final) as tmp:
         pq.write_table(table, tmp, compression="zstd")
         checksum = file_sha256(tmp)
-        os.replace(tmp, final)
-    finally:
-        tmp.unlink(missing_ok=True)
     return {
         "index": index,
         "file": final.name,

@@ -31,13 +31,13 @@ from __future__ import annotations
 import math
 import os
 import struct
-import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from raytrack.files import write_bytes_atomic
 from raytrack.models.mlp import N_INPUTS, N_OUTPUTS, TrackMLP
 
 MAGIC = b"RTRKMLP\0"
@@ -136,7 +136,7 @@ class BinModel:
 
     def write(self, path: str | os.PathLike) -> None:
         """Write the file atomically (temporary file in the same directory, then os.replace)."""
-        _atomic_write(Path(path), self.to_bytes())
+        write_bytes_atomic(path, self.to_bytes())
 
     def _check_consistent(self, name: str) -> None:
         if self.activation not in ACTIVATION_CODES:
@@ -257,20 +257,6 @@ def _assemble(activation: str, target: str, shapes, floats: np.ndarray) -> BinMo
 
 def _le_f32(a: np.ndarray) -> bytes:
     return np.ascontiguousarray(a, dtype="<f4").tobytes(order="C")
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; a model file is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # --- the maths, float32 like the torch model -------------------------------------------------

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import tempfile
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from raytrack.files import replacing
 from raytrack.models.mlp import N_INPUTS, N_OUTPUTS, TrackMLP
 
 INPUT_NAME = "state"
@@ -35,17 +35,9 @@ def export_onnx(
     model: TrackMLP, path: str | os.PathLike, opset_version: int = DEFAULT_OPSET
 ) -> None:
     """Export ``model`` (in eval mode) to one self-contained ONNX file at ``path``, atomically."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp.onnx")
-    os.close(fd)
-    try:
-        _export_to(model, Path(tmp), opset_version)
-        _check_self_contained(Path(tmp))
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with replacing(path) as tmp:
+        _export_to(model, tmp, opset_version)
+        _check_self_contained(tmp)
 
 
 def _export_to(model: TrackMLP, path: Path, opset_version: int) -> None:

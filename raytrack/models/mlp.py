@@ -35,6 +35,15 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 }
 
 
+def options_from_dict(cls, data: dict[str, Any], what: str):
+    """``cls(**data)`` for a dataclass of options, naming any unknown key and the allowed ones."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"unknown {what} option(s) {unknown}; allowed: {sorted(known)}")
+    return cls(**data)
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Architecture as plain data: hidden widths, activation, dropout, target mode."""
@@ -66,11 +75,7 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown model option(s) {unknown}; allowed: {sorted(known)}")
-        return cls(**data)
+        return options_from_dict(cls, data, "model")
 
     @property
     def weight_count(self) -> int:

@@ -24,7 +24,7 @@ import torch
 import raytrack
 from raytrack.data import DatasetSplits, load
 from raytrack.data.schema import INPUT_COLUMNS, MANIFEST_NAME, TARGET_COLUMNS, UNITS, file_sha256
-from raytrack.data.schema import write_json_atomic as write_json
+from raytrack.files import write_json_atomic as write_json
 from raytrack.models.mlp import ModelConfig, TrackMLP
 from raytrack.models.training import (
     CHECKPOINT_NAME,

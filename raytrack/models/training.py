@@ -12,10 +12,9 @@ Checkpoints hold tensors and plain Python types only (``torch.load(weights_only=
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +22,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from raytrack.files import replacing
 from raytrack.models.metrics import position_errors, slope_errors
-from raytrack.models.mlp import ModelConfig, Normalisation, TrackMLP, encode_targets
+from raytrack.models.mlp import (
+    ModelConfig,
+    Normalisation,
+    TrackMLP,
+    encode_targets,
+    options_from_dict,
+)
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = "raytrack-checkpoint-1"
@@ -44,7 +50,7 @@ class TrainConfig:
     schedule: str = "cosine"
     min_lr_ratio: float = 0.01
     grad_clip: float = 1.0
-    patience: int = 20  # epochs without a better validation loss before stopping
+    patience: int = 20  # epochs without a better validation loss (second half of a cosine)
     seed: int = 0
     time_budget: float | None = None  # seconds of training; the cosine schedule follows it
     precision: str = "fp32"
@@ -74,11 +80,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown training option(s) {unknown}; allowed: {sorted(known)}")
-        return cls(**data)
+        return options_from_dict(cls, data, "training")
 
 
 @dataclass
@@ -165,6 +167,15 @@ class _Loop:
         return as_tensor(inputs), as_tensor(standard)
 
     # -- schedule ---------------------------------------------------------------------------
+    def progress(self) -> float:
+        """How far the cosine schedule is, 0 to 1: by steps, or by the clock with a time budget."""
+        warmup = self.config.warmup_epochs * self.steps_per_epoch
+        total = self.config.epochs * self.steps_per_epoch
+        done = (self.step - warmup) / max(1.0, total - warmup)
+        if self.config.time_budget:
+            done = max(done, self.elapsed / self.config.time_budget)
+        return min(1.0, max(0.0, done))
+
     def learning_rate(self) -> float:
         c = self.config
         warmup = c.warmup_epochs * self.steps_per_epoch
@@ -172,13 +183,8 @@ class _Loop:
             return c.lr * (self.step + 1) / warmup
         if c.schedule == "plateau":
             return c.lr * self.plateau_scale
-        progress = (self.step - warmup) / max(1.0, c.epochs * self.steps_per_epoch - warmup)
-        if c.time_budget:
-            progress = max(progress, self.elapsed / c.time_budget)
-        progress = min(1.0, progress)
-        return c.lr * (
-            c.min_lr_ratio + (1 - c.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-        )
+        cosine = 0.5 * (1 + math.cos(math.pi * self.progress()))
+        return c.lr * (c.min_lr_ratio + (1 - c.min_lr_ratio) * cosine)
 
     # -- one epoch ----------------------------------------------------------------------------
     def train_epoch(self) -> float:
@@ -283,6 +289,10 @@ class _Loop:
             self.best_state = _copy_state(self.model)
             self.stale_epochs = 0
             return
+        # At a high learning rate the validation loss is noisy: with the cosine schedule,
+        # early stopping watches only its second half, when the rate has come down.
+        if self.config.schedule == "cosine" and self.progress() < 0.5:
+            return
         self.stale_epochs += 1
         if (
             self.config.schedule == "plateau"
@@ -332,9 +342,8 @@ def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     """Write atomically: a run killed while saving keeps its previous checkpoint."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        torch.save(state, tmp)
 
 
 def load_checkpoint(path: str | Path, device: str = "cpu") -> dict[str, Any]:

@@ -1,0 +1,59 @@
+"""Writing files so that a crash or kill never leaves a half-written one under the real name.
+
+Every file raytrack writes (shards, manifests, checkpoints, exports, reports) goes to a unique
+temporary sibling first and is renamed onto its final name only when complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+TEMPORARY_SUFFIX = ".tmp"
+
+
+@contextlib.contextmanager
+def replacing(final: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path next to ``final``; rename it onto ``final`` if the block succeeds.
+
+    The name is unique per writer, so two writers (a restarted run and a straggler of the killed
+    one) never share a temporary file. On an exception the temporary file is removed.
+    """
+    final = Path(final)
+    handle, name = tempfile.mkstemp(
+        prefix=f".{final.name}.", suffix=TEMPORARY_SUFFIX, dir=final.parent
+    )
+    os.close(handle)
+    tmp = Path(name)
+    try:
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; results are meant to be shared
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def is_temporary(path: Path) -> bool:
+    """A leftover of :func:`replacing` (from a killed writer), never a result."""
+    return path.name.startswith(".") and path.name.endswith(TEMPORARY_SUFFIX)
+
+
+def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
+    with replacing(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
+    with replacing(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
