@@ -53,15 +53,47 @@ class Split:
 
 
 @dataclass
+class ArraySplit:
+    """A split held as (N, 7) inputs and (N, 4) targets: what trials share through Ray's object
+    store (one copy per node, read without copying)."""
+
+    name: str
+    files: list[str]
+    input_array: np.ndarray
+    target_array: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.input_array)
+
+    def inputs(self) -> np.ndarray:
+        return self.input_array
+
+    def targets(self) -> np.ndarray:
+        return self.target_array
+
+
+@dataclass
 class DatasetSplits:
-    train: Split
-    validation: Split
-    test: Split
+    train: Split | ArraySplit
+    validation: Split | ArraySplit
+    test: Split | ArraySplit
     manifest: dict[str, Any] = field(repr=False)
 
     @property
     def dataset_id(self) -> str:
         return self.manifest["dataset_id"]
+
+    def as_arrays(self) -> DatasetSplits:
+        """The same splits as NumPy arrays (for ``ray.put``)."""
+        parts = {
+            name: ArraySplit(name, split.files, split.inputs(), split.targets())
+            for name, split in (
+                ("train", self.train),
+                ("validation", self.validation),
+                ("test", self.test),
+            )
+        }
+        return DatasetSplits(manifest=self.manifest, **parts)
 
 
 def load(

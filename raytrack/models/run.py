@@ -23,7 +23,7 @@ import torch
 
 import raytrack
 from raytrack.data import DatasetSplits, load
-from raytrack.data.schema import INPUT_COLUMNS, MANIFEST_NAME, TARGET_COLUMNS, UNITS, file_sha256
+from raytrack.data.schema import INPUT_COLUMNS, TARGET_COLUMNS, UNITS, canonical_hash
 from raytrack.files import write_json_atomic as write_json
 from raytrack.models.mlp import ModelConfig, TrackMLP
 from raytrack.models.training import (
@@ -94,6 +94,7 @@ def train_run(
     splits: DatasetSplits | None = None,
     callback: EpochCallback | None = None,
     evaluate: bool = True,
+    export: bool = True,
 ) -> TrainResult:
     """Train ``spec`` into ``run_dir`` (resuming from its checkpoint), then export and evaluate.
 
@@ -115,16 +116,23 @@ def train_run(
     write_json(run_dir / "history.json", result.history)
     if result.status == "failed":
         write_json(run_dir / "metadata.json", _metadata(spec, result, splits, None))
-        return result
+    elif export:
+        write_outputs(run_dir, spec, splits, result, evaluate=evaluate)
+    return result
+
+
+def write_outputs(
+    out_dir: Path, spec: RunSpec, splits: DatasetSplits, result: TrainResult, evaluate: bool = True
+) -> None:
+    """Evaluation on the test split (``evaluation/``) and the exports of ``result``'s model."""
     model = result.model.cpu().eval()
     report = None
     if evaluate:
         from raytrack.evaluate import evaluate_model, write_report
 
         report = evaluate_model(model, splits.test.inputs(), splits.test.targets())
-        write_report(run_dir / "evaluation", report, result.history)
-    write_exports(run_dir, model, _metadata(spec, result, splits, report))
-    return result
+        write_report(out_dir / "evaluation", report, result.history)
+    write_exports(out_dir, model, _metadata(spec, result, splits, report))
 
 
 def write_exports(run_dir: Path, model: TrackMLP, metadata: dict[str, Any]) -> None:
@@ -157,7 +165,7 @@ def _metadata(spec: RunSpec, result: TrainResult, splits: DatasetSplits, report)
         "dataset": {
             "dir": str(Path(spec.data_dir).resolve()),
             "dataset_id": splits.dataset_id,
-            "manifest_sha256": file_sha256(Path(spec.data_dir) / MANIFEST_NAME),
+            "manifest_sha256": canonical_hash(splits.manifest),
             "train_tracks": len(splits.train),
             "validation_tracks": len(splits.validation),
             "test_tracks": len(splits.test),

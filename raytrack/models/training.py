@@ -35,6 +35,14 @@ from raytrack.models.mlp import (
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = "raytrack-checkpoint-1"
 SCHEDULES = ("cosine", "plateau")
+VALIDATION_METRICS = (
+    "val_loss",
+    "val_pos_mean_mm",
+    "val_pos_p95_mm",
+    "val_pos_p99_mm",
+    "val_slope_mean",
+    "val_slope_p95",
+)
 PRECISIONS = ("fp32", "tf32", "bf16")
 
 
@@ -163,7 +171,7 @@ class _Loop:
         norm = self.model.normalisation()
         encoded = encode_targets(inputs, targets, self.model_config.target)
         standard = (encoded - norm.target_mean) / norm.target_std
-        as_tensor = lambda a: torch.as_tensor(a, dtype=torch.float32, device=self.device)  # noqa: E731
+        as_tensor = lambda a: torch.from_numpy(np.asarray(a, np.float32)).to(self.device)  # noqa: E731
         return as_tensor(inputs), as_tensor(standard)
 
     # -- schedule ---------------------------------------------------------------------------
@@ -217,11 +225,16 @@ class _Loop:
         dpos = position_errors(predicted, self.y_val)
         dslope = slope_errors(predicted, self.y_val)
         finite = bool(torch.isfinite(predicted).all())
+        if not finite:
+            nan = math.nan
+            return dict.fromkeys(VALIDATION_METRICS, nan)
         return {
-            "val_loss": loss if finite else math.nan,
+            "val_loss": loss,
             "val_pos_mean_mm": float(dpos.mean()),
-            "val_pos_p95_mm": float(torch.quantile(dpos.float(), 0.95)) if finite else math.nan,
+            "val_pos_p95_mm": float(torch.quantile(dpos.float(), 0.95)),
+            "val_pos_p99_mm": float(torch.quantile(dpos.float(), 0.99)),
             "val_slope_mean": float(dslope.mean()),
+            "val_slope_p95": float(torch.quantile(dslope.float(), 0.95)),
         }
 
     # -- the run ------------------------------------------------------------------------------
@@ -264,6 +277,7 @@ class _Loop:
                     callback(metrics, None)
                 break
             self._track_best(metrics)
+            metrics.update({f"best_{k}": self.best[k] for k in VALIDATION_METRICS})
             self.history.append(metrics)
             if ckpt_path:
                 save_checkpoint(ckpt_path, self.state())
@@ -348,6 +362,18 @@ def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
 
 def load_checkpoint(path: str | Path, device: str = "cpu") -> dict[str, Any]:
     return torch.load(Path(path), map_location=device, weights_only=True)
+
+
+def result_from_checkpoint(state: dict[str, Any]) -> TrainResult:
+    """The result a checkpoint records, with its best weights loaded."""
+    return TrainResult(
+        status=state["status"] or "unfinished",
+        model=model_from_checkpoint(state),
+        history=state["history"],
+        best=state["best"],
+        reason=state["reason"],
+        epochs_run=state["epoch"],
+    )
 
 
 def model_from_checkpoint(state: dict[str, Any], best: bool = True) -> TrackMLP:

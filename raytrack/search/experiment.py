@@ -1,0 +1,270 @@
+"""An experiment: presets and/or Optuna variants as Ray Tune trials, ASHA, leaderboard, best/.
+
+``STORAGE/NAME`` holds Ray Tune's own state (trial directories, TensorBoard event files, the
+searcher's state) and raytrack's: ``experiment.json`` (the options, for ``--resume``),
+``leaderboard.csv``/``.json``, ``pareto.csv``/``.json`` (Pareto objectives) and ``best/``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+from raytrack.data import load
+from raytrack.data.loader import DatasetSplits
+from raytrack.files import write_json_atomic
+from raytrack.models.presets import SEARCH_PRESETS, load_presets
+from raytrack.models.run import RunSpec, write_outputs
+from raytrack.models.training import (
+    CHECKPOINT_NAME,
+    TrainConfig,
+    load_checkpoint,
+    result_from_checkpoint,
+)
+from raytrack.search.leaderboard import (
+    format_leaderboard,
+    make_row,
+    pareto_front,
+    rank,
+    trial_status,
+    write_leaderboard,
+)
+from raytrack.search.trial import OBJECTIVE, TrialSettings, resolve_configs, run_trial
+
+SEARCHES = ("presets", "optuna", "all")
+OBJECTIVES = {"p95": None, "pareto-weights": "weight_count", "pareto-macs": "macs_per_track"}
+EXPERIMENT_FILE = "experiment.json"
+
+
+@dataclass(frozen=True)
+class ExperimentOptions:
+    """Everything an experiment needs; stored in ``experiment.json`` so --resume can rebuild it."""
+
+    search: str
+    data_dir: str
+    storage: str
+    name: str
+    num_samples: int = 8
+    space: str = "default"
+    objective: str = "p95"
+    max_weights: int | None = None
+    max_epochs: int = 30
+    time_budget: float | None = None
+    grace_epochs: int = 3
+    reduction_factor: int = 3
+    scheduler: str = "asha"
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    max_failures: int = 2
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.search not in SEARCHES:
+            raise ValueError(f"--search must be one of {list(SEARCHES)}, got {self.search!r}")
+        if self.objective not in OBJECTIVES:
+            raise ValueError(
+                f"--objective must be one of {list(OBJECTIVES)}, got {self.objective!r}"
+            )
+        if self.scheduler not in ("asha", "none"):
+            raise ValueError(f"--scheduler must be asha or none, got {self.scheduler!r}")
+        for name in ("num_samples", "max_epochs", "grace_epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1")
+        if self.cpus_per_trial <= 0 or self.gpus_per_trial < 0:
+            raise ValueError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
+        if self.max_weights is not None and self.max_weights < 1:
+            raise ValueError("--max-weights must be a positive number of weights")
+
+    @property
+    def path(self) -> Path:
+        return Path(self.storage) / self.name
+
+    @property
+    def device(self) -> str:
+        return "cuda" if self.gpus_per_trial > 0 else "cpu"
+
+
+def load_options(storage: str, name: str) -> ExperimentOptions:
+    path = Path(storage) / name / EXPERIMENT_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no experiment to resume (check --storage and --name)")
+    return ExperimentOptions(**json.loads(path.read_text()))
+
+
+def run_experiment(options: ExperimentOptions, resume: bool = False, log=print) -> list[dict]:
+    """Run (or resume) the experiment; returns the ranked leaderboard rows."""
+    splits = load(options.data_dir).as_arrays()
+    settings = _settings(options)
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, data=splits, settings=settings),
+        {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
+    )
+    options.path.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(options.path / EXPERIMENT_FILE, asdict(options))
+    started = time.time()
+    if resume and tune.Tuner.can_restore(str(options.path)):
+        log(f"resuming {options.path}")
+        tuner = tune.Tuner.restore(
+            str(options.path), trainable, resume_unfinished=True, resume_errored=True
+        )
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space=_param_space(options),
+            tune_config=_tune_config(options, settings),
+            run_config=_run_config(options),
+        )
+    results = tuner.fit()
+    rows = _leaderboard(results, options, settings)
+    write_leaderboard(options.path, rows)
+    cost = OBJECTIVES[options.objective]
+    if cost:
+        write_leaderboard(options.path, pareto_front(rows, cost), stem="pareto")
+    _export_best(rows, results, options, splits, settings, log)
+    log(format_leaderboard(rows))
+    log(f"{len(rows)} trials in {time.time() - started:.0f} s; results in {options.path}")
+    return rows
+
+
+def _settings(options: ExperimentOptions) -> TrialSettings:
+    space = None
+    if options.search != "presets":
+        from raytrack.search.space import load_search_space
+
+        space = load_search_space(options.space, max_weights=options.max_weights)
+    return TrialSettings(
+        max_epochs=options.max_epochs,
+        time_budget=options.time_budget,
+        seed=options.seed,
+        device=options.device,
+        cpus=options.cpus_per_trial,
+        space=space,
+        max_weights=options.max_weights,
+        data_dir=str(Path(options.data_dir).resolve()),
+    )
+
+
+def _param_space(options: ExperimentOptions) -> dict[str, Any]:
+    if options.search == "presets":
+        return {"preset": tune.grid_search(list(SEARCH_PRESETS))}
+    return {}  # Optuna's define-by-run space supplies every parameter
+
+
+def _tune_config(options: ExperimentOptions, settings: TrialSettings) -> tune.TuneConfig:
+    cost = OBJECTIVES[options.objective]
+    scheduler = (
+        ASHAScheduler(time_attr="training_iteration", metric=OBJECTIVE, mode="min",
+                      max_t=options.max_epochs + 1, grace_period=options.grace_epochs,
+                      reduction_factor=options.reduction_factor)
+        if options.scheduler == "asha" else FIFOScheduler()
+    )  # fmt: skip
+    if options.search == "presets":
+        return tune.TuneConfig(num_samples=1, scheduler=scheduler)
+    return tune.TuneConfig(
+        search_alg=_searcher(options, settings, cost),
+        scheduler=scheduler,
+        num_samples=_trial_count(options),
+    )
+
+
+def _trial_count(options: ExperimentOptions) -> int:
+    return options.num_samples + (len(SEARCH_PRESETS) if options.search == "all" else 0)
+
+
+def _searcher(options: ExperimentOptions, settings: TrialSettings, cost: str | None):
+    from ray.tune.search.optuna import OptunaSearch
+
+    space = settings.space
+    points = None
+    if options.search == "all":  # the presets first: the searcher continues from what they show
+        presets = load_presets()
+        default_train = TrainConfig()
+        points = [space.point_for(presets[name], default_train) for name in SEARCH_PRESETS]
+    metric, mode = ([OBJECTIVE, cost], ["min", "min"]) if cost else (OBJECTIVE, "min")
+    return OptunaSearch(
+        space=space.define_by_run,
+        metric=metric,
+        mode=mode,
+        points_to_evaluate=points,
+        sampler=space.sampler(options.seed),
+    )
+
+
+def _run_config(options: ExperimentOptions) -> tune.RunConfig:
+    reporter = tune.CLIReporter(
+        metric_columns={"epoch": "epoch", "val_pos_mean_mm": "mean mm",
+                        "best_val_pos_p95_mm": "P95 mm", "weight_count": "weights"},
+        parameter_columns=["preset"] if options.search == "presets" else [],
+        max_report_frequency=30,
+    )  # fmt: skip
+    return tune.RunConfig(
+        name=options.name,
+        storage_path=str(Path(options.storage).resolve()),
+        failure_config=tune.FailureConfig(max_failures=options.max_failures),
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        progress_reporter=reporter,
+        verbose=1,
+    )
+
+
+def _leaderboard(results, options: ExperimentOptions, settings: TrialSettings) -> list[dict]:
+    rows = []
+    for result in results:
+        metrics = result.metrics or {}
+        trial_id = metrics.get("trial_id") or Path(result.path).name
+        name, model, train = resolve_configs(result.config, settings)
+        config = {"model": {**model.to_dict(), "weight_count": model.weight_count,
+                            "macs_per_track": model.macs_per_track},
+                  "train": train.to_dict(), "params": result.config}  # fmt: skip
+        status = trial_status(metrics, result.error is not None, options.max_epochs)
+        rows.append(make_row(trial_id, metrics.get("name", name), status, metrics, config))
+    return rank(rows)
+
+
+def _export_best(rows, results, options, splits: DatasetSplits, settings, log) -> None:
+    """best/: the best trial's exports, evaluation report and plots."""
+    best = next((r for r in rows if r["pos_p95_mm"] is not None), None)
+    if best is None:
+        log("no trial produced a model: nothing to export")
+        return
+    result = next(r for r in results if (r.metrics or {}).get("trial_id") == best["trial_id"])
+    if result.checkpoint is None:
+        log(f"best trial {best['trial_id']} left no checkpoint: nothing to export")
+        return
+    with result.checkpoint.as_directory() as directory:
+        state = load_checkpoint(Path(directory) / CHECKPOINT_NAME)
+    name, model, train = resolve_configs(result.config, settings)
+    spec = RunSpec(
+        data_dir=settings.data_dir, model=model, train=train, name=name, device=options.device
+    )
+    out = options.path / "best"
+    out.mkdir(exist_ok=True)
+    write_outputs(out, spec, splits, result_from_checkpoint(state))
+    write_json_atomic(out / "trial.json", {"trial_id": best["trial_id"], "row": best})
+    log(
+        f"best: {best['name']} ({best['trial_id']}), validation P95 {best['pos_p95_mm']:.4f} mm "
+        f"-> {out}"
+    )
+
+
+def describe_resources(options: ExperimentOptions) -> str:
+    """The notice printed at start: what a trial gets and how many run at once."""
+    total = ray.cluster_resources()
+    cpus, gpus = total.get("CPU", 0), total.get("GPU", 0)
+    slots = math.floor(cpus / options.cpus_per_trial)
+    if options.gpus_per_trial:
+        slots = min(slots, math.floor(gpus / options.gpus_per_trial))
+    where = (
+        f"{options.gpus_per_trial:g} GPU + {options.cpus_per_trial:g} CPU per trial"
+        if options.gpus_per_trial
+        else f"{options.cpus_per_trial:g} CPU per trial"
+    )
+    return f"Ray sees {cpus:g} CPUs and {gpus:g} GPUs; {where}; up to {slots} trials at once"

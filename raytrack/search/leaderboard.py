@@ -1,0 +1,117 @@
+"""The leaderboard of an experiment: one row per trial, the Pareto front, the printed table."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from raytrack.files import replacing, write_json_atomic
+
+COLUMNS = (
+    "rank", "name", "trial_id", "status", "weight_count", "macs_per_track", "epochs",
+    "pos_mean_mm", "pos_p95_mm", "pos_p99_mm", "slope_mean", "slope_p95", "seconds", "config",
+)  # fmt: skip
+#: Leaderboard column <- reported metric (of the weights a trial would export: its best epoch).
+METRIC_COLUMNS = {
+    "pos_mean_mm": "best_val_pos_mean_mm",
+    "pos_p95_mm": "best_val_pos_p95_mm",
+    "pos_p99_mm": "best_val_pos_p99_mm",
+    "slope_mean": "best_val_slope_mean",
+    "slope_p95": "best_val_slope_p95",
+}
+
+
+def trial_status(metrics: dict[str, Any], errored: bool, max_epochs: int) -> str:
+    """finished / early_stopped / time_budget / stopped_by_asha / failed / infeasible / error."""
+    if errored:
+        return "error"
+    if metrics.get("infeasible"):
+        return "infeasible"
+    if metrics.get("failed"):
+        return "failed"
+    if metrics.get("train_status"):
+        return str(metrics["train_status"])
+    if metrics.get("epoch", 0) >= max_epochs:
+        return "finished"
+    return "stopped_by_asha" if metrics else "not_started"
+
+
+def make_row(
+    trial_id: str, name: str, status: str, metrics: dict[str, Any], config: dict[str, Any]
+) -> dict[str, Any]:
+    row = {
+        "name": name,
+        "trial_id": trial_id,
+        "status": status,
+        "config": config,
+        "weight_count": config["model"]["weight_count"],
+        "macs_per_track": config["model"]["macs_per_track"],
+        "epochs": int(metrics.get("epoch", 0)),
+        "seconds": metrics.get("seconds", 0.0),
+    }
+    for column, metric in METRIC_COLUMNS.items():
+        value = metrics.get(metric, math.inf)
+        row[column] = value if isinstance(value, int | float) and math.isfinite(value) else None
+    return row
+
+
+def rank(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Sorted by P95 position error (trials without one last), with a rank column."""
+    ordered = sorted(
+        rows, key=lambda r: (r["pos_p95_mm"] is None, r["pos_p95_mm"] or 0.0, r["trial_id"])
+    )
+    return [{"rank": i + 1, **row} for i, row in enumerate(ordered)]
+
+
+def pareto_front(rows: list[dict[str, Any]], cost: str) -> list[dict[str, Any]]:
+    """Rows that no other row beats in both P95 position error and ``cost`` (weights or MACs)."""
+    scored = [r for r in rows if r["pos_p95_mm"] is not None]
+    front = []
+    for row in scored:
+        dominated = any(
+            other["pos_p95_mm"] <= row["pos_p95_mm"]
+            and other[cost] <= row[cost]
+            and (other["pos_p95_mm"] < row["pos_p95_mm"] or other[cost] < row[cost])
+            for other in scored
+        )
+        if not dominated:
+            front.append(row)
+    return sorted(front, key=lambda r: r[cost])
+
+
+def write_leaderboard(
+    directory: Path, rows: list[dict[str, Any]], stem: str = "leaderboard"
+) -> None:
+    """``stem``.json (full rows) and ``stem``.csv (config as a JSON string) in ``directory``."""
+    write_json_atomic(directory / f"{stem}.json", rows)
+    with replacing(directory / f"{stem}.csv") as tmp, open(tmp, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=COLUMNS)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow(
+                {
+                    **{k: row.get(k) for k in COLUMNS},
+                    "config": json.dumps(row["config"], sort_keys=True),
+                }
+            )
+
+
+def format_leaderboard(rows: list[dict[str, Any]]) -> str:
+    def mm(value):
+        return f"{value:9.4f}" if value is not None else f"{'-':>9}"
+
+    lines = [
+        f"{'#':>3} {'name':<9} {'trial':<14} {'status':<15} {'weights':>9} {'epochs':>6} "
+        f"{'mean mm':>9} {'P95 mm':>9} {'P99 mm':>9} {'slope':>9}"
+    ]
+    for r in rows:
+        slope = f"{r['slope_mean']:9.2e}" if r["slope_mean"] is not None else f"{'-':>9}"
+        lines.append(
+            f"{r['rank']:>3} {r['name']:<9} {r['trial_id']:<14} {r['status']:<15} "
+            f"{r['weight_count']:>9} {r['epochs']:>6} {mm(r['pos_mean_mm'])} "
+            f"{mm(r['pos_p95_mm'])} {mm(r['pos_p99_mm'])} {slope}"
+        )
+    return "\n".join(lines)

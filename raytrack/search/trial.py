@@ -1,0 +1,132 @@
+"""One Ray Tune trial: build the model a config asks for, train it, report every epoch.
+
+The trial is :func:`raytrack.models.run.train_run` (the same code as ``python -m raytrack.train``)
+with a callback that hands each epoch's metrics and checkpoint to Ray Tune. The dataset arrives
+through Ray's object store (``tune.with_parameters``): one copy per node, read without copying.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray import tune
+
+from raytrack.data.loader import DatasetSplits
+from raytrack.models.mlp import ModelConfig
+from raytrack.models.presets import load_presets
+from raytrack.models.run import RunSpec, train_run
+from raytrack.models.training import CHECKPOINT_NAME, VALIDATION_METRICS, TrainConfig
+
+#: The metric searchers and schedulers optimise: P95 position error of the weights a trial
+#: would export (its best epoch by validation loss), mm.
+OBJECTIVE = "best_val_pos_p95_mm"
+#: Reported instead of a metric by a trial that diverged or was not trained (sorts last).
+WORST = math.inf
+
+
+@dataclass(frozen=True)
+class TrialSettings:
+    """What every trial of an experiment shares (plain data, pickled to the workers)."""
+
+    max_epochs: int
+    time_budget: float | None
+    seed: int
+    device: str
+    cpus: float
+    space: Any = None  # raytrack.search.space.SearchSpace for Optuna trials
+    max_weights: int | None = None
+    data_dir: str = ""
+
+
+def resolve_configs(
+    config: dict[str, Any], settings: TrialSettings
+) -> tuple[str, ModelConfig, TrainConfig]:
+    """(name, model, training) of a trial config: ``{"preset": name}`` or sampled parameters."""
+    base = TrainConfig(
+        epochs=settings.max_epochs,
+        time_budget=settings.time_budget,
+        seed=settings.seed,
+        patience=max(5, settings.max_epochs // 4),
+    )
+    if "preset" in config:
+        return config["preset"], load_presets()[config["preset"]], base
+    model, train_overrides = settings.space.to_configs(config)
+    return preset_name_of(model) or "optuna", model, replace(base, **train_overrides)
+
+
+def preset_name_of(model: ModelConfig) -> str | None:
+    """The preset whose architecture ``model`` is, if any (labels the searcher's initial points)."""
+    for name, preset in load_presets().items():
+        if preset == model:
+            return name
+    return None
+
+
+def run_trial(config: dict[str, Any], data: DatasetSplits, settings: TrialSettings) -> None:
+    """The Ray Tune function trainable."""
+    name, model, train = resolve_configs(config, settings)
+    fixed = {
+        "name": name,
+        "weight_count": model.weight_count,
+        "macs_per_track": model.macs_per_track,
+    }
+    too_big = settings.max_weights is not None and model.weight_count > settings.max_weights
+    if too_big:  # never trained: report once so the searcher learns the limit
+        tune.report({**fixed, **_worst(), "infeasible": 1.0, "failed": 0.0, "done": 1.0})
+        return
+    if settings.device == "cpu":
+        torch.set_num_threads(max(1, int(settings.cpus)))
+    run_dir = Path(tempfile.mkdtemp(prefix="raytrack-trial-"))
+    _restore_checkpoint(run_dir)
+    spec = RunSpec(
+        data_dir=settings.data_dir, model=model, train=train, name=name, device=settings.device
+    )
+    reporter = _Reporter(fixed)
+    try:
+        result = train_run(run_dir, spec, splits=data, callback=reporter, export=False)
+        reporter.final(result.status)
+    finally:
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _restore_checkpoint(run_dir: Path) -> None:
+    """Put the trial's last checkpoint (after a crash, a lost node or --resume) in place."""
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is None:
+        return
+    with checkpoint.as_directory() as directory:
+        shutil.copy(Path(directory) / CHECKPOINT_NAME, run_dir / CHECKPOINT_NAME)
+
+
+def _worst() -> dict[str, float]:
+    return {f"best_{k}": WORST for k in VALIDATION_METRICS} | dict.fromkeys(
+        VALIDATION_METRICS, WORST
+    )
+
+
+class _Reporter:
+    """Epoch callback: the metrics (with the best epoch's, ``best_*``) and checkpoint, to Tune."""
+
+    def __init__(self, fixed: dict[str, Any]) -> None:
+        self.fixed = fixed
+        self.last: dict[str, float] = {}
+
+    def __call__(self, metrics: dict[str, float], checkpoint: Path | None) -> None:
+        if metrics.get("failed"):
+            tune.report({**self.fixed, **metrics, **_worst(), "failed": 1.0, "done": 1.0})
+            return
+        self.last = {**self.fixed, **metrics, "failed": 0.0, "done": 0.0}
+        with tempfile.TemporaryDirectory() as tmp:
+            shutil.copy(checkpoint, Path(tmp) / CHECKPOINT_NAME)
+            tune.report(self.last, checkpoint=tune.Checkpoint.from_directory(tmp))
+
+    def final(self, status: str) -> None:
+        """One last result when training ended on its own (early stopping, time budget)."""
+        if status != "failed" and self.last:
+            tune.report({**self.last, "done": 1.0, "train_status": status})
