@@ -71,7 +71,10 @@ def preset_name_of(model: ModelConfig) -> str | None:
 def run_trial(config: dict[str, Any], data: DatasetSplits, settings: TrialSettings) -> None:
     """The Ray Tune function trainable."""
     name, model, train = resolve_configs(config, settings)
+    if settings.device == "cpu":  # torch threads follow --cpus-per-trial
+        torch.set_num_threads(max(1, int(settings.cpus)))
     fixed = {
+        "torch_threads": torch.get_num_threads(),
         "name": name,
         "weight_count": model.weight_count,
         "macs_per_track": model.macs_per_track,
@@ -80,8 +83,6 @@ def run_trial(config: dict[str, Any], data: DatasetSplits, settings: TrialSettin
     if too_big:  # never trained: report once so the searcher learns the limit
         tune.report({**fixed, **_worst(), "infeasible": 1.0, "failed": 0.0, "done": 1.0})
         return
-    if settings.device == "cpu":
-        torch.set_num_threads(max(1, int(settings.cpus)))
     run_dir = Path(tempfile.mkdtemp(prefix="raytrack-trial-"))
     _restore_checkpoint(run_dir)
     spec = RunSpec(
