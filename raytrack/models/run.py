@@ -82,7 +82,8 @@ def prepare_run_dir(run_dir: Path, spec: RunSpec) -> None:
                 f"{run_dir}: holds a run with another model, training or dataset configuration; "
                 "choose a new --out (or the same options to resume it)"
             )
-    elif any(run_dir.iterdir()):
+    elif {p.name for p in run_dir.iterdir()} - {CHECKPOINT_NAME}:
+        # (a lone checkpoint is a run restored from elsewhere, e.g. a Ray Tune trial's)
         raise ValueError(f"{run_dir}: not empty and not a raytrack run directory")
     write_json(existing, wanted)
 

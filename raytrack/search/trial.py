@@ -81,7 +81,7 @@ def run_trial(config: dict[str, Any], data: DatasetSplits, settings: TrialSettin
     }
     too_big = settings.max_weights is not None and model.weight_count > settings.max_weights
     if too_big:  # never trained: report once so the searcher learns the limit
-        tune.report({**fixed, **_worst(), "infeasible": 1.0, "failed": 0.0, "done": 1.0})
+        tune.report({**fixed, **_worst(), "infeasible": 1.0, "failed": 0.0, "train_done": 1.0})
         return
     run_dir = Path(tempfile.mkdtemp(prefix="raytrack-trial-"))
     _restore_checkpoint(run_dir)
@@ -120,9 +120,9 @@ class _Reporter:
 
     def __call__(self, metrics: dict[str, float], checkpoint: Path | None) -> None:
         if metrics.get("failed"):
-            tune.report({**self.fixed, **metrics, **_worst(), "failed": 1.0, "done": 1.0})
+            tune.report({**self.fixed, **metrics, **_worst(), "failed": 1.0, "train_done": 1.0})
             return
-        self.last = {**self.fixed, **metrics, "failed": 0.0, "done": 0.0}
+        self.last = {**self.fixed, **metrics, "failed": 0.0, "train_done": 0.0}
         with tempfile.TemporaryDirectory() as tmp:
             shutil.copy(checkpoint, Path(tmp) / CHECKPOINT_NAME)
             tune.report(self.last, checkpoint=tune.Checkpoint.from_directory(tmp))
@@ -130,4 +130,4 @@ class _Reporter:
     def final(self, status: str) -> None:
         """One last result when training ended on its own (early stopping, time budget)."""
         if status != "failed" and self.last:
-            tune.report({**self.last, "done": 1.0, "train_status": status})
+            tune.report({**self.last, "train_done": 1.0, "train_status": status})

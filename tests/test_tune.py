@@ -1,0 +1,262 @@
+"""python -m raytrack.tune on the session's local Ray: presets, all, Pareto limit, NaN, resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from raytrack.models.presets import SEARCH_PRESETS
+from raytrack.search.experiment import ExperimentOptions, describe_resources, run_experiment
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def tune_cli(*args: str, address: str) -> subprocess.Popen:
+    command = [sys.executable, "-m", "raytrack.tune", *args, "--address", address]
+    return subprocess.Popen(
+        command,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def leaderboard(path: Path) -> list[dict]:
+    return json.loads((path / "leaderboard.json").read_text())
+
+
+def options(tmp_path: Path, data: Path, **changes) -> ExperimentOptions:
+    settings = dict(
+        search="presets",
+        data_dir=str(data),
+        storage=str(tmp_path),
+        name="exp",
+        max_epochs=2,
+        grace_epochs=1,
+    )
+    return ExperimentOptions(**{**settings, **changes})
+
+
+def quiet(_message: str) -> None:
+    pass
+
+
+def test_presets_on_a_fresh_machine_generate_the_data_first(ray_cluster, tmp_path):
+    process = tune_cli(
+        "--search",
+        "presets",
+        "--samples",
+        "600",
+        "--max-epochs",
+        "2",
+        "--storage",
+        str(tmp_path),
+        "--name",
+        "fresh",
+        address=ray_cluster,
+    )
+    output, _ = process.communicate(timeout=600)
+    assert process.returncode == 0, output[-3000:]
+    assert "no --data given" in output and "generating" in output
+    assert (tmp_path / "datasets" / "default-600-seed0" / "manifest.json").exists()
+    rows = leaderboard(tmp_path / "fresh")
+    assert sorted(r["name"] for r in rows) == sorted(SEARCH_PRESETS)
+    assert all(r["status"] == "finished" and r["epochs"] == 2 for r in rows)
+    assert [r["rank"] for r in rows] == [1, 2, 3, 4, 5]
+    assert "Ray dashboard:" in output and "notice: no GPU" in output
+    best = tmp_path / "fresh" / "best"
+    for name in (
+        "model.onnx",
+        "model.bin",
+        "metadata.json",
+        "evaluation/report.json",
+        "evaluation/error_vs_momentum.png",
+    ):
+        assert (best / name).exists(), name
+    assert (tmp_path / "fresh" / "leaderboard.csv").read_text().startswith("rank,name,")
+    trial_dirs = [p for p in (tmp_path / "fresh").iterdir() if p.name.startswith("run_trial")]
+    assert len(trial_dirs) == 5
+    assert all(list(d.glob("events.out.tfevents.*")) for d in trial_dirs)  # TensorBoard
+
+
+def test_all_runs_the_presets_then_optuna_variants(ray_cluster, classic_dataset, tmp_path):
+    rows = run_experiment(
+        options(tmp_path, classic_dataset, search="all", num_samples=4), log=quiet
+    )
+    names = [r["name"] for r in rows]
+    assert len(rows) == 9
+    assert sorted(n for n in names if n in SEARCH_PRESETS) == sorted(SEARCH_PRESETS)
+    assert len([n for n in names if n not in SEARCH_PRESETS]) == 4
+    presets = {r["name"]: r for r in rows if r["name"] in SEARCH_PRESETS}
+    assert presets["wide"]["config"]["model"]["hidden"] == [2048, 1024, 512, 256]
+
+
+def test_pareto_search_never_trains_above_the_weight_limit(ray_cluster, classic_dataset, tmp_path):
+    limit = 16384
+    rows = run_experiment(
+        options(
+            tmp_path,
+            classic_dataset,
+            search="optuna",
+            num_samples=8,
+            objective="pareto-weights",
+            max_weights=limit,
+        ),
+        log=quiet,
+    )
+    assert len(rows) == 8
+    for row in rows:
+        if row["weight_count"] > limit:
+            assert row["status"] == "infeasible" and row["epochs"] == 0
+        else:
+            assert row["epochs"] >= 1
+    assert any(r["weight_count"] <= limit and r["epochs"] >= 1 for r in rows)
+    front = json.loads((tmp_path / "exp" / "pareto.json").read_text())
+    assert front and all(r["weight_count"] <= limit for r in front)
+    weights = [r["weight_count"] for r in front]
+    p95 = [r["pos_p95_mm"] for r in front]
+    assert weights == sorted(weights) and p95 == sorted(p95, reverse=True)  # a real front
+
+
+NAN_SPACE = """
+name = "diverging"
+[params.depth]
+type = "fixed"
+value = 2
+[params.width]
+type = "int"
+low = 16
+high = 32
+per_layer = true
+[params.lr]
+type = "categorical"
+choices = [0.003, 1e12]
+[params.grad_clip]
+type = "fixed"
+value = 1e30
+[params.warmup_epochs]
+type = "fixed"
+value = 0.0
+"""
+
+
+def test_a_diverging_trial_is_recorded_as_failed_and_the_search_goes_on(
+    ray_cluster, classic_dataset, tmp_path
+):
+    space = tmp_path / "diverging.toml"
+    space.write_text(NAN_SPACE)
+    rows = run_experiment(
+        options(
+            tmp_path,
+            classic_dataset,
+            search="optuna",
+            num_samples=6,
+            space=str(space),
+            scheduler="none",
+            cpus_per_trial=2,
+            seed=2,  # this seed draws both learning rates among the first six
+        ),
+        log=quiet,
+    )
+    by_lr = {r["trial_id"]: r["config"]["train"]["lr"] for r in rows}
+    failed = [r for r in rows if r["status"] == "failed"]
+    assert failed and all(by_lr[r["trial_id"]] == 1e12 for r in failed)
+    good = [r for r in rows if r["status"] == "finished"]
+    assert good and all(by_lr[r["trial_id"]] == 0.003 for r in good)
+    assert rows[0]["status"] == "finished"  # failed trials rank last
+    results = [
+        json.loads(line)
+        for d in (tmp_path / "exp").glob("run_trial*")
+        for line in (d / "result.json").read_text().splitlines()
+    ]
+    assert {r["torch_threads"] for r in results} == {2}  # torch threads follow the trial's CPUs
+
+
+def test_resume_after_the_driver_is_killed(ray_cluster, classic_dataset, tmp_path):
+    args = [
+        "--search",
+        "optuna",
+        "--num-samples",
+        "5",
+        "--max-epochs",
+        "4",
+        "--scheduler",
+        "none",
+        "--data",
+        str(classic_dataset),
+        "--storage",
+        str(tmp_path),
+        "--name",
+        "killed",
+    ]
+    process = tune_cli(*args, address=ray_cluster)
+    experiment = tmp_path / "killed"
+    deadline = time.time() + 300
+    while time.time() < deadline and process.poll() is None:
+        done = [
+            d
+            for d in experiment.glob("run_trial*/result.json")
+            if '"train_done": 1.0' in d.read_text()
+        ]
+        if len(done) >= 2:
+            break
+        time.sleep(0.2)
+    assert process.poll() is None, "the search ended before the kill"
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    assert not (experiment / "leaderboard.json").exists()
+    resumed = tune_cli(
+        "--resume", "--name", "killed", "--storage", str(tmp_path), address=ray_cluster
+    )
+    output, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, output[-3000:]
+    assert "resuming" in output
+    rows = leaderboard(experiment)
+    assert len(rows) == 5 and len({r["trial_id"] for r in rows}) == 5
+    assert all(r["status"] == "finished" and r["epochs"] == 4 for r in rows)
+
+
+def test_bad_search_space_file_is_named_before_anything_starts(tmp_path):
+    space = tmp_path / "bad.toml"
+    space.write_text('[params.activation]\ntype = "categorical"\nchoices = ["swish"]\n')
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "raytrack.tune",
+            "--search",
+            "optuna",
+            "--space",
+            str(space),
+            "--storage",
+            str(tmp_path),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert str(space) in done.stderr and "activation" in done.stderr and "relu" in done.stderr
+
+
+def test_resource_settings(ray_cluster, tmp_path):
+    cpu = options(tmp_path, tmp_path, cpus_per_trial=1)
+    assert cpu.device == "cpu"
+    assert "up to 2 trials at once" in describe_resources(cpu)
+    shared_gpu = options(tmp_path, tmp_path, gpus_per_trial=0.25, cpus_per_trial=0.5)
+    assert shared_gpu.device == "cuda"
+    assert "0.25 GPU" in describe_resources(shared_gpu)
+    with pytest.raises(ValueError, match="--gpus-per-trial"):
+        options(tmp_path, tmp_path, gpus_per_trial=-1)
+    with pytest.raises(ValueError, match="--objective"):
+        options(tmp_path, tmp_path, objective="p50")
