@@ -17,7 +17,14 @@ def test_ci_runs_the_readme_test_command():
 
 def test_every_entry_point_in_the_readme_answers_help():
     readme = (REPO / "README.md").read_text()
-    for module in ("raytrack.generate", "raytrack.bench", "raytrack.train", "raytrack.evaluate"):
+    modules = (
+        "raytrack.tune",
+        "raytrack.generate",
+        "raytrack.bench",
+        "raytrack.train",
+        "raytrack.evaluate",
+    )
+    for module in modules:
         assert f"python -m {module}" in readme
         done = subprocess.run(
             [sys.executable, "-m", module, "--help"],

@@ -151,7 +151,7 @@ class _Loop:
         self.model_config = model_config
         self.x_train, self.t_train = self._tensors(train)
         self.x_val, self.t_val = self._tensors(validation)
-        self.y_val = torch.as_tensor(validation[1], dtype=torch.float64, device=device)
+        self.y_val = torch.from_numpy(np.array(validation[1], np.float64)).to(device)
         # The fused kernel does the whole update in one pass: 20-40 % of a small model's step.
         self.optimizer = torch.optim.AdamW(
             model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True

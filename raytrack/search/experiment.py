@@ -199,18 +199,12 @@ def _searcher(options: ExperimentOptions, settings: TrialSettings, cost: str | N
 
 
 def _run_config(options: ExperimentOptions) -> tune.RunConfig:
-    reporter = tune.CLIReporter(
-        metric_columns={"epoch": "epoch", "val_pos_mean_mm": "mean mm",
-                        "best_val_pos_p95_mm": "P95 mm", "weight_count": "weights"},
-        parameter_columns=["preset"] if options.search == "presets" else [],
-        max_report_frequency=30,
-    )  # fmt: skip
+    # Ray Tune's own console output is the live table (trial status, epochs, metrics).
     return tune.RunConfig(
         name=options.name,
         storage_path=str(Path(options.storage).resolve()),
         failure_config=tune.FailureConfig(max_failures=options.max_failures),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
-        progress_reporter=reporter,
         verbose=1,
     )
 
