@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import ray
 import torch
 from ray import tune
 
@@ -75,6 +76,7 @@ def run_trial(config: dict[str, Any], data: DatasetSplits, settings: TrialSettin
         torch.set_num_threads(max(1, int(settings.cpus)))
     fixed = {
         "torch_threads": torch.get_num_threads(),
+        "node_id": ray.get_runtime_context().get_node_id(),  # where the trial ran
         "name": name,
         "weight_count": model.weight_count,
         "macs_per_track": model.macs_per_track,

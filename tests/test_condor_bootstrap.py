@@ -1,0 +1,279 @@
+"""condor/ray_bootstrap.sh in a simulated HTCondor allocation: one head and two workers on
+127.0.0.1, each with its own fake _CONDOR_* environment (scratch dir, machine ad, port range,
+no GPUs), meeting through a cluster directory as the jobs of one HTCondor cluster would."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from raytrack.condor_bootstrap import (
+    ClusterDir,
+    driver_command,
+    node_processes,
+    node_tag,
+    plan_ports,
+    short_temp_dir,
+    slot_from_env,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+BOOTSTRAP = REPO / "condor" / "ray_bootstrap.sh"
+CLUSTER_ID = "4242"
+
+
+@dataclass
+class Node:
+    name: str
+    process: subprocess.Popen
+    low_port: int
+    log: Path
+
+    @property
+    def tag(self) -> str:
+        return node_tag(CLUSTER_ID, self.process.pid)  # bash execs the bootstrap: same pid
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+
+def start_node(
+    role: str,
+    name: str,
+    cpus: int,
+    low_port: int,
+    root: Path,
+    driver: str = "",
+    min_workers: int = 2,
+) -> Node:
+    home = root / name
+    (home / "scratch").mkdir(parents=True)
+    ad = home / "machine.ad"
+    ad.write_text(f"Cpus = {cpus}\nMemory = 1536\nGPUs = 0\n")
+    env = {
+        "PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+        "HOME": str(home),
+        "_CONDOR_SCRATCH_DIR": str(home / "scratch"),
+        "_CONDOR_MACHINE_AD": str(ad),
+        "_CONDOR_AssignedGPUs": "",
+        "_CONDOR_LOWPORT": str(low_port),
+        "_CONDOR_HIGHPORT": str(low_port + 99),
+        "RAYTRACK_NODE_IP": "127.0.0.1",
+        "RAYTRACK_CLUSTER_ID": CLUSTER_ID,
+        "RAYTRACK_CLUSTER_DIR": str(root / "cluster"),
+        "RAYTRACK_STORAGE": str(root / "runs"),
+        "RAYTRACK_MIN_WORKERS": str(min_workers),
+        "RAYTRACK_WAIT_TIMEOUT": "180",
+        "RAYTRACK_DRIVER": driver,
+    }
+    log = home / "bootstrap.log"
+    with open(log, "w") as out:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen(
+            [str(BOOTSTRAP), role],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return Node(name, process, low_port, log)
+
+
+def wait_for(condition, timeout: float, what: str, step: float = 0.5):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(step)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def cluster_python(code: str, root: Path, token: bool = True, timeout: float = 120):
+    """Run ``code`` as a client of the simulated cluster (with or without its token)."""
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(root),
+        "RAY_AUTH_MODE": "token",
+        "RAY_USAGE_STATS_ENABLED": "0",
+    }
+    if token:
+        env["RAY_AUTH_TOKEN_PATH"] = str(root / "cluster" / "token")
+    else:
+        env["RAY_AUTH_TOKEN"] = "not-the-token"
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+def kill_node(node: Node) -> None:
+    """What HTCondor does to a job it kills: every process of it, at once."""
+    for pid in [node.process.pid, *node_processes(node.tag)]:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture
+def allocation(tmp_path):
+    nodes: list[Node] = []
+    yield tmp_path, nodes
+    for node in nodes:
+        kill_node(node)
+
+
+# ------------------------------------------------------------------------------ unit checks
+def test_slot_comes_from_the_job_ads_not_the_host(tmp_path):
+    machine = tmp_path / "machine.ad"
+    machine.write_text('Cpus = 3\nMemory = 2048\nGPUs = 2\nName = "slot1@node"\n')
+    job = tmp_path / "job.ad"
+    job.write_text("RequestCpus = 8\nRequestMemory = 9999\n")
+    env = {
+        "_CONDOR_MACHINE_AD": str(machine),
+        "_CONDOR_JOB_AD": str(job),
+        "_CONDOR_AssignedGPUs": "GPU-b156e653,GPU-7a1c2f00",
+        "_CONDOR_SCRATCH_DIR": "/s",
+    }
+    slot = slot_from_env(env)
+    assert (slot.cpus, slot.memory_bytes, slot.gpus) == (3, 2048 * 1024**2, 2)
+    assert slot_from_env({**env, "_CONDOR_AssignedGPUs": ""}).gpus == 0
+    assert slot_from_env({"_CONDOR_JOB_AD": str(job)}).cpus == 8
+
+
+def test_ports_come_from_the_site_range():
+    ports = plan_ports({"_CONDOR_LOWPORT": "20000", "_CONDOR_HIGHPORT": "20199"}, head=True)
+    assert ports["port"] == 20000
+    assert all(20000 <= p <= 20199 for p in ports.values())
+    assert len(set(ports.values())) == len(ports)
+    with pytest.raises(SystemExit, match="too narrow"):
+        plan_ports({"_CONDOR_LOWPORT": "20000", "_CONDOR_HIGHPORT": "20010"}, head=True)
+    free = plan_ports({}, head=False)
+    assert "port" not in free and len(set(free.values())) == len(free)
+
+
+def test_temp_dir_is_short_enough_for_unix_sockets(tmp_path):
+    deep = tmp_path / ("x" * 60)
+    deep.mkdir()
+    slot = slot_from_env({"_CONDOR_SCRATCH_DIR": str(deep)})
+    temp = short_temp_dir(slot, CLUSTER_ID, "worker")
+    assert len(str(temp)) + 70 < 107
+    assert short_temp_dir(slot_from_env({"_CONDOR_SCRATCH_DIR": "/tmp/s"}), "1", "head") == Path(
+        "/tmp/s/ray"
+    )
+
+
+def test_driver_resumes_the_experiment_when_the_head_runs_again(tmp_path):
+    settings = {
+        "driver": "python -m raytrack.tune --search presets --address auto",
+        "cluster_id": "99",
+        "storage": str(tmp_path),
+    }
+    first = driver_command(settings)
+    assert f"--storage {tmp_path} --name condor-99" in first and "--resume" not in first
+    (tmp_path / "condor-99").mkdir()
+    (tmp_path / "condor-99" / "experiment.json").write_text("{}")
+    assert driver_command(settings).endswith("--resume")
+    custom = {**settings, "driver": "python -m raytrack.generate --samples 10 --out x"}
+    assert driver_command(custom) == custom["driver"]
+
+
+def test_token_file_is_private(tmp_path):
+    cluster = ClusterDir(tmp_path / "c")
+    cluster.create_token()
+    assert cluster.token.stat().st_mode & 0o777 == 0o600
+    assert len(cluster.token.read_text()) == 64
+
+
+# ------------------------------------------------------------------------------ allocation
+NODES_CODE = """
+import json, ray
+ray.init(address="auto", logging_level="ERROR")
+print(json.dumps([{"id": n["NodeID"], "cpus": n["Resources"].get("CPU", 0)}
+                  for n in ray.nodes() if n["Alive"]]))
+"""
+
+
+def test_simulated_allocation_runs_a_search_on_the_workers(allocation, classic_dataset):
+    root, nodes = allocation
+    nodes_file = root / "nodes.json"
+    python = sys.executable
+    driver = (
+        f"{python} -c '{NODES_CODE}' > {nodes_file} && {python} -m raytrack.tune "
+        f"--search presets --data {classic_dataset} --max-epochs 40 --scheduler none "
+        f"--max-failures 3 --address auto"
+    )
+    nodes.append(start_node("head", "head", 1, 46000, root, driver=driver))
+    nodes.append(start_node("worker", "w1", 2, 46200, root))
+    nodes.append(start_node("worker", "w2", 3, 46400, root))
+    head, w1, w2 = nodes
+    wait_for(lambda: nodes_file.exists() and nodes_file.read_text().strip(), 180, "the driver")
+    cluster_nodes = json.loads(nodes_file.read_text())
+    assert sorted(n["cpus"] for n in cluster_nodes) == [1.0, 2.0, 3.0]  # the fake slots
+
+    # SIGTERM to a worker while one of its trials runs: it leaves, the trial is retried elsewhere.
+    experiment = root / "runs" / f"condor-{CLUSTER_ID}"
+    w1_id = next(n["id"] for n in cluster_nodes if n["cpus"] == 2.0)
+
+    def trial_on_w1():
+        return any(
+            f'"node_id": "{w1_id}"' in f.read_text()
+            for f in experiment.glob("run_trial*/result.json")
+        )
+
+    wait_for(trial_on_w1, 180, "a trial on w1", step=0.1)
+    os.kill(w1.process.pid, signal.SIGTERM)
+    assert w1.process.wait(timeout=60) == 128 + signal.SIGTERM
+    assert wait_for(lambda: not node_processes(w1.tag), 30, "w1's Ray processes to go")
+
+    # Security: the dashboard (head's second port) and the Ray client (third) want the token.
+    dashboard = f"http://127.0.0.1:{head.low_port + 1}/api/version"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(dashboard, timeout=10)
+    assert refused.value.code in (401, 403)
+    token = (root / "cluster" / "token").read_text()
+    request = urllib.request.Request(dashboard, headers={"Authorization": f"Bearer {token}"})
+    assert urllib.request.urlopen(request, timeout=10).status == 200
+    client = f"import ray; ray.init(address='ray://127.0.0.1:{head.low_port + 2}'); print('IN')"
+    assert "IN" in cluster_python(client, root, token=True).stdout
+    assert "IN" not in cluster_python(client, root, token=False, timeout=180).stdout
+
+    assert head.process.wait(timeout=600) == 0, head.output()[-3000:]
+    rows = json.loads((experiment / "leaderboard.json").read_text())
+    assert len(rows) == 5 and all(r["status"] == "finished" for r in rows)
+    worker_ids = {n["id"] for n in cluster_nodes if n["cpus"] > 1}
+    results = [
+        json.loads(line)
+        for f in experiment.glob("run_trial*/result.json")
+        for line in f.read_text().splitlines()
+    ]
+    assert worker_ids & {r["node_id"] for r in results}  # trials ran on the workers
+    assert w2.process.wait(timeout=60) == 0  # the head finished: the worker leaves
+    assert (root / "cluster" / "finished").read_text() == "exit 0"
+    assert not node_processes(head.tag) and not node_processes(w2.tag)
+
+
+def test_workers_leave_when_the_head_is_killed(allocation):
+    root, nodes = allocation
+    nodes.append(start_node("head", "head", 1, 47000, root, driver="sleep 600"))
+    nodes.append(start_node("worker", "w1", 1, 47200, root))
+    nodes.append(start_node("worker", "w2", 2, 47400, root))
+    head, w1, w2 = nodes
+    wait_for(lambda: "joined" in w1.output() and "joined" in w2.output(), 180, "workers to join")
+    wait_for(lambda: "driver: sleep 600" in head.output(), 120, "the driver")
+    killed_at = time.time()
+    kill_node(head)
+    for worker in (w1, w2):
+        code = worker.process.wait(timeout=90 - (time.time() - killed_at))
+        assert code == 1  # non-zero: HTCondor requeues it for the head's next run
+        assert not node_processes(worker.tag)
+    assert time.time() - killed_at < 90
