@@ -100,6 +100,7 @@ PORT_FLAGS = (
 )  # fmt: skip
 HEAD_PORT_FLAGS = ("port", "dashboard-port", "ray-client-server-port")
 WORKER_PORTS = 64  # per node, for Ray's worker processes
+DASHBOARD_PORT = 8265
 
 
 def plan_ports(env: dict[str, str], head: bool) -> dict[str, int]:
@@ -109,7 +110,10 @@ def plan_ports(env: dict[str, str], head: bool) -> dict[str, int]:
     names = (HEAD_PORT_FLAGS if head else ()) + PORT_FLAGS
     low, high = env.get("_CONDOR_LOWPORT"), env.get("_CONDOR_HIGHPORT")
     if not (low and high):
-        return {name: _free_port() for name in names}
+        ports = {name: _free_port() for name in names}
+        if head and _port_is_free(DASHBOARD_PORT):  # the port the README's tunnel uses
+            ports["dashboard-port"] = DASHBOARD_PORT
+        return ports
     low, high = int(low), int(high)
     if high - low + 1 < len(names) + WORKER_PORTS:
         raise SystemExit(
@@ -120,6 +124,15 @@ def plan_ports(env: dict[str, str], head: bool) -> dict[str, int]:
     ports["min-worker-port"] = low + len(names)
     ports["max-worker-port"] = low + len(names) + WORKER_PORTS - 1
     return ports
+
+
+def _port_is_free(port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def _free_port() -> int:
@@ -301,8 +314,8 @@ def run_head(env: dict[str, str]) -> int:
         address = f"{settings['node_ip']}:{ports['port']}"
         cluster.publish(address)
         log(
-            f"head up at {address}; slot: {slot.cpus} CPUs, {slot.gpus} GPUs; "
-            f"dashboard on 127.0.0.1 (see condor/README.md for the tunnel)"
+            f"head up at {address}; slot: {slot.cpus} CPUs, {slot.gpus} GPUs; dashboard on "
+            f"127.0.0.1:{ports['dashboard-port']} (see condor/README.md for the tunnel)"
         )
         _wait_for_workers(
             address, env, int(settings["min_workers"]), float(settings["wait_timeout"])
@@ -328,14 +341,19 @@ def run_head(env: dict[str, str]) -> int:
 
 
 def driver_command(settings: dict[str, str]) -> str:
-    """The driver, with the experiment kept in shared storage and resumed if it exists."""
+    """The driver; a search keeps its experiment in shared storage and resumes it if it exists
+    (the head job runs again after an eviction)."""
     command = settings["driver"]
-    if "raytrack.tune" in command and "--name" not in command and "--resume" not in command:
-        name = f"condor-{settings['cluster_id']}"
-        experiment = Path(settings["storage"]) / name
-        command += f" --storage {shlex.quote(settings['storage'])} --name {shlex.quote(name)}"
-        if (experiment / "experiment.json").exists():
-            command += " --resume"  # the head job runs again after an eviction
+    if "raytrack.tune" not in command:
+        return command
+    if "--storage" not in command:
+        command += f" --storage {shlex.quote(settings['storage'])}"
+    if "--name" not in command:
+        command += f" --name {shlex.quote('condor-' + settings['cluster_id'])}"
+    name = shlex.split(command)[shlex.split(command).index("--name") + 1]
+    storage = shlex.split(command)[shlex.split(command).index("--storage") + 1]
+    if "--resume" not in command and (Path(storage) / name / "experiment.json").exists():
+        command += " --resume"
     return command
 
 

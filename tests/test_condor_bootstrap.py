@@ -185,6 +185,8 @@ def test_driver_resumes_the_experiment_when_the_head_runs_again(tmp_path):
     assert driver_command(settings).endswith("--resume")
     custom = {**settings, "driver": "python -m raytrack.generate --samples 10 --out x"}
     assert driver_command(custom) == custom["driver"]
+    named = {**settings, "driver": "python -m raytrack.tune --resume --name old --address auto"}
+    assert driver_command(named).endswith(f"--storage {tmp_path}")  # resumes in shared storage
 
 
 def test_token_file_is_private(tmp_path):
