@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import tempfile
+import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,17 @@ def _umask() -> int:
 def is_temporary(path: Path) -> bool:
     """A leftover of :func:`replacing` (from a killed writer), never a result."""
     return path.name.startswith(".") and path.name.endswith(TEMPORARY_SUFFIX)
+
+
+def read_toml(path: Path, error: type[Exception], what: str) -> dict[str, Any]:
+    """A TOML file's content; a missing or malformed file raises ``error`` naming it."""
+    try:
+        with open(path, "rb") as handle:
+            return tomllib.load(handle)
+    except FileNotFoundError:
+        raise error(f"{path}: {what} file not found") from None
+    except tomllib.TOMLDecodeError as err:
+        raise error(f"{path}: not valid TOML: {err}") from None
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:

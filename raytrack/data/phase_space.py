@@ -7,13 +7,13 @@ Units: x, y, z in mm, slopes dimensionless, momentum in GeV (converted to q/p in
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from raytrack.files import read_toml
 from raytrack.physics.units import MEV_PER_GEV
 
 BUILTIN_DIR = Path(__file__).parent / "phase_spaces"
@@ -94,13 +94,7 @@ def load_phase_space(name_or_path: str | Path) -> PhaseSpace:
             raise PhaseSpaceError(
                 f"unknown phase space {str(name_or_path)!r}: use one of {builtins} or a .toml file"
             )
-    try:
-        with open(path, "rb") as handle:
-            data = tomllib.load(handle)
-    except FileNotFoundError:
-        raise PhaseSpaceError(f"{path}: phase-space file not found") from None
-    except tomllib.TOMLDecodeError as err:
-        raise PhaseSpaceError(f"{path}: not valid TOML: {err}") from None
+    data = read_toml(path, PhaseSpaceError, "phase-space")
     return parse_phase_space(data, origin=str(path))
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import tomllib
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from raytrack.files import read_toml
 from raytrack.models.mlp import ModelConfig
 
 PRESET_FILE = "presets.toml"
@@ -20,8 +20,7 @@ def presets_path() -> Path:
 def load_presets(path: str | Path | None = None) -> dict[str, ModelConfig]:
     """Every preset of the file (default: the shipped one), defaults applied and validated."""
     path = Path(path) if path else presets_path()
-    with open(path, "rb") as handle:
-        data: dict[str, Any] = tomllib.load(handle)
+    data: dict[str, Any] = read_toml(path, ValueError, "presets")
     defaults = data.pop("defaults", {})
     presets = {}
     for name, spec in data.items():

@@ -50,7 +50,6 @@ from __future__ import annotations
 import ast
 import math
 import operator
-import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from importlib import resources
@@ -59,6 +58,7 @@ from typing import Any
 
 import optuna
 
+from raytrack.files import read_toml
 from raytrack.models.mlp import ACTIVATIONS, TARGET_MODES, ModelConfig
 from raytrack.models.training import PRECISIONS, SCHEDULES, TrainConfig
 
@@ -675,13 +675,7 @@ def load_search_space(name_or_path: str | Path, max_weights: int | None = None) 
                 f"{builtin_search_spaces()} or a .toml file"
             )
         path = Path(str(resources.files("raytrack.search_spaces") / f"{name_or_path}.toml"))
-    try:
-        with open(path, "rb") as handle:
-            data = tomllib.load(handle)
-    except FileNotFoundError:
-        raise SearchSpaceError(f"{path}: search-space file not found") from None
-    except tomllib.TOMLDecodeError as err:
-        raise SearchSpaceError(f"{path}: not valid TOML: {err}") from None
+    data = read_toml(path, SearchSpaceError, "search-space")
     return parse_search_space(data, origin=path, max_weights=max_weights)
 
 
