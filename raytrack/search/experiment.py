@@ -42,6 +42,7 @@ from raytrack.search.trial import OBJECTIVE, TrialSettings, resolve_configs, run
 SEARCHES = ("presets", "optuna", "all")
 OBJECTIVES = {"p95": None, "pareto-weights": "weight_count", "pareto-macs": "macs_per_track"}
 EXPERIMENT_FILE = "experiment.json"
+CHECKPOINTS_KEPT = 5
 
 
 @dataclass(frozen=True)
@@ -204,7 +205,9 @@ def _run_config(options: ExperimentOptions) -> tune.RunConfig:
         name=options.name,
         storage_path=str(Path(options.storage).resolve()),
         failure_config=tune.FailureConfig(max_failures=options.max_failures),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=2),
+        # Not fewer: a resumed trial restores the checkpoint the last experiment snapshot named,
+        # and Tune may already have deleted an older one (seen with fast epochs and keep=2).
+        checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
         verbose=1,
     )
 
