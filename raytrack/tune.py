@@ -76,25 +76,19 @@ def start_ray(args: argparse.Namespace) -> None:
     """Join ``--address`` or start a local Ray with its dashboard; print the dashboard URL."""
     import logging
 
-    if not ray.is_initialized():
-        if args.address:
-            ray.init(address=args.address, logging_level=logging.WARNING)
-        else:
-            ray.init(
-                include_dashboard=True,
-                dashboard_host=args.dashboard_host,
-                dashboard_port=args.dashboard_port,
-                logging_level=logging.WARNING,
-            )
-    url = ray.get_runtime_context().get_node_id() and _dashboard_url()
-    print(f"Ray dashboard: {url}" if url else "Ray dashboard: not running", flush=True)
-
-
-def _dashboard_url() -> str | None:
-    from ray._private.worker import global_worker
-
-    url = getattr(global_worker.node, "webui_url", None) if global_worker.node else None
-    return f"http://{url}" if url and not url.startswith("http") else url
+    if ray.is_initialized():
+        return
+    if args.address:
+        context = ray.init(address=args.address, logging_level=logging.WARNING)
+    else:
+        context = ray.init(
+            include_dashboard=True,
+            dashboard_host=args.dashboard_host,
+            dashboard_port=args.dashboard_port,
+            logging_level=logging.WARNING,
+        )
+    url = context.dashboard_url
+    print(f"Ray dashboard: http://{url}" if url else "Ray dashboard: not running", flush=True)
 
 
 def ensure_dataset(args: argparse.Namespace) -> str:
