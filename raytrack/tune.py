@@ -18,6 +18,7 @@ from pathlib import Path
 
 import ray
 
+from raytrack.cluster import connect
 from raytrack.data import DatasetError, PhaseSpaceError, load_phase_space
 from raytrack.data.pipeline import generate_dataset
 from raytrack.data.shards import DatasetSpec
@@ -74,21 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def start_ray(args: argparse.Namespace) -> None:
     """Join ``--address`` or start a local Ray with its dashboard; print the dashboard URL."""
-    import logging
-
     if ray.is_initialized():
         return
-    if args.address:
-        context = ray.init(address=args.address, logging_level=logging.WARNING)
-    else:
-        context = ray.init(
-            include_dashboard=True,
-            dashboard_host=args.dashboard_host,
-            dashboard_port=args.dashboard_port,
-            logging_level=logging.WARNING,
-        )
-    url = context.dashboard_url
-    print(f"Ray dashboard: http://{url}" if url else "Ray dashboard: not running", flush=True)
+    url = connect(
+        args.address, dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port
+    )
+    print(f"Ray dashboard: {url}" if url else "Ray dashboard: not running", flush=True)
 
 
 def ensure_dataset(args: argparse.Namespace) -> str:
