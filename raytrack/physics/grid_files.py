@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from raytrack.files import replacing, write_bytes_atomic
 from raytrack.physics.fields import Field, GridField
 from raytrack.physics.units import FIELD_UNITS, GAUSS, LENGTH_UNITS, MM_PER_CM
 
@@ -227,11 +228,12 @@ def write_table(
     rows = np.column_stack((x / l_factor, y / l_factor, z / l_factor, b / b_factor))
     path = Path(path)
     if path.name.lower().endswith(".npz"):
-        np.savez(path, table=rows)
+        with replacing(path) as tmp, open(tmp, "wb") as handle:  # a handle: no ".npz" appended
+            np.savez(handle, table=rows)
         return path
     header = f"# field map: x y z in {length_unit}, Bx By Bz in {field_unit}\n"
     header += " ".join(TABLE_COLUMNS) + "\n"
-    path.write_text(header + _format_rows(rows))
+    write_bytes_atomic(path, (header + _format_rows(rows)).encode())
     return path
 
 
@@ -428,7 +430,7 @@ def write_cdf_quadrants(
             "# Bx By Bz [gauss], x fastest, then y, then z\n"
         )
         path = directory / f"field.v5r0.c{k + 1}.{polarity_tag}.cdf"
-        path.write_text(header + _format_rows(b))
+        write_bytes_atomic(path, (header + _format_rows(b)).encode())
         paths.append(path)
     return paths
 
