@@ -350,8 +350,8 @@ def driver_command(settings: dict[str, str]) -> str:
         command += f" --storage {shlex.quote(settings['storage'])}"
     if "--name" not in command:
         command += f" --name {shlex.quote('condor-' + settings['cluster_id'])}"
-    name = shlex.split(command)[shlex.split(command).index("--name") + 1]
-    storage = shlex.split(command)[shlex.split(command).index("--storage") + 1]
+    words = shlex.split(command)
+    name, storage = (words[words.index(flag) + 1] for flag in ("--name", "--storage"))
     if "--resume" not in command and (Path(storage) / name / "experiment.json").exists():
         command += " --resume"
     return command
