@@ -18,12 +18,7 @@ from raytrack.physics.fields import (
     UniformField,
     field_from_spec,
 )
-from raytrack.physics.grid_files import (
-    read_cdf_quadrants,
-    read_table,
-    write_cdf_quadrants,
-    write_table,
-)
+from raytrack.physics.grid_files import GridData, read_table, write_cdf_quadrants, write_table
 
 RNG = np.random.default_rng(20240607)
 
@@ -149,7 +144,7 @@ def _nodes():
 
 
 def test_table_grid_exact_at_nodes_and_close_between(dipole_table):
-    grid = read_table(dipole_table, field_unit="T")
+    grid = GridField.from_table(dipole_table, field_unit="T")
     assert grid.shape == (9, 7, 21)
     assert grid.origin == (-400.0, -300.0, 3000.0)
     assert grid.spacing == (100.0, 100.0, 200.0)
@@ -172,8 +167,16 @@ def test_table_grid_exact_at_nodes_and_close_between(dipole_table):
     np.testing.assert_allclose(torch.stack(tb, -1).numpy(), _field(grid, px, py, pz), atol=0)
 
 
+def test_grid_files_read_arrays_that_the_grid_field_wraps(dipole_table):
+    # grid_files knows formats only (it sits below fields.py): it returns arrays, not a field.
+    data = read_table(dipole_table, field_unit="T")
+    assert isinstance(data, GridData) and data.shape == (9, 7, 21)
+    grid = GridField.from_data(data)
+    assert grid.fingerprint() == GridField.from_table(dipole_table, field_unit="T").fingerprint()
+
+
 def test_table_field_is_zero_outside_grid(dipole_table):
-    grid = read_table(dipole_table, field_unit="tesla")
+    grid = GridField.from_table(dipole_table, field_unit="tesla")
     x = np.array([-401.0, 401.0, 0.0, 0.0, 0.0, 0.0, 1e9, 0.0])
     y = np.array([0.0, 0.0, -300.5, 300.5, 0.0, 0.0, 0.0, 0.0])
     z = np.array([5000.0, 5000.0, 5000.0, 5000.0, 2999.0, 7001.0, 5000.0, 5000.0])
@@ -184,26 +187,30 @@ def test_table_field_is_zero_outside_grid(dipole_table):
 
 def test_grid_nan_position_gives_nan_not_crash(dipole_table):
     # ny = 7 (odd): before the fix a NaN index wrapped to an out-of-range gather index.
-    grid = read_table(dipole_table, field_unit="T")
+    grid = GridField.from_table(dipole_table, field_unit="T")
     b = _field(grid, np.array([np.nan, 0.0]), np.array([0.0, 0.0]), np.array([5000.0, 5000.0]))
     assert np.isnan(b[0]).all() and np.isfinite(b[1]).all()
 
 
 def test_table_gauss_cm_npz_and_shuffled_rows_agree(dipole_table, tmp_path):
-    want = read_table(dipole_table, field_unit="T").values
+    want = GridField.from_table(dipole_table, field_unit="T").values
     gauss = write_table(DipoleField(), tmp_path / "g.txt", XS, YS, ZS, field_unit="gauss")
     assert "in gauss" in gauss.read_text().splitlines()[0]
-    np.testing.assert_allclose(read_table(gauss, "gauss").values, want, rtol=1e-13, atol=1e-16)
-    np.testing.assert_allclose(read_table(gauss, "G").values, want, rtol=1e-13, atol=1e-16)
+    np.testing.assert_allclose(
+        GridField.from_table(gauss, "gauss").values, want, rtol=1e-13, atol=1e-16
+    )
+    np.testing.assert_allclose(
+        GridField.from_table(gauss, "G").values, want, rtol=1e-13, atol=1e-16
+    )
 
     cm = write_table(DipoleField(), tmp_path / "cm.txt", XS, YS, ZS, "T", length_unit="cm")
-    grid_cm = read_table(cm, "T", length_unit="cm")
+    grid_cm = GridField.from_table(cm, "T", length_unit="cm")
     assert grid_cm.origin == pytest.approx((-400.0, -300.0, 3000.0))
     assert grid_cm.spacing == pytest.approx((100.0, 100.0, 200.0))
     np.testing.assert_allclose(grid_cm.values, want, atol=1e-14)
 
     npz = write_table(DipoleField(), tmp_path / "t.npz", XS, YS, ZS, field_unit="T")
-    grid_npz = read_table(npz, "T")
+    grid_npz = GridField.from_table(npz, "T")
     assert grid_npz.source["format"] == "npz"
     np.testing.assert_array_equal(grid_npz.values, want)
 
@@ -211,10 +218,10 @@ def test_table_gauss_cm_npz_and_shuffled_rows_agree(dipole_table, tmp_path):
     rows = np.load(npz)["table"][RNG.permutation(9 * 7 * 21)]
     named = tmp_path / "named.npz"
     np.savez(named, **{c: rows[:, k] for k, c in enumerate(("x", "y", "z", "Bx", "By", "Bz"))})
-    np.testing.assert_array_equal(read_table(named, "T").values, want)
+    np.testing.assert_array_equal(GridField.from_table(named, "T").values, want)
     csv = tmp_path / "t.csv"
     csv.write_text("# a comment\n" + "\n".join(",".join(repr(float(v)) for v in r) for r in rows))
-    np.testing.assert_array_equal(read_table(csv, "T").values, want)
+    np.testing.assert_array_equal(GridField.from_table(csv, "T").values, want)
 
 
 def _write_rows(path: Path, rows: np.ndarray) -> Path:
@@ -232,39 +239,39 @@ def _small_rows() -> np.ndarray:
 
 def test_table_errors_name_the_file_and_option(tmp_path):
     good = _write_rows(tmp_path / "good.txt", _small_rows())
-    assert read_table(good, "T").shape == (3, 2, 3)
+    assert GridField.from_table(good, "T").shape == (3, 2, 3)
     with pytest.raises(ValueError, match=r"good\.txt.*field_unit.*'mT'.*T, tesla, gauss, G"):
-        read_table(good, "mT")
+        GridField.from_table(good, "mT")
     with pytest.raises(ValueError, match=r"good\.txt.*field_unit.*required"):
-        read_table(good, None)
+        GridField.from_table(good, None)
     with pytest.raises(ValueError, match=r"good\.txt.*length_unit.*'inch'.*mm, cm, m"):
-        read_table(good, "T", length_unit="inch")
+        GridField.from_table(good, "T", length_unit="inch")
     with pytest.raises(FileNotFoundError, match="missing.txt"):
-        read_table(tmp_path / "missing.txt", "T")
+        GridField.from_table(tmp_path / "missing.txt", "T")
 
     rows = _small_rows()
     rows[rows[:, 0] == 20.0, 0] = 25.0  # x levels 0, 10, 25
     with pytest.raises(ValueError, match=r"irregular\.txt.*not equally spaced"):
-        read_table(_write_rows(tmp_path / "irregular.txt", rows), "T")
+        GridField.from_table(_write_rows(tmp_path / "irregular.txt", rows), "T")
     rows = _small_rows()
     with pytest.raises(ValueError, match=r"dup\.txt.*more than once"):
-        read_table(_write_rows(tmp_path / "dup.txt", np.vstack((rows, rows[:1]))), "T")
+        GridField.from_table(_write_rows(tmp_path / "dup.txt", np.vstack((rows, rows[:1]))), "T")
     with pytest.raises(ValueError, match=r"hole\.txt.*missing"):
-        read_table(_write_rows(tmp_path / "hole.txt", rows[1:]), "T")
+        GridField.from_table(_write_rows(tmp_path / "hole.txt", rows[1:]), "T")
     with pytest.raises(ValueError, match=r"cols\.txt.*6 columns"):
-        read_table(_write_rows(tmp_path / "cols.txt", rows[:, :5]), "T")
+        GridField.from_table(_write_rows(tmp_path / "cols.txt", rows[:, :5]), "T")
     bad = tmp_path / "word.txt"
     bad.write_text("x y z Bx By Bz\n0 0 0 1 2 3\n0 0 1 1 two 3\n")
     with pytest.raises(ValueError, match=r"word\.txt.*numbers"):
-        read_table(bad, "T")
+        GridField.from_table(bad, "T")
     nan = rows.copy()
     nan[3, 4] = np.nan
     with pytest.raises(ValueError, match=r"nan\.txt.*non-finite"):
-        read_table(_write_rows(tmp_path / "nan.txt", nan), "T")
+        GridField.from_table(_write_rows(tmp_path / "nan.txt", nan), "T")
     npz = tmp_path / "two.npz"
     np.savez(npz, a=rows, b=rows)
     with pytest.raises(ValueError, match=r"two\.npz.*found arrays \['a', 'b'\]"):
-        read_table(npz, "T")
+        GridField.from_table(npz, "T")
 
 
 # ----------------------------------------------------------------------------- LHCb .cdf
@@ -322,7 +329,7 @@ def test_cdf_round_trip_symmetric_field(tmp_path):
 
 def test_cdf_round_trip_any_field(tmp_path):
     field = LopsidedField()
-    grid = read_cdf_quadrants(write_cdf_quadrants(field, tmp_path, **QUAD))
+    grid = GridField.from_cdf_quadrants(write_cdf_quadrants(field, tmp_path, **QUAD))
     x, y, z = _full_nodes()
     np.testing.assert_allclose(grid.values, _field(field, x, y, z), rtol=1e-14, atol=1e-16)
     # The node values interpolate: evaluating the grid at its nodes returns them.
@@ -360,7 +367,7 @@ def test_cdf_sign_rules_overlap_and_units_by_hand(tmp_path):
     texts = [_cdf_text([(100 * k + 1, 100 * k + 2, 100 * k + 3)] * 8) for k in (1, 2, 3, 4)]
     skipped = "# Bx By Bz\n# another comment\nnot data\n9 9 9 9\n"
     texts[0] = texts[0].replace("# Bx By Bz\n", skipped)
-    grid = read_cdf_quadrants(_write_quadrants(tmp_path, texts))
+    grid = GridField.from_cdf_quadrants(_write_quadrants(tmp_path, texts))
     assert grid.shape == (3, 3, 2)
     assert grid.origin == (-100.0, -100.0, -50.0)  # cm -> mm
     assert grid.spacing == (100.0, 100.0, 100.0)
@@ -392,7 +399,7 @@ def test_cdf_data_order_x_fastest(tmp_path):
     # nx = 3, ny = 2, nz = 2: line n of every file holds Bx = n gauss.
     rows = [(n, 0, 0) for n in range(12)]
     text = _cdf_text(rows, geometry="10 10 10 3 2 2 0")
-    grid = read_cdf_quadrants(_write_quadrants(tmp_path, [text] * 4))
+    grid = GridField.from_cdf_quadrants(_write_quadrants(tmp_path, [text] * 4))
     assert grid.shape == (5, 3, 2)
     for ix in range(3):
         for iy in range(2):
@@ -416,18 +423,18 @@ def test_cdf_errors_name_the_file(tmp_path):
         sub.mkdir()
         paths = _write_quadrants(sub, [good, good, text, good])
         with pytest.raises(ValueError, match=message) as info:
-            read_cdf_quadrants(paths)
+            GridField.from_cdf_quadrants(paths)
         assert paths[2] in str(info.value), name
 
     other = _cdf_text([(1, 2, 3)] * 8, geometry="20 10 10 2 2 2 -5")
     paths = _write_quadrants(tmp_path, [good, other, good, good])
     with pytest.raises(ValueError, match="differs") as info:
-        read_cdf_quadrants(paths)
+        GridField.from_cdf_quadrants(paths)
     assert paths[1] in str(info.value)
     with pytest.raises(ValueError, match="four quadrant files"):
-        read_cdf_quadrants(paths[:3])
+        GridField.from_cdf_quadrants(paths[:3])
     with pytest.raises(FileNotFoundError, match="nowhere.cdf"):
-        read_cdf_quadrants(paths[:3] + [str(tmp_path / "nowhere.cdf")])
+        GridField.from_cdf_quadrants(paths[:3] + [str(tmp_path / "nowhere.cdf")])
 
 
 # ----------------------------------------------------------------------------- field_from_spec

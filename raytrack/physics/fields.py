@@ -19,6 +19,9 @@ from typing import Any
 import numpy as np
 import torch
 
+# The file formats sit below the models: grid_files reads arrays, GridField wraps them.
+from raytrack.physics.grid_files import GridData, read_cdf_quadrants, read_table
+
 Array = np.ndarray | torch.Tensor
 
 # Gaussian fit of By(0, 0, z) to the LHCb map, "down" polarity (physics.md section 3).
@@ -199,16 +202,17 @@ class GridField(Field):
         ``length_unit`` is "mm" (default), "cm" or "m". Rows may come in any order but must
         cover a full regular grid.
         """
-        from raytrack.physics.grid_files import read_table
-
-        return read_table(path, field_unit=field_unit, length_unit=length_unit)
+        return cls.from_data(read_table(path, field_unit=field_unit, length_unit=length_unit))
 
     @classmethod
     def from_cdf_quadrants(cls, paths: list[str] | tuple[str, ...]) -> GridField:
         """Assemble LHCb's four quadrant ``.cdf`` files (c1..c4, in that order)."""
-        from raytrack.physics.grid_files import read_cdf_quadrants
+        return cls.from_data(read_cdf_quadrants(list(paths)))
 
-        return read_cdf_quadrants(list(paths))
+    @classmethod
+    def from_data(cls, data: GridData) -> GridField:
+        """The field of a map read by :mod:`raytrack.physics.grid_files`."""
+        return cls(data.values, data.origin, data.spacing, source=data.source)
 
 
 def field_from_spec(

@@ -1,4 +1,8 @@
-"""Reading and writing field-map files for :class:`~raytrack.physics.fields.GridField`.
+"""Field-map files: reading them into arrays (:class:`GridData`) and sampling a field into them.
+
+This module knows file formats only, not field models: it sits below ``fields.py``, whose
+:meth:`GridField.from_table` and :meth:`GridField.from_cdf_quadrants` turn what it reads into a
+field. The writers take any callable ``field(x, y, z) -> (bx, by, bz)``.
 
 Two formats (physics.md section 3):
 
@@ -28,10 +32,11 @@ from typing import Any
 import numpy as np
 
 from raytrack.files import replacing, write_bytes_atomic
-from raytrack.physics.fields import Field, GridField
 from raytrack.physics.units import FIELD_UNITS, GAUSS, LENGTH_UNITS, MM_PER_CM
 
 PathLike = str | os.PathLike[str]
+# Anything callable as field(x, y, z) -> (bx, by, bz) on NumPy arrays (mm in, tesla out).
+FieldFunction = Callable[[np.ndarray, np.ndarray, np.ndarray], Sequence[Any]]
 TABLE_COLUMNS = ("x", "y", "z", "Bx", "By", "Bz")
 
 # Quadrant k (file c<k+1>): sign of the x and y positions, and sign applied to (Bx, By, Bz)
@@ -40,6 +45,22 @@ _QUADRANT_POSITION_SIGNS = ((1, 1), (-1, 1), (1, -1), (-1, -1))
 _QUADRANT_FIELD_SIGNS = ((1, 1, 1), (-1, 1, 1), (-1, 1, -1), (1, 1, -1))
 # Overlapping axes: write in the order c4, c2, c3, c1 so that c1 wins, as LHCb does.
 _QUADRANT_WRITE_ORDER = (3, 1, 2, 0)
+
+
+@dataclass(frozen=True)
+class GridData:
+    """A field map as read from its files: ``values`` (nx, ny, nz, 3) in tesla at the points
+    ``origin + index * spacing`` (mm), and ``source`` (file names, format, units) to describe it.
+    """
+
+    values: np.ndarray
+    origin: tuple[float, float, float]
+    spacing: tuple[float, float, float]
+    source: dict[str, Any]
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return self.values.shape[:3]  # type: ignore[return-value]
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -165,8 +186,8 @@ def _npz_table(archive: Any, names: list[str], path: PathLike) -> np.ndarray:
     )
 
 
-def read_table(path: PathLike, field_unit: str, length_unit: str = "mm") -> GridField:
-    """Load one table with columns ``x y z Bx By Bz`` into a :class:`GridField`.
+def read_table(path: PathLike, field_unit: str, length_unit: str = "mm") -> GridData:
+    """Read one table with columns ``x y z Bx By Bz`` (converted to mm and tesla).
 
     * Text: numbers separated by whitespace and/or commas; lines starting with ``#`` are
       comments; the first non-comment line is skipped if it is not numeric (a header).
@@ -196,17 +217,17 @@ def read_table(path: PathLike, field_unit: str, length_unit: str = "mm") -> Grid
         "field_unit": field_unit,
         "length_unit": length_unit,
     }
-    return GridField(values, origin, spacing, source=source)
+    return GridData(values, origin, spacing, source)
 
 
-def _sample(field: Field | Callable, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+def _sample(field: FieldFunction, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
     """Field values (..., 3) in tesla at NumPy positions in mm."""
     b = field(x, y, z)
     return np.stack([np.broadcast_to(np.asarray(c, dtype=np.float64), x.shape) for c in b], -1)
 
 
 def write_table(
-    field: Field | Callable,
+    field: FieldFunction,
     path: PathLike,
     xs: Sequence[float] | np.ndarray,
     ys: Sequence[float] | np.ndarray,
@@ -346,7 +367,7 @@ def _read_quadrant(path: PathLike) -> tuple[QuadrantGeometry, np.ndarray]:
     return geom, b
 
 
-def read_cdf_quadrants(paths: Sequence[PathLike]) -> GridField:
+def read_cdf_quadrants(paths: Sequence[PathLike]) -> GridData:
     """Assemble LHCb's four quadrant files (c1, c2, c3, c4, in that order) into one grid.
 
     Each file holds nx x ny x nz points at ``(ix dx, iy dy, zOffset + iz dz)`` in its mirrored
@@ -380,11 +401,11 @@ def read_cdf_quadrants(paths: Sequence[PathLike]) -> GridField:
         "field_unit": "gauss",
         "length_unit": "cm",
     }
-    return GridField(values, origin, (geom.dx, geom.dy, geom.dz), source=source)
+    return GridData(values, origin, (geom.dx, geom.dy, geom.dz), source)
 
 
 def write_cdf_quadrants(
-    field: Field | Callable,
+    field: FieldFunction,
     directory: PathLike,
     polarity_tag: str = "down",
     *,
@@ -436,6 +457,7 @@ def write_cdf_quadrants(
 
 
 __all__ = [
+    "GridData",
     "QuadrantGeometry",
     "read_cdf_quadrants",
     "read_table",
