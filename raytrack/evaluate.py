@@ -24,14 +24,14 @@ from raytrack.models.metrics import (
     slope_errors,
 )
 from raytrack.models.mlp import TrackMLP, straight_line
+from raytrack.models.run import RUN_FILE, RunSpec, checkpoint_path, predict
+from raytrack.models.training import load_checkpoint, model_from_checkpoint
 
 DZ_BINS_MM = (0.0, 100.0, 300.0, 1000.0, 3000.0, 6000.0, 10000.0, 14000.0)
 
 
 def evaluate_model(model: TrackMLP, inputs: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
     """The report dict plus the per-track arrays the plots need (under ``_tracks``)."""
-    from raytrack.models.run import predict
-
     predicted = predict(model, inputs)
     report = evaluation_report(inputs, truth, predicted)
     report["dz_bins"] = _dz_bins(inputs, truth, predicted)
@@ -150,9 +150,6 @@ def _save(fig, path: Path) -> None:
 
 def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None) -> dict[str, Any]:
     """Evaluate the best weights of ``run_dir`` on the test split; writes ``evaluation/``."""
-    from raytrack.models.run import RUN_FILE, RunSpec, checkpoint_path
-    from raytrack.models.training import load_checkpoint, model_from_checkpoint
-
     run_dir = Path(run_dir)
     if not (run_dir / RUN_FILE).exists() or not checkpoint_path(run_dir).exists():
         raise FileNotFoundError(f"{run_dir}: not a raytrack run (no {RUN_FILE} or checkpoint)")

@@ -16,10 +16,12 @@ from pathlib import Path
 import torch
 
 from raytrack.data import DatasetError
+from raytrack.evaluate import print_summary
 from raytrack.models.mlp import TARGET_MODES
 from raytrack.models.presets import get_preset, load_presets
-from raytrack.models.run import RunSpec, train_run
+from raytrack.models.run import RunSpec
 from raytrack.models.training import PRECISIONS, SCHEDULES, TrainConfig
+from raytrack.run import json_report, train_run
 
 #: With a time budget the clock ends the run (and drives the cosine schedule), not an epoch count.
 UNLIMITED_EPOCHS = 1_000_000
@@ -100,9 +102,6 @@ def main(argv: list[str] | None = None) -> int:
     print(f"run {result.status}{': ' + result.reason if result.reason else ''}")
     if result.status == "failed":
         return 2
-    from raytrack.evaluate import print_summary
-    from raytrack.models.run import json_report
-
     print_summary(json_report(Path(args.out)))
     print(f"wrote {args.out}: model.onnx, model.bin, metadata.json, evaluation/")
     return 0

@@ -15,13 +15,14 @@ import torch
 from raytrack.data import load
 from raytrack.models import ModelConfig, TrackMLP, get_preset, load_presets
 from raytrack.models.metrics import evaluation_report
-from raytrack.models.run import RunSpec, predict, train_run
+from raytrack.models.run import RunSpec, predict
 from raytrack.models.training import (
     TrainConfig,
     load_checkpoint,
     model_from_checkpoint,
     train_model,
 )
+from raytrack.run import train_run
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = get_preset("tiny")

@@ -22,13 +22,14 @@ from raytrack.data import load
 from raytrack.data.loader import DatasetSplits
 from raytrack.files import write_json_atomic
 from raytrack.models.presets import SEARCH_PRESETS, load_presets
-from raytrack.models.run import RunSpec, write_outputs
+from raytrack.models.run import RunSpec
 from raytrack.models.training import (
     CHECKPOINT_NAME,
     TrainConfig,
     load_checkpoint,
     result_from_checkpoint,
 )
+from raytrack.run import write_outputs
 from raytrack.search.leaderboard import (
     format_leaderboard,
     make_row,

@@ -1,6 +1,6 @@
 """One Ray Tune trial: build the model a config asks for, train it, report every epoch.
 
-The trial is :func:`raytrack.models.run.train_run` (the same code as ``python -m raytrack.train``)
+The trial is :func:`raytrack.run.train_run` (the same code as ``python -m raytrack.train``)
 with a callback that hands each epoch's metrics and checkpoint to Ray Tune. The dataset arrives
 through Ray's object store (``tune.with_parameters``): one copy per node, read without copying.
 """
@@ -21,8 +21,9 @@ from ray import tune
 from raytrack.data.loader import DatasetSplits
 from raytrack.models.mlp import ModelConfig
 from raytrack.models.presets import load_presets
-from raytrack.models.run import RunSpec, train_run
+from raytrack.models.run import RunSpec
 from raytrack.models.training import CHECKPOINT_NAME, VALIDATION_METRICS, TrainConfig
+from raytrack.run import train_run
 
 #: The metric searchers and schedulers optimise: P95 position error of the weights a trial
 #: would export (its best epoch by validation loss), mm.
