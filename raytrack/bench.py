@@ -16,7 +16,7 @@ shuffled by one gather per epoch, batches are slices) and with a plain ``TensorD
 tracks, same model and optimiser, and the ratio. Both at batch 512; the fast path also at its
 default batch size.
 
-    python -m raytrack.bench infer [--tracks 4096]
+    python -m raytrack.bench infer [--tracks 8192]
 
 ``infer``: tracks/s on one CPU core of each exported preset (ONNX Runtime and torch, batch 1 and
 batch 4096) against ``propagate`` on the same tracks, and the ratio.

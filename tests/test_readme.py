@@ -63,3 +63,34 @@ def test_bench_generate_runs_and_prints_ratios():
     ]
     assert [r[0] for r in rows[:2]] == ["classic", "variable"]
     assert all(float(r[3]) > 1 for r in rows)  # faster than the scalar loop
+
+
+def test_bench_usage_lines_state_the_real_defaults(monkeypatch):
+    """``[--tracks 8192]`` in ``bench --help`` is what ``bench infer`` uses without the option."""
+    import argparse
+    import re
+
+    from raytrack import bench
+
+    parse_args = argparse.ArgumentParser.parse_args
+
+    class ParsedError(Exception):
+        pass
+
+    def parse_only(self, *args, **kwargs):  # stop main() before it measures anything
+        raise ParsedError(parse_args(self, *args, **kwargs))
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", parse_only)
+    usage = r"python -m raytrack\.bench (\w+)((?: \[--[\w-]+ [^\]]+\])*)"
+    usages = re.findall(usage, bench.__doc__)
+    assert usages
+    for command, options in usages:
+        try:
+            bench.main([command])
+        except ParsedError as parsed:
+            args = parsed.args[0]
+        for name, shown in re.findall(r"\[--([\w-]+) ([^\]]+)\]", options):
+            if shown == "..." or shown.isupper():  # a placeholder, not a default
+                continue
+            default = getattr(args, name.replace("-", "_"))
+            assert str(default) == shown.replace("_", ""), f"bench {command} --{name}"
