@@ -9,13 +9,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-TEMPORARY_SUFFIX = ".tmp"
+# A temporary file is ".FINAL.XXXXXXXX.raytrack-partial": hidden, unique per writer, and ending
+# in a suffix no user's file has, so that cleaning up leftovers can never touch a user's file
+# (a plain ".tmp" suffix matched a user's ".notes.tmp").
+TEMPORARY_SUFFIX = ".raytrack-partial"
+_TEMPORARY_NAME = re.compile(r"\.(?P<final>.+)\.[a-z0-9_]{8}" + re.escape(TEMPORARY_SUFFIX))
 
 
 @contextlib.contextmanager
@@ -45,9 +50,16 @@ def _umask() -> int:
     return mask
 
 
+def temporary_target(path: Path) -> str | None:
+    """The final name a leftover of :func:`replacing` (from a killed writer) was meant for;
+    ``None`` for any other file."""
+    match = _TEMPORARY_NAME.fullmatch(path.name)
+    return match.group("final") if match else None
+
+
 def is_temporary(path: Path) -> bool:
     """A leftover of :func:`replacing` (from a killed writer), never a result."""
-    return path.name.startswith(".") and path.name.endswith(TEMPORARY_SUFFIX)
+    return temporary_target(path) is not None
 
 
 def read_toml(path: Path, error: type[Exception], what: str) -> dict[str, Any]:

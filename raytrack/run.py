@@ -22,7 +22,7 @@ from raytrack.export.model_bin import write_model_bin
 from raytrack.export.onnx_export import export_onnx
 from raytrack.files import write_json_atomic as write_json
 from raytrack.models.mlp import TrackMLP
-from raytrack.models.run import RunSpec, prepare_run_dir
+from raytrack.models.run import RunSpec, check_run_dir, prepare_run_dir
 from raytrack.models.training import EpochCallback, TrainResult, train_model
 
 
@@ -41,8 +41,11 @@ def train_run(
     one copy per node); otherwise it is loaded from ``spec.data_dir``.
     """
     run_dir = Path(run_dir)
-    prepare_run_dir(run_dir, spec)
+    # Every check before the first write: a refused start (bad --data, a run dir of another
+    # run) must leave nothing that makes the corrected command look like another run.
+    check_run_dir(run_dir, spec)
     splits = splits or load(spec.data_dir)
+    prepare_run_dir(run_dir, spec)
     result = train_model(
         spec.model,
         spec.train,

@@ -15,7 +15,15 @@ from pathlib import Path
 
 import torch
 
+from raytrack.cli import (
+    HelpFormatter,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 from raytrack.data import DatasetError
+from raytrack.devices import check_device
 from raytrack.evaluate import print_summary
 from raytrack.models.mlp import TARGET_MODES
 from raytrack.models.presets import get_preset, load_presets
@@ -32,26 +40,44 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m raytrack.train",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     p.add_argument("--data", required=True, help="dataset directory (python -m raytrack.generate)")
     p.add_argument("--preset", default="small", help=f"one of {sorted(load_presets())}")
     p.add_argument("--out", required=True, help="run directory (new, or this run's to resume)")
     p.add_argument(
-        "--epochs", type=int, help=f"default {defaults.epochs}, or unlimited with --time-budget"
+        "--epochs",
+        type=positive_int,
+        help=f"default {defaults.epochs}, or unlimited with --time-budget",
     )
-    p.add_argument("--batch", type=int, default=defaults.batch_size, help="batch size")
-    p.add_argument("--lr", type=float, default=defaults.lr, help="peak learning rate")
-    p.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
-    p.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule)
-    p.add_argument("--patience", type=int, default=defaults.patience, help="early-stopping epochs")
-    p.add_argument("--time-budget", type=float, help="seconds of training (schedule follows it)")
-    p.add_argument("--precision", choices=PRECISIONS, default=defaults.precision)
-    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--batch", type=positive_int, default=defaults.batch_size, help="batch size")
+    p.add_argument("--lr", type=positive_float, default=defaults.lr, help="peak learning rate")
+    p.add_argument(
+        "--weight-decay",
+        type=non_negative_float,
+        default=defaults.weight_decay,
+        help="AdamW weight decay",
+    )
+    p.add_argument("--schedule", choices=SCHEDULES, default=defaults.schedule, help="LR schedule")
+    p.add_argument(
+        "--patience", type=positive_int, default=defaults.patience, help="early-stopping epochs"
+    )
+    p.add_argument(
+        "--time-budget", type=positive_float, help="seconds of training (schedule follows it)"
+    )
+    p.add_argument(
+        "--precision", choices=PRECISIONS, default=defaults.precision, help="of the matmuls"
+    )
+    p.add_argument("--seed", type=non_negative_int, default=defaults.seed, help="random seed")
     p.add_argument("--target", choices=TARGET_MODES, help="override the preset's target mode")
     p.add_argument("--activation", help="override the preset's activation")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument(
+        "--device",
+        help="cpu or cuda (default: cuda when this torch sees a GPU, else cpu)",
+    )
+    p.add_argument(
+        "--threads", type=positive_int, help="torch CPU threads (default: torch's choice)"
+    )
     return p
 
 
@@ -71,9 +97,9 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         precision=args.precision,
         seed=args.seed,
     )
-    return RunSpec(
-        data_dir=args.data, model=model, train=train, name=args.preset, device=args.device
-    )
+    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    check_device(device)
+    return RunSpec(data_dir=args.data, model=model, train=train, name=args.preset, device=device)
 
 
 def print_epoch(metrics: dict[str, float], _checkpoint) -> None:

@@ -18,6 +18,7 @@ from raytrack.data import DatasetError, load, load_phase_space
 from raytrack.data.pipeline import generate_dataset
 from raytrack.data.schema import COLUMNS, file_sha256
 from raytrack.data.shards import DatasetSpec, write_shard
+from raytrack.files import TEMPORARY_SUFFIX
 from raytrack.physics import DipoleField, TrackStatus, propagate
 
 REPO = Path(__file__).resolve().parents[1]
@@ -137,7 +138,7 @@ def test_resume_after_kill_equals_an_uninterrupted_run(ray_cluster, tmp_path):
     manifest = json.loads(manifest_path.read_text())
     assert 2 <= len(manifest["shards"]) < 16 and not manifest["complete"], "the kill came too late"
     # A straggling temporary file from the killed run must not survive or count.
-    (out / ".shard-00015-of-00016.parquet.junk.tmp").write_bytes(b"partial")
+    (out / f".shard-00015-of-00016.parquet.junk_123{TEMPORARY_SUFFIX}").write_bytes(b"partial")
 
     resumed = run_cli(*args, address=ray_cluster)
     stdout, stderr = resumed.communicate(timeout=300)
@@ -145,7 +146,7 @@ def test_resume_after_kill_equals_an_uninterrupted_run(ray_cluster, tmp_path):
     assert "resuming" in stdout
     final = json.loads(manifest_path.read_text())
     assert final["complete"] and len(final["shards"]) == 16
-    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    assert not [p for p in out.iterdir() if p.name.endswith(TEMPORARY_SUFFIX)]
     spec = DatasetSpec(
         samples=160000,
         shards=16,

@@ -30,7 +30,7 @@ from raytrack.data.schema import (
     read_manifest,
 )
 from raytrack.data.shards import DatasetSpec, write_shard
-from raytrack.files import is_temporary, write_json_atomic
+from raytrack.files import is_temporary, temporary_target, write_json_atomic
 
 Log = Callable[[str], None]
 
@@ -54,8 +54,7 @@ def generate_dataset(
     out.mkdir(parents=True, exist_ok=True)
     manifest = _open_manifest(out, spec, parameters or {})
     _check_recorded_shards(out, manifest, log)
-    for stale in (p for p in out.iterdir() if is_temporary(p)):
-        stale.unlink(missing_ok=True)  # left by a killed run; never part of the dataset
+    _remove_leftovers(out, spec)
     missing = [i for i in range(spec.shards) if spec.shard_name(i) not in manifest["shards"]]
     if missing:
         if len(missing) < spec.shards:
@@ -67,6 +66,14 @@ def generate_dataset(
     manifest["dropped"] = _total_drops(manifest)
     write_json_atomic(out / MANIFEST_NAME, manifest)
     return manifest
+
+
+def _remove_leftovers(out: Path, spec: DatasetSpec) -> None:
+    """Delete the temporary files a killed run of this dataset left; nothing else."""
+    ours = {MANIFEST_NAME} | {spec.shard_name(i) for i in range(spec.shards)}
+    for path in out.iterdir():
+        if temporary_target(path) in ours:
+            path.unlink(missing_ok=True)
 
 
 def _new_manifest(spec: DatasetSpec, parameters: dict[str, Any]) -> dict[str, Any]:

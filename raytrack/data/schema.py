@@ -57,14 +57,26 @@ def canonical_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
 
 
+# What the code that reads a manifest relies on, with the JSON type each key must have.
+MANIFEST_KEYS = {"dataset_id": str, "identity": dict, "shards": dict, "complete": bool}
+IDENTITY_KEYS = {"samples": int, "shards": int}
+SHARD_RECORD_KEYS = {"index": int, "rows": int, "sha256": str, "dropped": dict}
+
+
 def read_manifest(directory: Path) -> dict[str, Any] | None:
+    """The manifest of ``directory``, ``None`` when it has none; a :class:`DatasetError`
+    naming the file and what is wrong when it cannot be used."""
     path = directory / MANIFEST_NAME
     if not path.exists():
         return None
     try:
-        manifest = json.loads(path.read_text())
+        manifest = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as err:
+        raise DatasetError(f"{path}: not UTF-8 text (byte {err.start}); not a manifest") from None
     except json.JSONDecodeError as err:
         raise DatasetError(f"{path}: not valid JSON ({err})") from None
+    except OSError as err:
+        raise DatasetError(f"{path}: cannot be read ({err.strerror})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != "raytrack-dataset":
         raise DatasetError(f"{path}: not a raytrack dataset manifest")
     if manifest.get("format_version") != FORMAT_VERSION:
@@ -72,4 +84,27 @@ def read_manifest(directory: Path) -> dict[str, Any] | None:
             f"{path}: format version {manifest.get('format_version')!r}, "
             f"this raytrack reads {FORMAT_VERSION}"
         )
+    problems = _wrong_keys(manifest, MANIFEST_KEYS, "")
+    if not problems:
+        problems += _wrong_keys(manifest["identity"], IDENTITY_KEYS, "identity.")
+        for name, record in manifest["shards"].items():
+            problems += _wrong_keys(record, SHARD_RECORD_KEYS, f"shards.{name}.")
+    if problems:
+        raise DatasetError(f"{path}: damaged manifest: {'; '.join(problems[:3])}")
     return manifest
+
+
+def _wrong_keys(data: Any, wanted: dict[str, type], prefix: str) -> list[str]:
+    """What is missing from ``data`` or has the wrong type, as 'KEY is missing' phrases."""
+    if not isinstance(data, dict):
+        return [f"{prefix.rstrip('.')} is not an object"]
+    problems = []
+    for key, kind in wanted.items():
+        if key not in data:
+            problems.append(f"{prefix}{key} is missing")
+        elif not isinstance(data[key], kind) or (kind is int and isinstance(data[key], bool)):
+            problems.append(f"{prefix}{key} is not {_JSON_NAMES[kind]}")
+    return problems
+
+
+_JSON_NAMES = {str: "a string", dict: "an object", bool: "true or false", int: "an integer"}

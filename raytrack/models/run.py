@@ -59,11 +59,13 @@ class RunSpec:
         )
 
 
-def prepare_run_dir(run_dir: Path, spec: RunSpec) -> None:
-    """Create ``run_dir`` for ``spec``, or accept it when it holds the same run (resume)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+def check_run_dir(run_dir: Path, spec: RunSpec) -> None:
+    """Raise ``ValueError`` unless ``run_dir`` is absent, empty or holds this same run; reads
+    only, so that a refused start leaves nothing behind."""
     existing = run_dir / RUN_FILE
     wanted = spec.to_dict()
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ValueError(f"{run_dir}: exists and is not a directory; choose another --out")
     if existing.exists():
         recorded = json.loads(existing.read_text())
         same = {k: recorded.get(k) for k in ("model", "train", "data_dir")} == {
@@ -74,10 +76,16 @@ def prepare_run_dir(run_dir: Path, spec: RunSpec) -> None:
                 f"{run_dir}: holds a run with another model, training or dataset configuration; "
                 "choose a new --out (or the same options to resume it)"
             )
-    elif {p.name for p in run_dir.iterdir()} - {CHECKPOINT_NAME}:
+    elif run_dir.exists() and {p.name for p in run_dir.iterdir()} - {CHECKPOINT_NAME}:
         # (a lone checkpoint is a run restored from elsewhere, e.g. a Ray Tune trial's)
         raise ValueError(f"{run_dir}: not empty and not a raytrack run directory")
-    write_json(existing, wanted)
+
+
+def prepare_run_dir(run_dir: Path, spec: RunSpec) -> None:
+    """Create ``run_dir`` for ``spec``, or accept it when it holds the same run (resume)."""
+    check_run_dir(run_dir, spec)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_json(run_dir / RUN_FILE, spec.to_dict())
 
 
 def predict(model: TrackMLP, inputs: np.ndarray, batch: int = 65536) -> np.ndarray:
