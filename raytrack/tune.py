@@ -49,7 +49,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-budget", type=float, help="seconds of training per trial")
     p.add_argument("--grace-epochs", type=int, default=3, help="ASHA: epochs before stopping")
     p.add_argument("--reduction-factor", type=int, default=3, help="ASHA reduction factor")
-    p.add_argument("--scheduler", choices=("asha", "none"), default="asha")
+    p.add_argument(
+        "--scheduler",
+        choices=("asha", "none"),
+        help="asha stops poor trials early (default for optuna and all); none gives every trial "
+        "the whole budget (default for presets, so that they compare fairly)",
+    )
     p.add_argument(
         "--gpus-per-trial", type=float, help="fractions share a GPU (default 1 with GPUs)"
     )

@@ -260,3 +260,21 @@ def test_resource_settings(ray_cluster, tmp_path):
         options(tmp_path, tmp_path, gpus_per_trial=-1)
     with pytest.raises(ValueError, match="--objective"):
         options(tmp_path, tmp_path, objective="p50")
+
+
+def test_presets_get_the_same_budget_unless_asha_is_asked_for(tmp_path):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from raytrack.search.experiment import _tune_config
+    from raytrack.tune import build_parser, options_from_args
+
+    def scheduler(*argv: str):
+        args = build_parser().parse_args([*argv, "--gpus-per-trial", "0"])
+        chosen = options_from_args(args, str(tmp_path))
+        return chosen.scheduler, _tune_config(chosen, None).scheduler
+
+    name, presets = scheduler("--search", "presets")
+    assert name == "none" and isinstance(presets, FIFOScheduler)  # no trial stopped early
+    name, asked = scheduler("--search", "presets", "--scheduler", "asha")
+    assert name == "asha" and isinstance(asked, ASHAScheduler)
+    assert options(tmp_path, tmp_path, search="optuna").scheduler == "asha"

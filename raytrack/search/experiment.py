@@ -62,7 +62,8 @@ class ExperimentOptions:
     time_budget: float | None = None
     grace_epochs: int = 3
     reduction_factor: int = 3
-    scheduler: str = "asha"
+    #: "asha" or "none"; None: the search's own default (see ``default_scheduler``)
+    scheduler: str | None = None
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
     max_failures: int = 2
@@ -75,6 +76,8 @@ class ExperimentOptions:
             raise ValueError(
                 f"--objective must be one of {list(OBJECTIVES)}, got {self.objective!r}"
             )
+        if self.scheduler is None:  # resolved here, so experiment.json records what ran
+            object.__setattr__(self, "scheduler", default_scheduler(self.search))
         if self.scheduler not in ("asha", "none"):
             raise ValueError(f"--scheduler must be asha or none, got {self.scheduler!r}")
         for name in ("num_samples", "max_epochs", "grace_epochs"):
@@ -92,6 +95,12 @@ class ExperimentOptions:
     @property
     def device(self) -> str:
         return "cuda" if self.gpus_per_trial > 0 else "cpu"
+
+
+def default_scheduler(search: str) -> str:
+    """No early stopping when comparing the presets: each gets the same data and budget. A
+    search (optuna, all) samples many variants, where ASHA saves most of the time."""
+    return "none" if search == "presets" else "asha"
 
 
 def load_options(storage: str, name: str) -> ExperimentOptions:
