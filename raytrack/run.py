@@ -51,6 +51,7 @@ def train_run(
         spec.train,
         (splits.train.inputs(), splits.train.targets()),
         (splits.validation.inputs(), splits.validation.targets()),
+        axis=splits.axis_profile() if spec.model.needs_field else None,
         device=spec.device,
         checkpoint_dir=run_dir,
         callback=callback,
@@ -65,14 +66,16 @@ def train_run(
 
 def write_outputs(
     out_dir: Path, spec: RunSpec, splits: DatasetSplits, result: TrainResult, evaluate: bool = True
-) -> None:
-    """Evaluation on the test split (``evaluation/``) and the exports of ``result``'s model."""
+) -> dict[str, Any] | None:
+    """Evaluation on the test split (``evaluation/``) and the exports of ``result``'s model;
+    returns the evaluation report (None without ``evaluate``)."""
     model = result.model.cpu().eval()
     report = None
     if evaluate:
         report = evaluate_model(model, splits.test.inputs(), splits.test.targets())
         write_report(out_dir / "evaluation", report, result.history)
     write_exports(out_dir, model, _metadata(spec, result, splits, report))
+    return report
 
 
 def write_exports(run_dir: Path, model: TrackMLP, metadata: dict[str, Any]) -> None:

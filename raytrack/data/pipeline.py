@@ -20,6 +20,7 @@ import ray
 
 import raytrack
 from raytrack.cluster import connect
+from raytrack.data.axis import profile_for
 from raytrack.data.schema import (
     COLUMNS,
     FORMAT_VERSION,
@@ -85,7 +86,12 @@ def _new_manifest(spec: DatasetSpec, parameters: dict[str, Any]) -> dict[str, An
         "identity": spec.identity(),
         "parameters": parameters,
         "phase_space": {"name": spec.phase_space.name, "definition": spec.phase_space.source},
-        "field": {"description": spec.field.describe(), "hash": spec.field.fingerprint()},
+        "field": {
+            "description": spec.field.describe(),
+            "hash": spec.field.fingerprint(),
+            # The models' physics base reads this (raytrack.data.axis); not part of the identity.
+            "axis_profile": profile_for(spec.field, spec.phase_space).to_dict(),
+        },
         "columns": list(COLUMNS),
         "units": UNITS,
         "shards": {},
@@ -112,7 +118,7 @@ def _open_manifest(out: Path, spec: DatasetSpec, parameters: dict[str, Any]) -> 
         raise DatasetError(
             f"{out / MANIFEST_NAME}: this directory holds a different dataset "
             f"(differs in: {', '.join(differs) or 'dataset_id'}); refusing to mix datasets: "
-            "use another --out, or the original parameters to complete it"
+            "choose another directory, or the parameters it was made with to complete it"
         )
     manifest["parameters"] = parameters
     return manifest

@@ -1,18 +1,18 @@
 """The MLP track extrapolator: physical state in, physical state out.
 
 Inputs ``[x, y, tx, ty, qop, z_start, z_end]`` (mm, 1, 1, 1/MeV, mm, mm), outputs
-``[x_end, y_end, tx_end, ty_end]`` (mm, 1, 1). Normalisation is part of the model (buffers fitted
-on the training split), so an exported model takes and returns physical units.
+``[x_end, y_end, tx_end, ty_end]`` (mm, 1, 1). The model is a :class:`Formulation` (physics
+base, features, target scaling; see formulation.py) around a plain MLP, with the
+standardisation of its features and targets as buffers fitted on the training split, so an
+exported model takes and returns physical units.
 
-Target modes (``ModelConfig.target``):
+Target modes (``ModelConfig.target``), over the configuration's base (``ModelConfig.base``):
 
-* ``"residual"``: the network predicts the deviation from the straight line
-  (``x_end - x - tx*dz``, ``y_end - y - ty*dz``, ``tx_end - tx``, ``ty_end - ty``), each
-  standardised, and the straight line is added back.
-* ``"residual_qop"``: the same residual divided by q/p before standardising. To first order in the
-  field integral the bending is proportional to q/p, so this target varies little between 2 and
-  100 GeV and the error of a stiff track shrinks with its bending (physics.md section 4).
-* ``"raw"``: the network predicts the standardised end state itself (for comparison).
+* ``"residual_qop"``: the residual over the base divided by q/p (and by the leg length to the
+  power ``leg_power``), each standardised. To first order in the field the bending is
+  proportional to q/p, so this target varies little between 2 and 100 GeV.
+* ``"residual"``: the residual over the base, standardised.
+* ``"raw"``: the standardised end state itself (for comparison).
 """
 
 from __future__ import annotations
@@ -24,8 +24,19 @@ import numpy as np
 import torch
 from torch import nn
 
-N_INPUTS = 7
-N_OUTPUTS = 4
+from raytrack.models.formulation import (
+    BASES,
+    INPUT_SETS,
+    N_INPUTS,
+    N_OUTPUTS,
+    Formulation,
+    needs_field,
+    straight_line,
+)
+from raytrack.physics.field_integrals import AxisProfile
+
+__all__ = ["N_INPUTS", "N_OUTPUTS", "ModelConfig", "Normalisation", "TrackMLP", "straight_line"]
+
 TARGET_MODES = ("residual_qop", "residual", "raw")
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -46,12 +57,16 @@ def options_from_dict(cls, data: dict[str, Any], what: str):
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Architecture as plain data: hidden widths, activation, dropout, target mode."""
+    """Architecture as plain data: hidden widths, activation, dropout, and the formulation
+    (physics base, input features, target mode and leg scaling; see formulation.py)."""
 
     hidden: tuple[int, ...] = (128, 128, 64)
     activation: str = "silu"
     dropout: float = 0.0
     target: str = "residual_qop"
+    base: str = "expansion"
+    inputs: str = "physics"
+    leg_power: float = 2.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(w) for w in self.hidden))
@@ -67,6 +82,13 @@ class ModelConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.target not in TARGET_MODES:
             raise ValueError(f"target must be one of {list(TARGET_MODES)}, got {self.target!r}")
+        if self.base not in BASES:
+            raise ValueError(f"base must be one of {list(BASES)}, got {self.base!r}")
+        if self.inputs not in INPUT_SETS:
+            raise ValueError(f"inputs must be one of {list(INPUT_SETS)}, got {self.inputs!r}")
+        object.__setattr__(self, "leg_power", float(self.leg_power))
+        if not 0.0 <= self.leg_power <= 4.0:
+            raise ValueError(f"leg_power must be in [0, 4], got {self.leg_power}")
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -78,21 +100,32 @@ class ModelConfig:
         return options_from_dict(cls, data, "model")
 
     @property
+    def n_features(self) -> int:
+        """Width of the network's input layer."""
+        return INPUT_SETS[self.inputs]
+
+    @property
+    def needs_field(self) -> bool:
+        """Whether the model reads the dataset's on-axis field tables."""
+        return needs_field(self.base, self.inputs)
+
+    @property
     def weight_count(self) -> int:
         """Trainable numbers: weights and biases of every linear layer."""
-        sizes = (N_INPUTS, *self.hidden, N_OUTPUTS)
+        sizes = (self.n_features, *self.hidden, N_OUTPUTS)
         return sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
 
     @property
     def macs_per_track(self) -> int:
-        """Multiply-adds of the linear layers for one track (normalisation is negligible)."""
-        sizes = (N_INPUTS, *self.hidden, N_OUTPUTS)
+        """Multiply-adds of the linear layers for one track (normalisation and the physics base
+        are small beside them: the base is a few hundred operations)."""
+        sizes = (self.n_features, *self.hidden, N_OUTPUTS)
         return sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
 
 
 @dataclass
 class Normalisation:
-    """Input and target standardisation, fitted on the training split (float64 numbers)."""
+    """Feature and target standardisation, fitted on the training split (float64 numbers)."""
 
     input_mean: np.ndarray = field(default_factory=lambda: np.zeros(N_INPUTS))
     input_std: np.ndarray = field(default_factory=lambda: np.ones(N_INPUTS))
@@ -100,14 +133,20 @@ class Normalisation:
     target_std: np.ndarray = field(default_factory=lambda: np.ones(N_OUTPUTS))
 
     @classmethod
-    def fit(cls, inputs: np.ndarray, targets: np.ndarray, target_mode: str) -> Normalisation:
-        encoded = encode_targets(inputs, targets, target_mode)
+    def fit(cls, features, encoded_targets) -> Normalisation:
+        """From (N, F) features and (N, 4) encoded targets (NumPy or tensors, any float)."""
+        features = np.asarray(features, dtype=np.float64)
+        encoded = np.asarray(encoded_targets, dtype=np.float64)
         return cls(
-            input_mean=inputs.mean(axis=0),
-            input_std=_safe_std(inputs),
+            input_mean=features.mean(axis=0),
+            input_std=_safe_std(features),
             target_mean=encoded.mean(axis=0),
             target_std=_safe_std(encoded),
         )
+
+    @classmethod
+    def identity(cls, n_features: int) -> Normalisation:
+        return cls(input_mean=np.zeros(n_features), input_std=np.ones(n_features))
 
 
 def _safe_std(values: np.ndarray) -> np.ndarray:
@@ -117,33 +156,29 @@ def _safe_std(values: np.ndarray) -> np.ndarray:
     return np.where(std > 1e-12 * scale, std, 1.0)
 
 
-def straight_line(inputs):
-    """(N, 4) straight-line extrapolation of (N, 7) inputs; NumPy or torch."""
-    x, y, tx, ty, _, z0, z1 = (inputs[:, k] for k in range(N_INPUTS))
-    dz = z1 - z0
-    stack = torch.stack if isinstance(inputs, torch.Tensor) else np.stack
-    return stack([x + tx * dz, y + ty * dz, tx, ty], 1)
-
-
-def encode_targets(inputs: np.ndarray, targets: np.ndarray, mode: str) -> np.ndarray:
-    """Physical end states -> what the network learns (before standardisation), float64."""
-    if mode == "raw":
-        return targets
-    residual = targets - straight_line(inputs)
-    return residual / inputs[:, 4:5] if mode == "residual_qop" else residual
-
-
 class TrackMLP(nn.Module):
-    """MLP extrapolator with normalisation and the target decoding built in."""
+    """MLP extrapolator with its formulation and standardisation built in.
 
-    def __init__(self, config: ModelConfig, norm: Normalisation | None = None) -> None:
+    ``axis``: the on-axis field profile of the dataset (required when
+    ``config.needs_field``); see :func:`raytrack.data.axis_profile`.
+    """
+
+    def __init__(
+        self,
+        config: ModelConfig,
+        norm: Normalisation | None = None,
+        axis: AxisProfile | None = None,
+    ) -> None:
         super().__init__()
         self.config = config
-        norm = norm or Normalisation()
+        self.formulation = Formulation(
+            config.base, config.inputs, config.target, config.leg_power, axis
+        )
+        norm = norm or Normalisation.identity(config.n_features)
         for name in ("input_mean", "input_std", "target_mean", "target_std"):
             self.register_buffer(name, torch.as_tensor(getattr(norm, name), dtype=torch.float32))
         layers: list[nn.Module] = []
-        width = N_INPUTS
+        width = config.n_features
         for hidden in config.hidden:
             layers += [nn.Linear(width, hidden), ACTIVATIONS[config.activation]()]
             if config.dropout:
@@ -152,26 +187,46 @@ class TrackMLP(nn.Module):
         layers.append(nn.Linear(width, N_OUTPUTS))
         self.net = nn.Sequential(*layers)
 
+    @classmethod
+    def from_state(cls, config: ModelConfig, state: dict[str, torch.Tensor]) -> TrackMLP:
+        """A model whose buffers (field tables included) and weights come from ``state``."""
+        axis = None
+        if state["formulation.axis_values"].shape[1]:
+            z_first, spacing = (float(v) for v in state["formulation.axis_grid"])
+            axis = AxisProfile.from_by(z_first, spacing, state["formulation.axis_values"][0])
+        model = cls(config, axis=axis)
+        model.load_state_dict(state)
+        return model
+
+    def set_normalisation(self, norm: Normalisation) -> None:
+        for name in ("input_mean", "input_std", "target_mean", "target_std"):
+            getattr(self, name).copy_(torch.as_tensor(getattr(norm, name)))
+
     def linear_layers(self) -> list[nn.Linear]:
         return [m for m in self.net if isinstance(m, nn.Linear)]
 
-    def standardised(self, inputs: torch.Tensor) -> torch.Tensor:
-        """The network's raw output: standardised targets (what the loss compares)."""
-        return self.net((inputs - self.input_mean) / self.input_std)
+    def prepare(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Features, base and target scale of physical inputs (float64; see Formulation)."""
+        return self.formulation.prepare(inputs)
 
-    def decode(self, inputs: torch.Tensor, standardised: torch.Tensor) -> torch.Tensor:
-        """Standardised network output -> physical end state."""
-        encoded = standardised * self.target_std + self.target_mean
-        mode = self.config.target
-        if mode == "raw":
-            return encoded
-        if mode == "residual_qop":
-            encoded = encoded * inputs[:, 4:5]
-        return straight_line(inputs) + encoded
+    def encode(self, inputs: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Features and encoded (not yet standardised) targets of inputs and true end states."""
+        features, base, scale = self.prepare(inputs)
+        return features, self.formulation.encode(base, scale, truth)
+
+    def standardised(self, features: torch.Tensor) -> torch.Tensor:
+        """The network's raw output for (N, F) features: standardised targets (the loss's)."""
+        return self.net((features.float() - self.input_mean) / self.input_std)
+
+    def decode(self, base, scale, standardised: torch.Tensor) -> torch.Tensor:
+        """Standardised network output -> physical end state (float64)."""
+        encoded = standardised.double() * self.target_std.double() + self.target_mean.double()
+        return self.formulation.decode(base, scale, encoded)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        """(N, 7) physical inputs -> (N, 4) physical outputs."""
-        return self.decode(inputs, self.standardised(inputs))
+        """(N, 7) physical inputs -> (N, 4) physical outputs, in the inputs' dtype."""
+        features, base, scale = self.prepare(inputs)
+        return self.decode(base, scale, self.standardised(features)).to(inputs.dtype)
 
     def normalisation(self) -> Normalisation:
         return Normalisation(

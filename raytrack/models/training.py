@@ -1,7 +1,9 @@
 """Training one model on one dataset: the function a standalone run and a Ray Tune trial share.
 
-Fast path: the training split goes to the device once as float32 tensors; every epoch shuffles
-them with one gather and batches are contiguous slices (no DataLoader, no per-batch copies).
+Fast path: the training split's features and standardised targets are computed once (in
+chunks, float64 arithmetic, float32 storage) and go to the device once; every epoch draws one
+permutation and each batch gathers its rows (no DataLoader, and no second copy of the data:
+a run's memory stays near its float32 training data, see README "Memory").
 AdamW, linear warm-up then cosine decay (or reduce-on-plateau), gradient clipping, early
 stopping on the validation loss, TF32/bf16 on GPU as options. A non-finite loss ends the run
 with status "failed", never an exception in the caller.
@@ -28,12 +30,14 @@ from raytrack.models.mlp import (
     ModelConfig,
     Normalisation,
     TrackMLP,
-    encode_targets,
     options_from_dict,
 )
+from raytrack.physics.field_integrals import AxisProfile
 
 CHECKPOINT_NAME = "checkpoint.pt"
-CHECKPOINT_FORMAT = "raytrack-checkpoint-1"
+CHECKPOINT_FORMAT = "raytrack-checkpoint-2"  # 2: the formulation (field tables) in the model
+#: Rows prepared at once: bounds the float64 temporaries of the feature computation.
+PREPARE_CHUNK = 1 << 18
 SCHEDULES = ("cosine", "plateau")
 VALIDATION_METRICS = (
     "val_loss",
@@ -112,21 +116,22 @@ def train_model(
     train: tuple[np.ndarray, np.ndarray],
     validation: tuple[np.ndarray, np.ndarray],
     *,
+    axis: AxisProfile | None = None,
     device: str = "cpu",
     checkpoint_dir: str | Path | None = None,
     callback: EpochCallback | None = None,
 ) -> TrainResult:
-    """Train ``model_config`` on (inputs (N, 7), targets (N, 4)) float64 arrays.
+    """Train ``model_config`` on (inputs (N, 7), targets (N, 4)) arrays (float32 or float64).
 
-    With ``checkpoint_dir``, a checkpoint is written there after every epoch and, when one is
+    ``axis``: the dataset's on-axis field profile, for formulations that read it. With
+    ``checkpoint_dir``, a checkpoint is written there after every epoch and, when one is
     already there, training resumes from it. The returned model holds the best weights (lowest
     validation loss).
     """
     dev = torch.device(device)
     _configure_precision(train_config, dev)
     torch.manual_seed(train_config.seed)
-    norm = Normalisation.fit(train[0], train[1], model_config.target)
-    model = TrackMLP(model_config, norm).to(dev)
+    model = TrackMLP(model_config, axis=axis).to(dev)
     loop = _Loop(model, model_config, train_config, train, validation, dev)
     ckpt_path = None
     if checkpoint_dir is not None:
@@ -149,9 +154,9 @@ class _Loop:
     def __init__(self, model, model_config, config, train, validation, device) -> None:
         self.model, self.config, self.device = model, config, device
         self.model_config = model_config
-        self.x_train, self.t_train = self._tensors(train)
-        self.x_val, self.t_val = self._tensors(validation)
-        self.y_val = torch.from_numpy(np.array(validation[1], np.float64)).to(device)
+        self.x_train, self.t_train = self._fit_and_prepare(train)
+        self.x_val = torch.from_numpy(np.asarray(validation[0], np.float32)).to(device)
+        self.y_val = torch.from_numpy(np.asarray(validation[1], np.float64)).to(device)
         # The fused kernel does the whole update in one pass: 20-40 % of a small model's step.
         self.optimizer = torch.optim.AdamW(
             model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True
@@ -166,13 +171,37 @@ class _Loop:
         self.plateau_scale = 1.0
         self.status, self.reason = "", ""  # set when the run has ended
 
-    def _tensors(self, split: tuple[np.ndarray, np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-        inputs, targets = split
-        norm = self.model.normalisation()
-        encoded = encode_targets(inputs, targets, self.model_config.target)
-        standard = (encoded - norm.target_mean) / norm.target_std
-        as_tensor = lambda a: torch.from_numpy(np.asarray(a, np.float32)).to(self.device)  # noqa: E731
-        return as_tensor(inputs), as_tensor(standard)
+    def _fit_and_prepare(self, split) -> tuple[torch.Tensor, torch.Tensor]:
+        """Features and standardised targets of the training split, float32 on the device.
+
+        Computed chunk by chunk into preallocated tensors, so that no float64 copy of the whole
+        split ever exists; the standardisation is fitted on the same pass (Chan's merge of
+        per-chunk moments).
+        """
+        inputs, truth = split
+        n = len(inputs)
+        features = torch.empty(n, self.model_config.n_features, dtype=torch.float32)
+        targets = torch.empty(n, 4, dtype=torch.float32)
+        moments = (_Moments(), _Moments())
+        with torch.no_grad():
+            for lo in range(0, n, PREPARE_CHUNK):
+                x = torch.from_numpy(np.asarray(inputs[lo : lo + PREPARE_CHUNK])).to(self.device)
+                y = torch.from_numpy(np.asarray(truth[lo : lo + PREPARE_CHUNK])).to(self.device)
+                f, t = self.model.encode(x.float(), y)
+                moments[0].add(f)
+                moments[1].add(t)
+                features[lo : lo + len(f)] = f.float().cpu()
+                targets[lo : lo + len(t)] = t.float().cpu()
+        norm = Normalisation(
+            input_mean=moments[0].mean(),
+            input_std=moments[0].std(),
+            target_mean=moments[1].mean(),
+            target_std=moments[1].std(),
+        )
+        self.model.set_normalisation(norm)
+        targets -= torch.as_tensor(norm.target_mean, dtype=torch.float32)
+        targets /= torch.as_tensor(norm.target_std, dtype=torch.float32)
+        return features.to(self.device), targets.to(self.device)
 
     # -- schedule ---------------------------------------------------------------------------
     def progress(self) -> float:
@@ -198,12 +227,11 @@ class _Loop:
     def train_epoch(self) -> float:
         self.model.train()
         order = torch.randperm(len(self.x_train), generator=self.generator).to(self.device)
-        x_all, t_all = self.x_train[order], self.t_train[order]
         total = torch.zeros((), device=self.device)
         autocast = self.config.precision == "bf16" and self.device.type == "cuda"
-        for start in range(0, len(x_all), self.config.batch_size):
-            x = x_all[start : start + self.config.batch_size]
-            t = t_all[start : start + self.config.batch_size]
+        for start in range(0, len(order), self.config.batch_size):
+            rows = order[start : start + self.config.batch_size]
+            x, t = self.x_train[rows], self.t_train[rows]
             for group in self.optimizer.param_groups:
                 group["lr"] = self.learning_rate()
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
@@ -214,14 +242,21 @@ class _Loop:
             self.optimizer.step()
             total += loss.detach() * len(x)
             self.step += 1
-        return float(total) / len(x_all)
+        return float(total) / len(order)
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
         self.model.eval()
-        standardised = torch.cat([self.model.standardised(x) for x in self.x_val.split(65536)])
-        predicted = self.model.decode(self.x_val, standardised).double()
-        loss = float(nn.functional.mse_loss(standardised, self.t_val))
+        predicted, losses = [], []
+        for x, y in zip(self.x_val.split(65536), self.y_val.split(65536), strict=True):
+            features, base, scale = self.model.prepare(x)
+            out = self.model.standardised(features)
+            encoded = self.model.formulation.encode(base, scale, y)
+            wanted = (encoded - self.model.target_mean.double()) / self.model.target_std.double()
+            losses.append(((out.double() - wanted) ** 2).sum())
+            predicted.append(self.model.decode(base, scale, out))
+        predicted = torch.cat(predicted)
+        loss = float(sum(losses)) / max(1, self.y_val.numel())
         dpos = position_errors(predicted, self.y_val)
         dslope = slope_errors(predicted, self.y_val)
         finite = bool(torch.isfinite(predicted).all())
@@ -378,7 +413,47 @@ def result_from_checkpoint(state: dict[str, Any]) -> TrainResult:
 
 def model_from_checkpoint(state: dict[str, Any], best: bool = True) -> TrackMLP:
     """The model stored in a checkpoint (its best weights by default), on the CPU, eval mode."""
+    if state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(
+            f"checkpoint format {state.get('format')!r} is not {CHECKPOINT_FORMAT!r}: it was "
+            "written by an older raytrack; train the run again"
+        )
     config = ModelConfig.from_dict(state["model_config"])
-    model = TrackMLP(config)
-    model.load_state_dict(state["best_state"] if best else state["model_state"])
-    return model.eval()
+    weights = state["best_state"] if best else state["model_state"]
+    return TrackMLP.from_state(config, {k: v.cpu() for k, v in weights.items()}).eval()
+
+
+class _Moments:
+    """Column means and variances of a stream of (n, k) chunks (Chan et al.), float64."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.mean_: np.ndarray | None = None
+        self.m2: np.ndarray | None = None
+        self.max_abs: np.ndarray | None = None
+
+    def add(self, chunk: torch.Tensor) -> None:
+        values = chunk.double().cpu().numpy()
+        n = len(values)
+        if not n:
+            return
+        mean = values.mean(axis=0)
+        m2 = ((values - mean) ** 2).sum(axis=0)
+        peak = np.abs(values).max(axis=0)
+        if self.mean_ is None:
+            self.count, self.mean_, self.m2, self.max_abs = n, mean, m2, peak
+            return
+        total = self.count + n
+        delta = mean - self.mean_
+        self.mean_ = self.mean_ + delta * n / total
+        self.m2 = self.m2 + m2 + delta**2 * self.count * n / total
+        self.max_abs = np.maximum(self.max_abs, peak)
+        self.count = total
+
+    def mean(self) -> np.ndarray:
+        return self.mean_
+
+    def std(self) -> np.ndarray:
+        """Standard deviation, 1 where a column is constant (a fixed leg, say)."""
+        std = np.sqrt(self.m2 / self.count)
+        return np.where(std > 1e-12 * np.maximum(self.max_abs, 1e-300), std, 1.0)

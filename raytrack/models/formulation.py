@@ -1,0 +1,143 @@
+"""What the network is asked to learn: the physics base, the extra inputs, the target scaling.
+
+A model predicts ``end = base(state, leg) + scale(leg, qop) * network(features)``:
+
+* ``base`` (``ModelConfig.base``): the straight line (``"line"``), the first-order
+  field-integral kick (``"kick"``), the exact transport in the on-axis field (``"axial"``), or
+  that plus the first-order effect of the field off the symmetry plane (``"expansion"``);
+  see :mod:`raytrack.physics.field_integrals`. Every base but the line reads two cumulative
+  tables of the on-axis field of the dataset's own field, kept in the model as buffers.
+* ``features`` (``ModelConfig.inputs``): the 7 inputs (``"state"``), or those plus the leg
+  length, the field integrals I1 and I2 and the base's bending (``"physics"``).
+* ``scale`` (``ModelConfig.target`` and ``ModelConfig.leg_power``): the residual over the base,
+  divided by q/p (``"residual_qop"``; the bending is proportional to q/p to first order) and by
+  the leg length L in metres to the power ``leg_power`` for positions (``leg_power - 1`` for
+  slopes), so that a short leg's residual is not drowned by a long one's. ``"raw"`` learns the
+  end state itself.
+
+All of it is computed in float64 from the (float32) inputs the model is given, so that training,
+evaluation and every export see the same numbers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from raytrack.physics.field_integrals import (
+    AxisProfile,
+    AxisTables,
+    axial_transport,
+    expansion_transport,
+    field_integrals,
+    gauss_legendre,
+    kick_transport,
+)
+
+N_INPUTS = 7
+N_OUTPUTS = 4
+BASES = ("expansion", "axial", "kick", "line")
+INPUT_SETS = {"state": N_INPUTS, "physics": N_INPUTS + 7}
+#: Legs shorter than this count as this long in the target scaling (m): avoids dividing by 0.
+MIN_LEG_M = 0.001
+
+
+def straight_line(inputs):
+    """(N, 4) straight-line extrapolation of (N, 7) inputs; NumPy or torch."""
+    x, y, tx, ty, _, z0, z1 = (inputs[:, k] for k in range(N_INPUTS))
+    dz = z1 - z0
+    stack = torch.stack if isinstance(inputs, torch.Tensor) else np.stack
+    return stack([x + tx * dz, y + ty * dz, tx, ty], 1)
+
+
+def needs_field(base: str, inputs: str) -> bool:
+    """Whether a formulation reads the on-axis field tables."""
+    return base != "line" or inputs == "physics"
+
+
+class Formulation(nn.Module):
+    """Base prediction, features and target scaling of one model configuration (no weights)."""
+
+    def __init__(
+        self,
+        base: str,
+        inputs: str,
+        target: str,
+        leg_power: float,
+        axis: AxisProfile | None = None,
+    ) -> None:
+        super().__init__()
+        self.base, self.inputs, self.target, self.leg_power = base, inputs, target, leg_power
+        if needs_field(base, inputs) and axis is None:
+            raise ValueError(
+                f"base {base!r} with inputs {inputs!r} needs the on-axis field of the dataset"
+            )
+        values = axis.tables() if axis is not None else torch.zeros(4, 0, dtype=torch.float64)
+        grid = [axis.z_first, axis.spacing] if axis is not None else [0.0, 1.0]
+        self.register_buffer("axis_values", values)
+        self.register_buffer("axis_grid", torch.tensor(grid, dtype=torch.float64))
+        # The same two numbers as Python floats, so an ONNX export sees constants.
+        self.z_first, self.spacing = grid
+        nodes, weights = gauss_legendre()
+        self.register_buffer("quadrature_nodes", nodes)
+        self.register_buffer("quadrature_weights", weights)
+
+    @property
+    def n_features(self) -> int:
+        return INPUT_SETS[self.inputs]
+
+    def tables(self) -> AxisTables:
+        return AxisTables(self.axis_values, self.z_first, self.spacing)
+
+    def base_prediction(self, inputs: torch.Tensor) -> torch.Tensor:
+        """(N, 4) float64 base end states of (N, 7) float64 inputs."""
+        if self.base == "line":
+            return straight_line(inputs)
+        if self.base == "kick":
+            return kick_transport(inputs, self.tables())
+        transport = axial_transport if self.base == "axial" else expansion_transport
+        return transport(inputs, self.tables(), self.quadrature_nodes, self.quadrature_weights)
+
+    def prepare(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Features (N, F), base (N, 4) and target scale (N, 4) of (N, 7) inputs, float64."""
+        inputs = inputs.double()
+        base = self.base_prediction(inputs)
+        features = inputs
+        if self.inputs == "physics":
+            tables = self.tables()
+            dz = inputs[:, 6] - inputs[:, 5]
+            i1, i2 = field_integrals(tables.at(inputs[:, 5]), tables.at(inputs[:, 6]), dz)
+            bend = base - straight_line(inputs)
+            features = torch.cat((inputs, torch.stack((dz, i1, i2), 1), bend), 1)
+        return features, base, self.target_scale(inputs)
+
+    def target_scale(self, inputs: torch.Tensor) -> torch.Tensor:
+        """(N, 4) divisor of the residual over the base (ones for ``raw``)."""
+        ones = torch.ones_like(inputs[:, :N_OUTPUTS])  # (not len(): ONNX keeps N dynamic)
+        if self.target == "raw" or self.target == "residual" and not self.leg_power:
+            return ones
+        scale = ones * inputs[:, 4:5] if self.target == "residual_qop" else ones
+        if self.leg_power:
+            leg = torch.clamp(torch.abs(inputs[:, 6] - inputs[:, 5]) / 1000.0, min=MIN_LEG_M)
+            powers = torch.tensor(
+                [self.leg_power, self.leg_power, self.leg_power - 1, self.leg_power - 1],
+                dtype=inputs.dtype,
+                device=inputs.device,
+            )
+            scale = scale * leg.unsqueeze(1) ** powers
+        return scale
+
+    def encode(self, base: torch.Tensor, scale: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+        """Physical end states -> what the network learns (before standardisation)."""
+        if self.target == "raw":
+            return truth.double()
+        return (truth.double() - base) / scale
+
+    def decode(
+        self, base: torch.Tensor, scale: torch.Tensor, encoded: torch.Tensor
+    ) -> torch.Tensor:
+        """What the network gives (after standardisation) -> physical end states."""
+        if self.target == "raw":
+            return encoded
+        return base + scale * encoded
