@@ -332,6 +332,12 @@ BAD_FILES = {
         '[params.schedule]\ntype = "fixed"\nvalue = "linear"\n',
         ["[params.schedule].value", "'linear'", "'cosine'", "'plateau'"],
     ),
+    # A string option without a list here (base, inputs): its config's own check names the
+    # allowed values (it was a KeyError).
+    "string option checked by its config": (
+        '[params.base]\ntype = "fixed"\nvalue = "nope"\n',
+        ["[params.base].value", "'nope'", "'expansion'"],
+    ),
     "float for an int option": (
         '[params.batch_size]\ntype = "float"\nlow = 256\nhigh = 4096\n',
         ["[params.batch_size].type", "'int'", "'categorical'"],

@@ -1,5 +1,10 @@
 """Hyperparameter search: search spaces as TOML files (``search_spaces/*.toml``), Ray Tune
-trials (``trial.py``), the experiment driver (``experiment.py``) and its leaderboard."""
+trials (``trial.py``), the experiment driver (``experiment.py``) and its leaderboard.
+
+A search space, from the bottom up: ``options.py`` (what may be searched), ``params.py`` (one
+``[params.NAME]`` table: its pydantic model and its Optuna distribution), ``constraints.py``
+(``[[constraints]]`` expressions), ``schema.py`` (a whole file checked, errors naming the key)
+and ``space.py`` (:class:`SearchSpace`: define-by-run sampling, configs, presets; loading)."""
 
 from raytrack.search.experiment import ExperimentOptions, load_options, run_experiment
 from raytrack.search.space import (
