@@ -25,6 +25,7 @@ batch 4096) against ``propagate`` on the same tracks, and the ratio.
 from __future__ import annotations
 
 import argparse
+import functools
 import math
 import sys
 import time
@@ -33,6 +34,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from raytrack.cli import HelpFormatter
 from raytrack.data.phase_space import load_phase_space
 from raytrack.physics import DipoleField, Tolerance, TrackStatus, propagate
 from raytrack.physics.units import KAPPA
@@ -270,24 +272,27 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m raytrack.bench",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     commands = parser.add_subparsers(dest="command", required=True)
-    generate = commands.add_parser("generate", help="propagation throughput against scalar RK4")
+    command = functools.partial(commands.add_parser, formatter_class=HelpFormatter)
+    generate = command("generate", help="propagation throughput against scalar RK4")
     generate.add_argument("--tracks", type=int, default=200_000, help="tracks per measurement")
     generate.add_argument(
         "--baseline-tracks", type=int, default=20, help="tracks for the slow baseline"
     )
-    train = commands.add_parser("train", help="fast-path training against a DataLoader loop")
-    train.add_argument("--preset", default="small")
-    train.add_argument("--tracks", type=int, default=100_000)
-    train.add_argument("--epochs", type=int, default=2)
-    infer = commands.add_parser("infer", help="exported models against propagate, one core")
-    infer.add_argument("--tracks", type=int, default=8192)
+    train = command("train", help="fast-path training against a DataLoader loop")
+    train.add_argument("--preset", default="small", help="model to train")
+    train.add_argument("--tracks", type=int, default=100_000, help="tracks (90%% train)")
+    train.add_argument("--epochs", type=int, default=2, help="epochs per loop")
+    infer = command("infer", help="exported models against propagate, one core")
+    infer.add_argument("--tracks", type=int, default=8192, help="tracks timed")
+    presets = ["tiny", "small", "large", "xlarge", "deep", "ultra", "wide"]
     infer.add_argument(
         "--presets",
         nargs="+",
-        default=["tiny", "small", "large", "xlarge", "deep", "ultra", "wide"],
+        default=presets,
+        help=f"presets to time (default: {' '.join(presets)})",
     )
     args = parser.parse_args(argv)
     if args.command == "generate":

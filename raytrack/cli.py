@@ -19,10 +19,15 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         if (
             action.option_strings
             and not any(action.default is nothing for nothing in (None, False, argparse.SUPPRESS))
-            and "default" not in text
+            and not _states_its_default(text)
         ):
             text += " (default: %(default)s)"
         return text
+
+
+def _states_its_default(text: str) -> bool:
+    """Whether a help text already gives its default ("(default: ...)", "default 100, ...")."""
+    return "(default" in text or "default:" in text or text.startswith("default ")
 
 
 def number_at_least(

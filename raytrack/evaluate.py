@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from raytrack.cli import HelpFormatter
 from raytrack.data import DatasetError, load
 from raytrack.files import write_json_atomic
 from raytrack.models.metrics import (
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m raytrack.evaluate",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("run_dir", help="a directory written by python -m raytrack.train")
     parser.add_argument("--data", help="dataset to evaluate on (default: the run's own)")

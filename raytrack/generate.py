@@ -13,6 +13,7 @@ import math
 import sys
 from typing import Any
 
+from raytrack.cli import HelpFormatter
 from raytrack.data.phase_space import PhaseSpaceError, load_phase_space
 from raytrack.data.pipeline import generate_dataset
 from raytrack.data.schema import DatasetError
@@ -31,16 +32,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m raytrack.generate",
         description="Propagate tracks through the magnetic field and write Parquet shards.",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--samples", type=int, required=True, help="tracks in the dataset")
     parser.add_argument(
         "--out", required=True, help="dataset directory (new, empty, or this dataset's)"
     )
     parser.add_argument("--shards", type=int, help="Parquet files (default: max(10, samples/250k))")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
     parser.add_argument("--workers", type=int, help="parallel tasks (default: every CPU Ray sees)")
     parser.add_argument(
-        "--phase-space", default="default", help="built-in name (default, classic) or a TOML file"
+        "--phase-space",
+        default="default",
+        help="a built-in name (default, classic) or a TOML file (default: default)",
     )
     parser.add_argument(
         "--field",
@@ -48,11 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=["default"],
         metavar="default|FILE",
         help="'default' (Gaussian dipole), LHCb's four quadrant .cdf files, or one x y z Bx By Bz "
-        "table (.txt/.csv/.npz, needs --field-unit)",
+        "table (.txt/.csv/.npz, needs --field-unit) (default: default)",
     )
     parser.add_argument("--field-unit", help="unit of a table's field values: T or gauss")
     parser.add_argument(
-        "--polarity", choices=("down", "up"), default="down", help="default field only"
+        "--polarity", choices=("down", "up"), default="down", help="of the default field only"
     )
     parser.add_argument(
         "--device", default="cpu", help="cpu or cuda (torch device of the integration)"

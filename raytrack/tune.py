@@ -12,29 +12,50 @@ Without --data it generates the default dataset first (and reuses it next time).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import ray
 
-from raytrack.cluster import connect
-from raytrack.data import DatasetError, PhaseSpaceError, load_phase_space
+from raytrack.cli import (
+    HelpFormatter,
+    non_negative_float,
+    non_negative_int,
+    number_at_least,
+    port_number,
+    positive_float,
+    positive_int,
+)
+from raytrack.cluster import DEFAULT_DASHBOARD_PORT, connect, dashboard_notice
+from raytrack.data import DatasetError, DatasetSplits, PhaseSpaceError, load, load_phase_space
 from raytrack.data.pipeline import generate_dataset
 from raytrack.data.shards import DatasetSpec
 from raytrack.physics import DipoleField
 
+if TYPE_CHECKING:  # imported where used: Ray Tune takes seconds to import, --help should not
+    from raytrack.search.experiment import ExperimentOptions
+
 DEFAULT_STORAGE = "runs"
 DEFAULT_SAMPLES = 200_000
+DEFAULT_SHARDS = 10  # of the generated default dataset
+DEFAULT_GRACE_EPOCHS = 3
+#: With --address, how long to wait for a node that fits a trial (nodes may still be joining).
+JOIN_WAIT_S = 120.0
 
 
 def build_parser() -> argparse.ArgumentParser:
     from raytrack.search.experiment import OBJECTIVES, SEARCHES
 
-    p = argparse.ArgumentParser(prog="python -m raytrack.tune", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    p.add_argument("--search", choices=SEARCHES, default="presets")
-    p.add_argument("--num-samples", type=int, default=8, help="Optuna trials (beyond the presets)")
+    p = argparse.ArgumentParser(
+        prog="python -m raytrack.tune", description=__doc__, formatter_class=HelpFormatter
+    )
+    p.add_argument("--search", choices=SEARCHES, default="presets", help="what to train")
+    p.add_argument(
+        "--num-samples", type=positive_int, default=8, help="Optuna trials (beyond the presets)"
+    )
     p.add_argument(
         "--space", default="default", help="search space: a name in search_spaces/ or a file"
     )
@@ -44,11 +65,20 @@ def build_parser() -> argparse.ArgumentParser:
         default="p95",
         help="p95: validation P95 position error; pareto-*: P95 against weights or MACs",
     )
-    p.add_argument("--max-weights", type=int, help="hard limit: no model above it is trained")
-    p.add_argument("--max-epochs", type=int, default=30, help="epochs per trial")
-    p.add_argument("--time-budget", type=float, help="seconds of training per trial")
-    p.add_argument("--grace-epochs", type=int, default=3, help="ASHA: epochs before stopping")
-    p.add_argument("--reduction-factor", type=int, default=3, help="ASHA reduction factor")
+    p.add_argument(
+        "--max-weights", type=positive_int, help="hard limit: no model above it is trained"
+    )
+    p.add_argument("--max-epochs", type=positive_int, default=30, help="epochs per trial")
+    p.add_argument("--time-budget", type=positive_float, help="seconds of training per trial")
+    p.add_argument(
+        "--grace-epochs",
+        type=positive_int,
+        help=f"ASHA: epochs before a trial may be stopped "
+        f"(default: {DEFAULT_GRACE_EPOCHS}, at most --max-epochs)",
+    )
+    p.add_argument(
+        "--reduction-factor", type=number_at_least(2), default=3, help="ASHA reduction factor"
+    )
     p.add_argument(
         "--scheduler",
         choices=("asha", "none"),
@@ -56,26 +86,70 @@ def build_parser() -> argparse.ArgumentParser:
         "the whole budget (default for presets, so that they compare fairly)",
     )
     p.add_argument(
-        "--gpus-per-trial", type=float, help="fractions share a GPU (default 1 with GPUs)"
+        "--gpus-per-trial",
+        type=non_negative_float,
+        help="fractions share a GPU (default: 1 when Ray sees a GPU, else 0)",
     )
-    p.add_argument("--cpus-per-trial", type=float, default=1.0, help="torch threads follow it")
-    p.add_argument("--max-failures", type=int, default=2, help="retries of a crashed trial")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--cpus-per-trial", type=positive_float, default=1.0, help="torch threads follow it"
+    )
+    p.add_argument(
+        "--max-failures", type=non_negative_int, default=2, help="retries of a crashed trial"
+    )
+    p.add_argument(
+        "--seed", type=non_negative_int, default=0, help="of the searcher and the default dataset"
+    )
     p.add_argument("--data", help="dataset directory (default: generate the default dataset)")
     p.add_argument(
         "--samples",
-        type=int,
+        type=number_at_least(DEFAULT_SHARDS),
         default=DEFAULT_SAMPLES,
-        help="tracks of the generated dataset when --data is not given",
+        help=f"tracks of the generated dataset when --data is not given "
+        f"(at least {DEFAULT_SHARDS}, one per shard)",
     )
     p.add_argument("--phase-space", default="default", help="of the generated dataset")
     p.add_argument("--storage", default=DEFAULT_STORAGE, help="experiments directory")
     p.add_argument("--name", help="experiment name (default: SEARCH-DATE-TIME)")
     p.add_argument("--resume", action="store_true", help="continue the experiment --name")
-    p.add_argument("--address", help="join a Ray cluster: auto or HOST:PORT")
+    p.add_argument(
+        "--address",
+        help=f"join a Ray cluster: auto or HOST:PORT; waits up to {JOIN_WAIT_S:.0f} s for a node "
+        "that fits a trial (default: start a local Ray)",
+    )
     p.add_argument("--dashboard-host", default="127.0.0.1", help="local Ray only")
-    p.add_argument("--dashboard-port", type=int, default=8265, help="local Ray only")
+    p.add_argument(
+        "--dashboard-port",
+        type=port_number,
+        help=f"local Ray only (default: {DEFAULT_DASHBOARD_PORT}, or the next free port when it "
+        "is taken; a port given here must be free)",
+    )
     return p
+
+
+@dataclasses.dataclass
+class Plan:
+    """What the command will run, checked before Ray starts (Ray takes seconds to start)."""
+
+    options: ExperimentOptions
+    splits: DatasetSplits | None  # --data (or the resumed experiment's), loaded and checked
+    dataset: DatasetSpec | None  # the default dataset, generated (or completed) once Ray runs
+
+
+def plan_from_args(args: argparse.Namespace) -> Plan:
+    """Every check that needs no Ray: options, search space, dataset, experiment to resume."""
+    from raytrack.search.experiment import load_options
+    from raytrack.search.space import load_search_space
+
+    if args.resume:
+        if not args.name:
+            raise ValueError("--resume needs --name (the experiment directory under --storage)")
+        options = load_options(args.storage, args.name)
+        return Plan(options, load(options.data_dir), None)
+    if args.search != "presets":  # a bad space file is named before anything starts
+        load_search_space(args.space, max_weights=args.max_weights)
+    dataset = None if args.data else default_dataset(args)
+    options = options_from_args(args, args.data or str(default_dataset_dir(args)))
+    return Plan(options, load(args.data) if args.data else None, dataset)
 
 
 def start_ray(args: argparse.Namespace) -> None:
@@ -85,65 +159,76 @@ def start_ray(args: argparse.Namespace) -> None:
     url = connect(
         args.address, dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port
     )
-    print(f"Ray dashboard: {url}" if url else "Ray dashboard: not running", flush=True)
+    print(dashboard_notice(url), flush=True)
 
 
-def ensure_dataset(args: argparse.Namespace) -> str:
-    """--data, or the default dataset (generated now if absent, reused if complete)."""
-    if args.data:
-        return args.data
-    out = Path(args.storage) / "datasets" / f"{args.phase_space}-{args.samples}-seed{args.seed}"
-    print(
-        f"no --data given: using the default dataset in {out} "
-        f"({args.samples} tracks, phase space {args.phase_space!r}; generated if missing)"
-    )
-    spec = DatasetSpec(
+def default_dataset_dir(args: argparse.Namespace) -> Path:
+    return Path(args.storage) / "datasets" / f"{args.phase_space}-{args.samples}-seed{args.seed}"
+
+
+def default_dataset(args: argparse.Namespace) -> DatasetSpec:
+    """The dataset tune generates when --data is not given (checked here, made later)."""
+    return DatasetSpec(
         samples=args.samples,
-        shards=10,
+        shards=DEFAULT_SHARDS,
         seed=args.seed,
         phase_space=load_phase_space(args.phase_space),
         field=DipoleField(),
     )
+
+
+def ensure_dataset(args: argparse.Namespace, spec: DatasetSpec) -> None:
+    """Generate the default dataset ``spec`` (reused if complete, completed if interrupted)."""
+    out = default_dataset_dir(args)
+    print(
+        f"no --data given: using the default dataset in {out} "
+        f"({args.samples} tracks, phase space {args.phase_space!r}; generated if missing)"
+    )
     generate_dataset(spec, out, parameters={"by": "raytrack.tune", "samples": args.samples})
-    return str(out)
 
 
-def options_from_args(args: argparse.Namespace, data_dir: str):
+def options_from_args(
+    args: argparse.Namespace, data_dir: str, gpus: float | None = None
+) -> ExperimentOptions:
+    """The experiment's options; ``--gpus-per-trial`` when given, else ``gpus`` (else 0 until
+    Ray tells how many GPUs there are)."""
     from raytrack.search.experiment import ExperimentOptions
 
-    gpus = args.gpus_per_trial
-    if gpus is None:
-        gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+    if args.gpus_per_trial is not None:
+        gpus = args.gpus_per_trial
+    grace = args.grace_epochs
+    if grace is None:  # only an explicit --grace-epochs above --max-epochs is an error
+        grace = min(DEFAULT_GRACE_EPOCHS, args.max_epochs)
     return ExperimentOptions(
         search=args.search, data_dir=data_dir, storage=args.storage,
         name=args.name or f"{args.search}-{time.strftime('%Y%m%d-%H%M%S')}",
         num_samples=args.num_samples, space=args.space, objective=args.objective,
         max_weights=args.max_weights, max_epochs=args.max_epochs, time_budget=args.time_budget,
-        grace_epochs=args.grace_epochs, reduction_factor=args.reduction_factor,
-        scheduler=args.scheduler, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=gpus,
+        grace_epochs=grace, reduction_factor=args.reduction_factor,
+        scheduler=args.scheduler, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=gpus or 0.0,
         max_failures=args.max_failures, seed=args.seed,
     )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from raytrack.search.experiment import describe_resources, load_options, run_experiment
-    from raytrack.search.space import SearchSpaceError, load_search_space
+    from raytrack.search.experiment import check_trials_fit, describe_resources, run_experiment
+    from raytrack.search.space import SearchSpaceError
 
     try:
-        if args.resume and not args.name:
-            raise ValueError("--resume needs --name (the experiment directory under --storage)")
-        if args.search != "presets" and not args.resume:  # a bad space file fails before Ray starts
-            load_search_space(args.space, max_weights=args.max_weights)
+        plan = plan_from_args(args)
         start_ray(args)
-        if args.resume:
-            options = load_options(args.storage, args.name)
-        else:
-            options = options_from_args(args, ensure_dataset(args))
-        if ray.cluster_resources().get("GPU", 0) == 0:
+        options = plan.options
+        gpus = ray.cluster_resources().get("GPU", 0)
+        if not args.resume and args.gpus_per_trial is None and gpus >= 1:
+            options = dataclasses.replace(options, gpus_per_trial=1.0)
+        check_trials_fit(options, wait_s=JOIN_WAIT_S if args.address else 0.0)
+        if plan.dataset is not None:
+            ensure_dataset(args, plan.dataset)
+        if gpus == 0:
             print("notice: no GPU in this Ray cluster; trials train on CPUs", flush=True)
         print(describe_resources(options), flush=True)
-        run_experiment(options, resume=args.resume)
+        run_experiment(options, resume=args.resume, splits=plan.splits)
     except (ValueError, FileNotFoundError, DatasetError, PhaseSpaceError, SearchSpaceError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

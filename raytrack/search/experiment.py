@@ -87,6 +87,26 @@ class ExperimentOptions:
             raise ValueError("--cpus-per-trial must be > 0 and --gpus-per-trial >= 0")
         if self.max_weights is not None and self.max_weights < 1:
             raise ValueError("--max-weights must be a positive number of weights")
+        if self.time_budget is not None and self.time_budget <= 0:
+            raise ValueError(
+                f"--time-budget must be a positive number of seconds, got {self.time_budget:g}"
+            )
+        if self.scheduler == "asha":
+            self._check_asha()
+
+    def _check_asha(self) -> None:
+        # Ray's ASHAScheduler answers these with a bare AssertionError or ZeroDivisionError.
+        if self.grace_epochs > self.max_epochs:
+            raise ValueError(
+                f"--grace-epochs {self.grace_epochs} is more than --max-epochs {self.max_epochs}: "
+                "ASHA would never get to compare trials; lower --grace-epochs, raise "
+                "--max-epochs, or use --scheduler none"
+            )
+        if self.reduction_factor < 2:
+            raise ValueError(
+                f"--reduction-factor must be at least 2 (ASHA keeps 1 in that many trials), "
+                f"got {self.reduction_factor}"
+            )
 
     @property
     def path(self) -> Path:
@@ -110,9 +130,17 @@ def load_options(storage: str, name: str) -> ExperimentOptions:
     return ExperimentOptions(**json.loads(path.read_text()))
 
 
-def run_experiment(options: ExperimentOptions, resume: bool = False, log=print) -> list[dict]:
-    """Run (or resume) the experiment; returns the ranked leaderboard rows."""
-    splits = load(options.data_dir).as_arrays()
+def run_experiment(
+    options: ExperimentOptions,
+    resume: bool = False,
+    log=print,
+    splits: DatasetSplits | None = None,
+) -> list[dict]:
+    """Run (or resume) the experiment; returns the ranked leaderboard rows.
+
+    ``splits``: the dataset when the caller has already loaded (and so checked) it.
+    """
+    splits = (splits or load(options.data_dir)).as_arrays()
     settings = _settings(options)
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, data=splits, settings=settings),
@@ -275,3 +303,50 @@ def describe_resources(options: ExperimentOptions) -> str:
         else f"{options.cpus_per_trial:g} CPU per trial"
     )
     return f"Ray sees {cpus:g} CPUs and {gpus:g} GPUs; {where}; up to {slots} trials at once"
+
+
+def check_trials_fit(
+    options: ExperimentOptions, wait_s: float = 0.0, poll_s: float = 5.0, log=print
+) -> None:
+    """Raise ``ValueError`` naming the option at fault unless one node of the Ray cluster has
+    the CPUs and GPUs of a trial; Ray Tune would otherwise wait for them forever.
+
+    ``wait_s`` > 0 (a joined cluster, where nodes may still be arriving) waits that long for
+    such a node, saying so, before giving up.
+    """
+    deadline = time.monotonic() + wait_s
+    waiting = False
+    while (problem := _unfit_trial(options)) is not None:
+        if time.monotonic() >= deadline:
+            waited = f" after waiting {wait_s:.0f} s for nodes to join" if waiting else ""
+            raise ValueError(f"{problem}{waited}")
+        if not waiting:
+            log(f"waiting up to {wait_s:.0f} s for a node that fits a trial: {problem}")
+            waiting = True
+        time.sleep(min(poll_s, max(0.0, deadline - time.monotonic())))
+
+
+def _unfit_trial(options: ExperimentOptions) -> str | None:
+    """Why no live node can run a trial, or ``None`` when one can."""
+    nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+    gpus = max((node.get("GPU", 0) for node in nodes), default=0)
+    cpus = max((node.get("CPU", 0) for node in nodes), default=0)
+    if any(
+        node.get("CPU", 0) >= options.cpus_per_trial
+        and node.get("GPU", 0) >= options.gpus_per_trial
+        for node in nodes
+    ):
+        return None
+    if options.gpus_per_trial > gpus:
+        have = "no GPU" if gpus == 0 else f"at most {gpus:g} GPUs on a node"
+        advice = "--gpus-per-trial 0 trains on CPUs" if gpus == 0 else "lower --gpus-per-trial"
+        return f"--gpus-per-trial {options.gpus_per_trial:g}: this Ray cluster has {have}; {advice}"
+    if options.cpus_per_trial > cpus:
+        return (
+            f"--cpus-per-trial {options.cpus_per_trial:g}: no node of this Ray cluster has that "
+            f"many CPUs (at most {cpus:g}); lower --cpus-per-trial"
+        )
+    return (
+        f"--cpus-per-trial {options.cpus_per_trial:g} with --gpus-per-trial "
+        f"{options.gpus_per_trial:g}: no node of this Ray cluster has both; lower one of them"
+    )
