@@ -1,5 +1,7 @@
 """python -m raytrack.evaluate RUN_DIR [--data DIR]: the held-out report of a trained run.
 
+RUN_DIR: a run of ``python -m raytrack.train``, a search's ``best/`` (``runs/NAME/best``), or one
+of its Ray Tune trial directories (``runs/NAME/run_trial_...``, evaluated at its last checkpoint).
 Writes ``RUN_DIR/evaluation/report.json`` (position and slope errors of the model and of the
 straight line, overall and in momentum bins) and PNG plots: error histograms, error against
 momentum, error against |dz|, learning curves.
@@ -31,11 +33,23 @@ from raytrack.models.training import load_checkpoint, model_from_checkpoint
 DZ_BINS_MM = (0.0, 100.0, 300.0, 1000.0, 3000.0, 6000.0, 10000.0, 14000.0)
 
 
-def evaluate_model(model: TrackMLP, inputs: np.ndarray, truth: np.ndarray) -> dict[str, Any]:
-    """The report dict plus the per-track arrays the plots need (under ``_tracks``)."""
+def evaluate_model(
+    model: TrackMLP,
+    inputs: np.ndarray,
+    truth: np.ndarray,
+    magnet: tuple[float, float] | None = None,
+) -> dict[str, Any]:
+    """The report dict plus the per-track arrays the plots need (under ``_tracks``).
+
+    ``magnet``: the z extent (mm) of the magnet for the leg-region bins (see
+    :func:`leg_regions`), e.g. ``splits.axis_profile().half_maximum_extent()``.
+    """
     predicted = predict(model, inputs)
     report = evaluation_report(inputs, truth, predicted)
     report["dz_bins"] = _dz_bins(inputs, truth, predicted)
+    if magnet is not None:
+        report["magnet_extent_mm"] = list(magnet)
+        report["region_bins"] = _region_bins(inputs, truth, predicted, magnet)
     report["_tracks"] = {"inputs": inputs, "truth": truth, "predicted": predicted}
     return report
 
@@ -54,6 +68,45 @@ def _dz_bins(inputs: np.ndarray, truth: np.ndarray, predicted: np.ndarray) -> li
                     "tracks": int(inside.sum()),
                     "pos_mean_mm": float(dpos[inside].mean()),
                     "pos_p95_mm": float(np.percentile(dpos[inside], 95)),
+                }
+            )
+    return rows
+
+
+#: Where a leg lies against the magnet's extent [z_in, z_out]; legs run either way.
+REGIONS = ("before", "inside", "after", "entering or leaving", "across")
+
+
+def leg_regions(inputs: np.ndarray, magnet: tuple[float, float]) -> np.ndarray:
+    """Index into REGIONS per track: both ends before the magnet, both inside, both after, one
+    end inside and one outside, or one end before and one after (the whole crossing)."""
+    z_in, z_out = magnet
+    low = np.minimum(inputs[:, 5], inputs[:, 6])
+    high = np.maximum(inputs[:, 5], inputs[:, 6])
+    region = np.full(len(inputs), 3)  # entering or leaving
+    region[high <= z_in] = 0
+    region[(low >= z_in) & (high <= z_out)] = 1
+    region[low >= z_out] = 2
+    region[(low < z_in) & (high > z_out)] = 4
+    return region
+
+
+def _region_bins(inputs, truth, predicted, magnet) -> list[dict[str, Any]]:
+    region = leg_regions(inputs, magnet)
+    model_err = position_errors(predicted, truth)
+    line_err = position_errors(straight_line(inputs), truth)
+    rows = []
+    for k, name in enumerate(REGIONS):
+        inside = region == k
+        if inside.any():
+            rows.append(
+                {
+                    "region": name,
+                    "tracks": int(inside.sum()),
+                    "pos_mean_mm": float(model_err[inside].mean()),
+                    "pos_p95_mm": float(np.percentile(model_err[inside], 95)),
+                    "straight_line_pos_mean_mm": float(line_err[inside].mean()),
+                    "straight_line_pos_p95_mm": float(np.percentile(line_err[inside], 95)),
                 }
             )
     return rows
@@ -149,20 +202,60 @@ def _save(fig, path: Path) -> None:
     plt.close(fig)
 
 
+#: Ray Tune's name for the checkpoint directories of a trial (checkpoint_000003, ...).
+TUNE_CHECKPOINTS = "checkpoint_*"
+
+
+def is_run(directory: Path) -> bool:
+    return (directory / RUN_FILE).is_file() and checkpoint_path(directory).is_file()
+
+
+def find_run(directory: str | Path) -> Path:
+    """The run directory to evaluate for ``directory``: itself when it is one (written by
+    ``python -m raytrack.train``, or a search's ``best/``), or, for a Ray Tune trial directory,
+    its latest checkpoint (each one holds the trial's run.json and checkpoint)."""
+    directory = Path(directory)
+    if is_run(directory):
+        return directory
+    checkpoints = sorted(p for p in directory.glob(TUNE_CHECKPOINTS) if is_run(p))
+    if checkpoints:
+        return checkpoints[-1]  # zero-padded numbers: the last name is the latest
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory}: no such directory")
+    raise FileNotFoundError(
+        f"{directory}: not a raytrack run: no {RUN_FILE} and {checkpoint_path('.').name} here "
+        f"(a run of python -m raytrack.train, a search's best/) nor in a {TUNE_CHECKPOINTS} "
+        "directory (a Ray Tune trial of python -m raytrack.tune)"
+    )
+
+
 def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None) -> dict[str, Any]:
-    """Evaluate the best weights of ``run_dir`` on the test split; writes ``evaluation/``."""
+    """Evaluate the best weights of ``run_dir`` on the test split; writes ``evaluation/``.
+
+    ``run_dir``: a run, a search's ``best/`` or a Ray Tune trial directory (see ``find_run``).
+    """
     run_dir = Path(run_dir)
-    if not (run_dir / RUN_FILE).exists() or not checkpoint_path(run_dir).exists():
-        raise FileNotFoundError(f"{run_dir}: not a raytrack run (no {RUN_FILE} or checkpoint)")
-    spec = RunSpec.from_dict(json.loads((run_dir / RUN_FILE).read_text()))
-    state = load_checkpoint(checkpoint_path(run_dir))
-    splits = load(data_dir or spec.data_dir)
+    run = find_run(run_dir)
+    spec = RunSpec.from_dict(json.loads((run / RUN_FILE).read_text()))
+    state = load_checkpoint(checkpoint_path(run))
+    splits = load(data_dir or spec.data_dir, dtype=np.float64, splits=("test",))
     report = evaluate_model(
-        model_from_checkpoint(state), splits.test.inputs(), splits.test.targets()
+        model_from_checkpoint(state),
+        splits.test.inputs(),
+        splits.test.targets(),
+        magnet=magnet_extent(splits),
     )
     report["dataset_id"] = splits.dataset_id
     write_report(run_dir / "evaluation", report, state["history"])
     return report
+
+
+def magnet_extent(splits) -> tuple[float, float] | None:
+    """The magnet's extent from the dataset's field, None for a field with no profile."""
+    try:
+        return splits.axis_profile().half_maximum_extent()
+    except DatasetError:
+        return None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,7 +264,10 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=HelpFormatter,
     )
-    parser.add_argument("run_dir", help="a directory written by python -m raytrack.train")
+    parser.add_argument(
+        "run_dir",
+        help="a run of python -m raytrack.train, a search's best/ or one of its trial directories",
+    )
     parser.add_argument("--data", help="dataset to evaluate on (default: the run's own)")
     args = parser.parse_args(argv)
     try:
@@ -200,6 +296,20 @@ def print_summary(report: dict[str, Any]) -> None:
         print(
             f"  p {row['p_low_gev']:g}-{high} GeV: mean {r['pos_mean_mm']:.4f} mm, "
             f"P95 {r['pos_p95_mm']:.4f} mm ({r['tracks']} tracks)"
+        )
+    for row in report.get("dz_bins", []):
+        print(
+            f"  |dz| {row['dz_low_mm']:g}-{row['dz_high_mm']:g} mm: mean "
+            f"{row['pos_mean_mm']:.4f} mm, P95 {row['pos_p95_mm']:.4f} mm ({row['tracks']} tracks)"
+        )
+    if "region_bins" in report:
+        z_in, z_out = report["magnet_extent_mm"]
+        print(f"  legs against the magnet (z {z_in:g} -> {z_out:g} mm, |By| >= half its peak):")
+    for row in report.get("region_bins", []):
+        print(
+            f"  {row['region']:>20}: mean {row['pos_mean_mm']:.4f} mm, P95 "
+            f"{row['pos_p95_mm']:.4f} mm (straight line {row['straight_line_pos_mean_mm']:.4f}, "
+            f"{row['straight_line_pos_p95_mm']:.4f}; {row['tracks']} tracks)"
         )
 
 

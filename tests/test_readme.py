@@ -94,3 +94,21 @@ def test_bench_usage_lines_state_the_real_defaults(monkeypatch):
                 continue
             default = getattr(args, name.replace("-", "_"))
             assert str(default) == shown.replace("_", ""), f"bench {command} --{name}"
+
+
+def test_the_cpu_torch_advice_comes_before_the_commands_it_applies_to():
+    readme = (REPO / "README.md").read_text()
+    first_install = readme.index("pip install -e")
+    assert readme.index("download.pytorch.org/whl/cpu") < first_install
+
+
+def test_tensorboard_installs_with_the_project_as_the_readme_says():
+    import tomllib
+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    assert any(r.startswith("tensorboard") for r in extras["tensorboard"])
+    readme = (REPO / "README.md").read_text()
+    assert 'pip install -e ".[tensorboard]"' in readme
+    assert "tensorboard --logdir runs/NAME" in readme  # what tune prints at the end

@@ -86,6 +86,42 @@ def test_presets_on_a_fresh_machine_generate_the_data_first(ray_cluster, tmp_pat
     trial_dirs = [p for p in (tmp_path / "fresh").iterdir() if p.name.startswith("run_trial")]
     assert len(trial_dirs) == 5
     assert all(list(d.glob("events.out.tfevents.*")) for d in trial_dirs)  # TensorBoard
+    check_console(output, tmp_path / "fresh", rows)
+    check_best_is_a_run(best, rows[0], trial_dirs[0])
+
+
+def check_console(output: str, experiment: Path, rows: list[dict]) -> None:
+    """One compact live table, none of Tune's output, then the leaderboard and the summary."""
+    for chatter in ("Checkpoint successfully created", "Trial status", "Configuration for exp",
+                    "To visualize your results", "╭", "+---"):  # fmt: skip
+        assert chatter not in output, chatter
+    assert "val mean mm  val P95 mm" in output  # the live table's header
+    tail = output[output.rindex("  # name") :].splitlines()  # the leaderboard, then the summary
+    assert [line.split()[0] for line in tail[1:6]] == ["1", "2", "3", "4", "5"]
+    assert tail[6].startswith("5 trials in")
+    best = experiment / "best"
+    report = json.loads((best / "evaluation" / "report.json").read_text())
+    summary = "\n".join(tail[7:])
+    assert f"best: {rows[0]['name']} ({rows[0]['trial_id']}, finished)" in summary
+    for label, key in (("model", "model"), ("straight line", "straight_line")):
+        errors = report[key]
+        assert f"{label:<22} {errors['pos_mean_mm']:10.4f} {errors['pos_p95_mm']:10.4f}" in summary
+    assert f"exports in {best}: model.onnx, model.bin, metadata.json" in summary
+    assert tail[-1] == f"TensorBoard: tensorboard --logdir {experiment}"
+
+
+def check_best_is_a_run(best: Path, row: dict, trial_dir: Path) -> None:
+    """best/ says what the leaderboard says, and best/ and a trial directory can be evaluated."""
+    from raytrack.evaluate import main as evaluate
+
+    metadata = json.loads((best / "metadata.json").read_text())
+    assert metadata["status"] == row["status"] == "finished"
+    assert metadata["epochs_run"] == row["epochs"]
+    (best / "evaluation" / "report.json").unlink()
+    assert evaluate([str(best)]) == 0
+    assert (best / "evaluation" / "report.json").exists()
+    assert evaluate([str(trial_dir)]) == 0
+    assert (trial_dir / "evaluation" / "report.json").exists()
 
 
 def test_all_runs_the_presets_then_optuna_variants(ray_cluster, classic_dataset, tmp_path):
@@ -278,3 +314,56 @@ def test_presets_get_the_same_budget_unless_asha_is_asked_for(tmp_path):
     name, asked = scheduler("--search", "presets", "--scheduler", "asha")
     assert name == "asha" and isinstance(asked, ASHAScheduler)
     assert options(tmp_path, tmp_path, search="optuna").scheduler == "asha"
+
+
+class FakeTrial:
+    def __init__(self, trial_id: str, status: str, preset: str, result: dict | None = None):
+        self.trial_id, self.status, self.config = trial_id, status, {"preset": preset}
+        self.last_result = result or {}
+
+
+def test_live_table_is_compact_redrawn_on_a_terminal_and_survives_pickling(monkeypatch):
+    import io
+    import pickle
+
+    from raytrack.search import progress
+    from raytrack.search.trial import TrialSettings
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    settings = TrialSettings(max_epochs=10, time_budget=None, seed=0, device="cpu", cpus=1)
+    table = pickle.loads(pickle.dumps(progress.LiveTable(settings)))  # as --resume restores it
+    done = {
+        "epoch": 10,
+        "train_status": "finished",
+        "name": "deep",
+        "weight_count": 232836,
+        "best_val_pos_mean_mm": 0.0123,
+        "best_val_pos_p95_mm": 0.0456,
+    }
+    trials = [FakeTrial("a_00000", "RUNNING", "large", {"epoch": 3, "best_val_pos_p95_mm": 0.5}),
+              FakeTrial("a_00001", "TERMINATED", "deep", done),
+              FakeTrial("a_00002", "PENDING", "wide")]  # fmt: skip
+    log = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", log)
+    table.on_step_end(iteration=1, trials=trials)
+    lines = log.getvalue().splitlines()
+    assert lines[0].split() == ["trial", "name", "status", "epoch", "val", "mean", "mm", "val",
+                                "P95", "mm", "weights"]  # fmt: skip
+    assert lines[1].split()[:5] == ["a_00000", "large", "running", "3/10", "-"]
+    assert lines[2].split() == ["a_00001", "deep", "finished", "10/10", "0.0123", "0.0456",
+                                "232836"]  # fmt: skip
+    assert lines[3].split()[:3] == ["a_00002", "wide", "pending"]
+    assert "best so far deep (a_00001), val P95 0.0456 mm" in lines[4]
+    trials[0].last_result = {"epoch": 4}
+    table.on_step_end(iteration=2, trials=trials)
+    table.on_experiment_end(trials=trials)
+    assert log.getvalue().count("trial ") == 1  # a log: not again within LOG_INTERVAL_S
+    screen = Terminal()
+    monkeypatch.setattr(sys, "stdout", screen)
+    table = progress.LiveTable(settings)
+    table.on_step_end(iteration=1, trials=trials)
+    table.on_experiment_end(trials=trials)
+    assert screen.getvalue().count("\x1b[5F\x1b[J") == 1  # the last table overwrote the first

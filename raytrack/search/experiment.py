@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from raytrack.data import load
 from raytrack.data.loader import DatasetSplits
 from raytrack.files import write_json_atomic
 from raytrack.models.presets import SEARCH_PRESETS, load_presets
-from raytrack.models.run import RunSpec
+from raytrack.models.run import RUN_FILE, RunSpec
 from raytrack.models.training import (
     CHECKPOINT_NAME,
     TrainConfig,
@@ -31,6 +32,7 @@ from raytrack.models.training import (
 )
 from raytrack.run import write_outputs
 from raytrack.search.leaderboard import (
+    format_best,
     format_leaderboard,
     make_row,
     pareto_front,
@@ -38,6 +40,7 @@ from raytrack.search.leaderboard import (
     trial_status,
     write_leaderboard,
 )
+from raytrack.search.progress import LEGEND, LiveTable, tune_console_quiet
 from raytrack.search.trial import OBJECTIVE, TrialSettings, resolve_configs, run_trial
 
 SEARCHES = ("presets", "optuna", "all")
@@ -159,17 +162,22 @@ def run_experiment(
             trainable,
             param_space=_param_space(options),
             tune_config=_tune_config(options, settings),
-            run_config=_run_config(options),
+            run_config=_run_config(options, settings),
         )
-    results = tuner.fit()
+    log(LEGEND)
+    with tune_console_quiet():
+        results = tuner.fit()
     rows = _leaderboard(results, options, settings)
     write_leaderboard(options.path, rows)
     cost = OBJECTIVES[options.objective]
     if cost:
         write_leaderboard(options.path, pareto_front(rows, cost), stem="pareto")
-    _export_best(rows, results, options, splits, settings, log)
+    best = _export_best(rows, results, options, splits, settings, log)
     log(format_leaderboard(rows))
     log(f"{len(rows)} trials in {time.time() - started:.0f} s; results in {options.path}")
+    if best is not None:
+        log(format_best(*best))
+    log(f"TensorBoard: tensorboard --logdir {options.path}")
     return rows
 
 
@@ -237,8 +245,7 @@ def _searcher(options: ExperimentOptions, settings: TrialSettings, cost: str | N
     )
 
 
-def _run_config(options: ExperimentOptions) -> tune.RunConfig:
-    # Ray Tune's own console output is the live table (trial status, epochs, metrics).
+def _run_config(options: ExperimentOptions, settings: TrialSettings) -> tune.RunConfig:
     return tune.RunConfig(
         name=options.name,
         storage_path=str(Path(options.storage).resolve()),
@@ -246,7 +253,9 @@ def _run_config(options: ExperimentOptions) -> tune.RunConfig:
         # Not fewer: a resumed trial restores the checkpoint the last experiment snapshot named,
         # and Tune may already have deleted an older one (seen with fast epochs and keep=2).
         checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
-        verbose=1,
+        # Tune's own console output gives way to raytrack's live table (see search.progress)
+        verbose=0,
+        callbacks=[LiveTable(settings)],
     )
 
 
@@ -264,30 +273,38 @@ def _leaderboard(results, options: ExperimentOptions, settings: TrialSettings) -
     return rank(rows)
 
 
-def _export_best(rows, results, options, splits: DatasetSplits, settings, log) -> None:
-    """best/: the best trial's exports, evaluation report and plots."""
+def _export_best(
+    rows, results, options, splits: DatasetSplits, settings, log
+) -> tuple[dict[str, Any], Path, dict[str, Any] | None] | None:
+    """best/: the best trial's run (run.json, checkpoint), exports, evaluation report and plots.
+
+    Returns (its leaderboard row, best/, its test-split report), or None when no trial left a
+    model."""
     best = next((r for r in rows if r["pos_p95_mm"] is not None), None)
     if best is None:
         log("no trial produced a model: nothing to export")
-        return
+        return None
     result = next(r for r in results if (r.metrics or {}).get("trial_id") == best["trial_id"])
     if result.checkpoint is None:
         log(f"best trial {best['trial_id']} left no checkpoint: nothing to export")
-        return
+        return None
+    out = options.path / "best"
+    out.mkdir(exist_ok=True)
     with result.checkpoint.as_directory() as directory:
-        state = load_checkpoint(Path(directory) / CHECKPOINT_NAME)
+        # a run directory like any other: python -m raytrack.evaluate takes it
+        shutil.copy(Path(directory) / CHECKPOINT_NAME, out / CHECKPOINT_NAME)
+    state = load_checkpoint(out / CHECKPOINT_NAME)
     name, model, train = resolve_configs(result.config, settings)
     spec = RunSpec(
         data_dir=settings.data_dir, model=model, train=train, name=name, device=options.device
     )
-    out = options.path / "best"
-    out.mkdir(exist_ok=True)
-    write_outputs(out, spec, splits, result_from_checkpoint(state))
+    write_json_atomic(out / RUN_FILE, spec.to_dict())
+    # The checkpoint was saved at the trial's last epoch, before its end (and ASHA's verdict)
+    # was known: the leaderboard's status is the trial's.
+    trained = replace(result_from_checkpoint(state), status=best["status"])
+    report = write_outputs(out, spec, splits, trained)
     write_json_atomic(out / "trial.json", {"trial_id": best["trial_id"], "row": best})
-    log(
-        f"best: {best['name']} ({best['trial_id']}), validation P95 {best['pos_p95_mm']:.4f} mm "
-        f"-> {out}"
-    )
+    return best, out, report
 
 
 def describe_resources(options: ExperimentOptions) -> str:

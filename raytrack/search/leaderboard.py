@@ -115,3 +115,25 @@ def format_leaderboard(rows: list[dict[str, Any]]) -> str:
             f"{mm(r['pos_p95_mm'])} {mm(r['pos_p99_mm'])} {slope}"
         )
     return "\n".join(lines)
+
+
+def format_best(row: dict[str, Any], out: Path, report: dict[str, Any] | None) -> str:
+    """The closing summary: the best trial, its test-split errors beside the straight line's,
+    and where its exports are."""
+    lines = [
+        f"best: {row['name']} ({row['trial_id']}, {row['status']}), "
+        f"validation P95 {row['pos_p95_mm']:.4f} mm"
+    ]
+    if report is not None:
+        tracks = report["model"]["tracks"]
+        lines.append(f"  test split ({tracks} tracks)  {'mean mm':>10} {'P95 mm':>10}")
+        for label, key in (("model", "model"), ("straight line", "straight_line")):
+            errors = report[key]
+            lines.append(
+                f"    {label:<22} {errors['pos_mean_mm']:10.4f} {errors['pos_p95_mm']:10.4f}"
+            )
+    lines.append(
+        f"  exports in {out}: model.onnx, model.bin, metadata.json; "
+        "evaluation/ (report.json, plots)"
+    )
+    return "\n".join(lines)

@@ -7,9 +7,11 @@ through Ray's object store (``tune.with_parameters``): one copy per node, read w
 
 from __future__ import annotations
 
+import logging
 import math
 import shutil
 import tempfile
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from ray import tune
 from raytrack.data.loader import DatasetSplits
 from raytrack.models.mlp import ModelConfig
 from raytrack.models.presets import load_presets
-from raytrack.models.run import RunSpec
+from raytrack.models.run import RUN_FILE, RunSpec
 from raytrack.models.training import CHECKPOINT_NAME, VALIDATION_METRICS, TrainConfig
 from raytrack.run import train_run
 
@@ -73,6 +75,12 @@ def preset_name_of(model: ModelConfig) -> str | None:
 def run_trial(config: dict[str, Any], data: DatasetSplits, settings: TrialSettings) -> None:
     """The Ray Tune function trainable."""
     name, model, train = resolve_configs(config, settings)
+    # One INFO line per epoch ("Checkpoint successfully created at ...") would reach the
+    # driver's console between the rows of the live table.
+    logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
+    # The dataset is read in place from Ray's object store, read-only by design; training
+    # reads it and never writes to it.
+    warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
     if settings.device == "cpu":  # torch threads follow --cpus-per-trial
         torch.set_num_threads(max(1, int(settings.cpus)))
     fixed = {
@@ -127,7 +135,10 @@ class _Reporter:
             return
         self.last = {**self.fixed, **metrics, "failed": 0.0, "train_done": 0.0}
         with tempfile.TemporaryDirectory() as tmp:
+            # with run.json beside it, every checkpoint Tune keeps is a run directory that
+            # python -m raytrack.evaluate (and a search's best/) can use like any run
             shutil.copy(checkpoint, Path(tmp) / CHECKPOINT_NAME)
+            shutil.copy(checkpoint.parent / RUN_FILE, Path(tmp) / RUN_FILE)
             tune.report(self.last, checkpoint=tune.Checkpoint.from_directory(tmp))
 
     def final(self, status: str) -> None:
