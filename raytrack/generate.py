@@ -18,6 +18,7 @@ from raytrack.data.phase_space import PhaseSpaceError, load_phase_space
 from raytrack.data.pipeline import generate_dataset
 from raytrack.data.schema import DatasetError
 from raytrack.data.shards import DatasetSpec
+from raytrack.devices import check_device
 from raytrack.physics import field_from_spec
 
 TRACKS_PER_DEFAULT_SHARD = 250_000
@@ -74,6 +75,8 @@ def spec_from_args(args: argparse.Namespace) -> DatasetSpec:
         )
     if not (args.device == "cpu" or args.device.startswith("cuda")):
         raise ValueError(f"--device must be cpu or cuda, got {args.device!r}")
+    if args.address is None:  # a local Ray runs the tasks with this process's torch
+        check_device(args.device)
     return DatasetSpec(
         samples=args.samples,
         shards=args.shards if args.shards is not None else default_shards(args.samples),

@@ -82,6 +82,29 @@ def test_train_bad_options_are_named_and_write_nothing(tmp_path, capsys, args, m
     assert not out.exists()
 
 
+def test_generate_on_cuda_with_a_cpu_only_torch_is_named(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(torch.backends.cuda, "is_built", lambda: False)
+    out = tmp_path / "d"
+    assert generate.main(["--samples", "30", "--out", str(out), "--device", "cuda"]) == 1
+    assert "--device cuda: this torch" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_generate_on_cuda_without_a_gpu_in_ray_is_refused(ray_cluster, tmp_path):
+    import ray
+
+    from raytrack.data import load_phase_space
+    from raytrack.data.pipeline import generate_dataset
+    from raytrack.data.shards import DatasetSpec
+    from raytrack.physics import DipoleField
+
+    if ray.cluster_resources().get("GPU"):
+        pytest.skip("this Ray has a GPU")
+    spec = DatasetSpec(30, 3, 0, load_phase_space("classic"), DipoleField(), device="cuda")
+    with pytest.raises(ValueError, match="--device cuda: this Ray cluster has no GPU"):
+        generate_dataset(spec, tmp_path / "d", log=lambda _: None)  # the tasks used to wait forever
+
+
 # Item 9: a damaged manifest is named, with what is wrong.
 
 

@@ -151,7 +151,9 @@ def _check_recorded_shards(out: Path, manifest: dict[str, Any], log: Log) -> Non
 def _run_shard_tasks(spec, out, manifest, missing, workers, address, progress, log) -> None:
     connect(address)
     resources = {"num_gpus": 1} if spec.device.startswith("cuda") else {"num_cpus": 1}
-    available = ray.cluster_resources().get("GPU" if "num_gpus" in resources else "CPU", 1)
+    available = ray.cluster_resources().get("GPU" if "num_gpus" in resources else "CPU", 0)
+    if available == 0 and "num_gpus" in resources:  # the tasks would wait for a GPU forever
+        raise ValueError(f"--device {spec.device}: this Ray cluster has no GPU; use --device cpu")
     workers = max(1, int(workers or available))
     log(
         f"generating {len(missing)} shards of {spec.samples} tracks in {out} "
