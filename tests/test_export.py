@@ -1,8 +1,13 @@
 """Deployment exports: model.bin (NumPy and C++ readers) and ONNX reproduce the torch model.
 
-Every model has non-square layers and non-trivial normalisation, so a transposed weight matrix
-or a forgotten standardisation cannot hide; a negative control shows that a column-major weight
-matrix (the bug of an earlier export, physics.md section 6) is caught.
+Every formulation (physics base x input set x target mode, leg_power 0 and 2) is exported and
+evaluated by torch, ONNX Runtime, the NumPy reader and the C++ header on the same tracks: legs
+of any length in both directions, short hops, legs that leave the field tables and a fixed leg.
+Models are built without training (random weights, the default dipole's on-axis profile, a
+normalisation fitted on synthetic end states), so the tests are fast. Every model has
+non-square layers and non-trivial normalisation, so a transposed weight matrix or a forgotten
+standardisation cannot hide; negative controls show that a column-major weight matrix (the bug
+of an earlier export, physics.md section 6) and a wrong physics base are caught.
 """
 
 from __future__ import annotations
@@ -25,73 +30,72 @@ from raytrack.export import (
     read_model_bin,
     write_model_bin,
 )
-from raytrack.export.model_bin import erf
-from raytrack.models.mlp import (
-    ModelConfig,
-    Normalisation,
-    TrackMLP,
-    straight_line,
-)
+from raytrack.export.model_bin import BinModel, erf, parse_model_bin
+from raytrack.models.formulation import MIN_LEG_M, Formulation
+from raytrack.models.mlp import ModelConfig, Normalisation, TrackMLP
+from raytrack.physics.field_integrals import MIN_UZ_SQUARED, AxisProfile
+from raytrack.physics.fields import DipoleField
+from raytrack.physics.units import KAPPA
 
-ACTIVATIONS = ("relu", "silu", "gelu", "tanh")
+AXIS = AxisProfile.from_field(DipoleField(), -500.0, 14500.0)
+BASES = ("line", "kick", "axial", "expansion")
+INPUT_SETS = ("state", "physics")
 TARGETS = ("raw", "residual", "residual_qop")
+LEG_POWERS = (0.0, 2.0)
+ACTIVATIONS = ("relu", "silu", "gelu", "tanh")
 SHAPES = ((16, 8), (24, 12, 6))
-CASES = [(h, a, t) for h in SHAPES for a in ACTIVATIONS for t in TARGETS]
-ONNX_CASES = [
-    ((16, 8), "relu", "raw"),
-    ((24, 12, 6), "silu", "residual"),
-    ((16, 8), "gelu", "residual_qop"),
-    ((24, 12, 6), "tanh", "residual_qop"),
+
+
+def _onnx_leg_power(base: str, inputs: str) -> float:
+    """The leg_power of the one ONNX export per (base, inputs, target): alternating, so that
+    every base and every input set is exported with both leg powers (an export takes seconds)."""
+    return LEG_POWERS[(BASES.index(base) + INPUT_SETS.index(inputs)) % 2]
+
+
+# (base, inputs, target, leg_power, with_onnx)
+FORMULATIONS = [
+    (b, i, t, p, p == _onnx_leg_power(b, i))
+    for b in BASES
+    for i in INPUT_SETS
+    for t in TARGETS
+    for p in LEG_POWERS
 ]
-# Typical size of the (encoded) target per mode: raw end states, residuals, residual / qop.
-TARGET_SCALE = {
-    "raw": np.array([800.0, 700.0, 0.3, 0.25]),
-    "residual": np.array([60.0, 5.0, 0.1, 0.005]),
-    "residual_qop": np.array([3e5, 2e4, 300.0, 10.0]),
-}
-
-# --- models, tracks and tolerances -------------------------------------------------------------
+# Activations and depths, on the default formulation.
+NETWORKS = [(h, a) for h in SHAPES for a in ACTIVATIONS]
 
 
-def case_id(case) -> str:
-    hidden, activation, target = case
-    return f"{'x'.join(map(str, hidden))}-{activation}-{target}"
+def formulation_id(case) -> str:
+    base, inputs, target, leg_power, with_onnx = case
+    return f"{base}-{inputs}-{target}-L{leg_power:g}" + ("-onnx" if with_onnx else "")
 
 
-def random_normalisation(rng: np.random.Generator, target: str) -> Normalisation:
-    """Random but plausible means and standard deviations (none of them 0 or 1)."""
-    scale = np.array([500.0, 400.0, 0.15, 0.12, 2e-4, 300.0, 800.0])
-    shift = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 3000.0, 7000.0])
-    tscale = TARGET_SCALE[target]
-    return Normalisation(
-        input_mean=shift + scale * rng.uniform(-0.2, 0.2, 7),
-        input_std=scale * rng.uniform(0.7, 1.4, 7),
-        target_mean=tscale * rng.uniform(-0.3, 0.3, 4),
-        target_std=tscale * rng.uniform(0.5, 1.5, 4),
-    )
+def network_id(case) -> str:
+    hidden, activation = case
+    return f"{'x'.join(map(str, hidden))}-{activation}"
 
 
-def make_model(hidden, activation: str, target: str, seed: int = 0, dropout=0.0) -> TrackMLP:
-    """A TrackMLP in eval mode with random weights and biases and random normalisation."""
-    rng = np.random.default_rng(seed)
-    config = ModelConfig(hidden=hidden, activation=activation, target=target, dropout=dropout)
-    model = TrackMLP(config, random_normalisation(rng, target))
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for layer in model.linear_layers():
-            fan_in = layer.weight.shape[1]
-            layer.weight.copy_(torch.randn(layer.weight.shape, generator=gen) * 1.5 / fan_in**0.5)
-            layer.bias.copy_(torch.randn(layer.bias.shape, generator=gen) * 0.5)
-    return model.eval()
+# --- tracks, models and tolerances -------------------------------------------------------------
 
 
-def draw_tracks(n: int, seed: int = 1, variable_z: bool = False) -> np.ndarray:
-    """(n, 7) float32 states like real tracks at the magnet entrance."""
+def draw_tracks(n: int, seed: int = 1, legs: str = "any") -> np.ndarray:
+    """(n, 7) float32 states like real tracks anywhere along the detector.
+
+    legs: "any" (z_start, z_end in 0..14000 mm, either direction), "short" (25-250 mm hops,
+    either direction, and a few zero-length legs), "beyond" (ends up to 1.5 m outside the field
+    tables, which span -500..14500 mm) or "fixed" (3000 -> 7000 mm, the classic leg).
+    """
     rng = np.random.default_rng(seed)
     p = np.exp(rng.uniform(np.log(2000.0), np.log(100000.0), n))
     qop = rng.choice([-1.0, 1.0], n) / p
-    z0 = rng.uniform(2500.0, 3500.0, n) if variable_z else np.full(n, 3000.0)
-    z1 = rng.uniform(6000.0, 9000.0, n) if variable_z else np.full(n, 7000.0)
+    if legs == "fixed":
+        z0, z1 = np.full(n, 3000.0), np.full(n, 7000.0)
+    elif legs == "short":
+        z0 = rng.uniform(0.0, 14000.0, n)
+        z1 = z0 + rng.choice([-1.0, 1.0], n) * rng.uniform(25.0, 250.0, n)
+        z1[:3] = z0[:3]
+    else:
+        lo, hi = (0.0, 14000.0) if legs == "any" else (-2000.0, 16000.0)
+        z0, z1 = rng.uniform(lo, hi, n), rng.uniform(lo, hi, n)
     cols = [
         rng.uniform(-900.0, 900.0, n),
         rng.uniform(-750.0, 750.0, n),
@@ -102,6 +106,65 @@ def draw_tracks(n: int, seed: int = 1, variable_z: bool = False) -> np.ndarray:
         z1,
     ]
     return np.stack(cols, axis=1).astype(np.float32)
+
+
+LEG_GROUPS = ("any", "short", "beyond", "fixed")
+
+
+def track_groups(n: int = 200, seed: int = 1) -> dict[str, np.ndarray]:
+    """One batch per kind of leg: each is compared on its own, so that the tolerance of the
+    10 m legs (scaled by their largest values) does not swallow the short hops' errors."""
+    return {legs: draw_tracks(n, seed + k, legs) for k, legs in enumerate(LEG_GROUPS)}
+
+
+def synthetic_truth(inputs: torch.Tensor, seed: int) -> torch.Tensor:
+    """Plausible end states for fitting a normalisation: the expansion transport plus a residual
+    that grows with q/p and the leg as a real one does (and is large enough to matter)."""
+    inputs = inputs.double()
+    base = Formulation("expansion", "state", "raw", 0.0, AXIS).base_prediction(inputs)
+    leg = torch.abs(inputs[:, 6] - inputs[:, 5]) / 1000.0
+    size = torch.stack((2.0 * leg**2, 2.0 * leg**2, 1e-3 * leg, 1e-3 * leg), 1)
+    noise = torch.randn(inputs.shape[0], 4, dtype=torch.float64, generator=_gen(seed))
+    return base + 1e4 * inputs[:, 4:5] * size * noise
+
+
+def _gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def make_model(
+    hidden=(16, 8),
+    activation: str = "silu",
+    seed: int = 0,
+    dropout: float = 0.0,
+    fit_on: np.ndarray | None = None,
+    **formulation,
+) -> TrackMLP:
+    """A TrackMLP in eval mode with random weights and biases and a normalisation fitted with
+    ``Normalisation.fit`` on synthetic end states of ``fit_on`` (default: tracks of any leg).
+
+    ``formulation``: ModelConfig's base / inputs / target / leg_power (defaults otherwise)."""
+    config = ModelConfig(hidden=hidden, activation=activation, dropout=dropout, **formulation)
+    model = TrackMLP(config, axis=AXIS)
+    if fit_on is None:
+        fit_on = np.concatenate([draw_tracks(1500, 1000 + seed), draw_tracks(500, seed, "short")])
+    inputs = torch.from_numpy(fit_on)
+    with torch.no_grad():
+        features, encoded = model.encode(inputs, synthetic_truth(inputs, seed))
+        model.set_normalisation(Normalisation.fit(features, encoded))
+        gen = _gen(seed)
+        for layer in model.linear_layers():
+            fan_in = layer.weight.shape[1]
+            layer.weight.copy_(torch.randn(layer.weight.shape, generator=gen) * 1.5 / fan_in**0.5)
+            layer.bias.copy_(torch.randn(layer.bias.shape, generator=gen) * 0.5)
+    return model.eval()
+
+
+def formulation_model(case, seed: int) -> TrackMLP:
+    base, inputs, target, leg_power, _ = case
+    return make_model(
+        (24, 12, 6), "silu", seed, base=base, inputs=inputs, target=target, leg_power=leg_power
+    )
 
 
 def torch_predict(model: TrackMLP, inputs: np.ndarray) -> np.ndarray:
@@ -121,179 +184,22 @@ def mismatch(got: np.ndarray, ref: np.ndarray) -> float:
 
 
 def assert_matches(got: np.ndarray, ref: np.ndarray, what: str) -> None:
+    assert np.all(np.isfinite(ref)), f"{what}: the torch reference is not finite"
     assert np.all(np.isfinite(got)), f"{what}: non-finite outputs"
     err = mismatch(got, ref)
     assert err <= 1.0, f"{what}: error is {err:.3g} x the float32 tolerance"
 
 
-def both_input_sets() -> list[np.ndarray]:
-    return [draw_tracks(500, seed=1), draw_tracks(500, seed=2, variable_z=True)]
+def assert_groups_match(got: np.ndarray, ref: np.ndarray, groups: dict, what: str) -> None:
+    """``got`` and ``ref`` are the groups' tracks concatenated in order; compare each group."""
+    start = 0
+    for legs, tracks in groups.items():
+        end = start + len(tracks)
+        assert_matches(got[start:end], ref[start:end], f"{what}, {legs} legs")
+        start = end
 
 
-# --- (a) the NumPy reader ----------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("case", CASES, ids=case_id)
-def test_numpy_reader_matches_torch(case, tmp_path: Path) -> None:
-    model = make_model(*case, seed=CASES.index(case))
-    write_model_bin(model, tmp_path / "model.bin")
-    loaded = read_model_bin(tmp_path / "model.bin")
-    assert loaded.n_layers == len(case[0]) + 1
-    assert loaded.weight_count == model.config.weight_count
-    for inputs in both_input_sets():
-        assert_matches(loaded.forward(inputs), torch_predict(model, inputs), case_id(case))
-
-
-def test_numpy_reader_ignores_dropout_like_eval_mode(tmp_path: Path) -> None:
-    model = make_model((16, 8), "silu", "residual_qop", seed=5, dropout=0.2)
-    write_model_bin(model, tmp_path / "model.bin")
-    inputs = draw_tracks(300)
-    assert_matches(
-        read_model_bin(tmp_path / "model.bin").forward(inputs),
-        torch_predict(model, inputs),
-        "dropout",
-    )
-
-
-def test_erf_is_exact_to_float64_precision() -> None:
-    xs = np.concatenate([np.linspace(-12.0, 12.0, 20001), [0.0, -0.0, 2.999999, 3.0, 40.0]])
-    ref = np.array([math.erf(v) for v in xs])
-    assert np.max(np.abs(erf(xs) - ref)) < 1e-12
-
-
-def test_write_is_atomic_and_leaves_no_temporary_files(tmp_path: Path) -> None:
-    model = make_model((16, 8), "relu", "residual", seed=3)
-    (tmp_path / "model.bin").write_bytes(b"old content")
-    write_model_bin(model, tmp_path / "model.bin")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.bin"]
-    assert (tmp_path / "model.bin").stat().st_size == 1356  # the worked example in the spec
-    read_model_bin(tmp_path / "model.bin")
-
-
-# --- the written layout, parsed straight from the spec (independent of the reader) -------------
-
-
-def spec_layout(data: bytes) -> dict:
-    """Parse model.bin with struct, following docs/model_bin.md literally."""
-    magic = data[0:8]
-    version, endian, dtype, act, target, n_in, n_out, n_layers = struct.unpack_from("<8I", data, 8)
-    dims = struct.unpack_from(f"<{2 * n_layers}I", data, 40)
-    shapes = list(zip(dims[0::2], dims[1::2], strict=True))
-    offset = 40 + 8 * n_layers
-    norm = np.frombuffer(data, "<f4", 22, offset)
-    offset += 88
-    layers = []
-    for rows, cols in shapes:
-        w_off = offset
-        weight = np.frombuffer(data, "<f4", rows * cols, offset)
-        offset += 4 * rows * cols
-        bias = np.frombuffer(data, "<f4", rows, offset)
-        offset += 4 * rows
-        layers.append((w_off, rows, cols, weight, bias))
-    (crc,) = struct.unpack_from("<I", data, offset)
-    return dict(
-        magic=magic, header=(version, endian, dtype, act, target, n_in, n_out, n_layers),
-        norm=norm, layers=layers, crc=crc, end=offset + 4,
-    )  # fmt: skip
-
-
-def test_layout_follows_the_spec_byte_by_byte(tmp_path: Path) -> None:
-    model = make_model((24, 12, 6), "gelu", "residual_qop", seed=7)
-    write_model_bin(model, tmp_path / "model.bin")
-    data = (tmp_path / "model.bin").read_bytes()
-    spec = spec_layout(data)
-    assert spec["magic"] == b"RTRKMLP\0"
-    assert data[12:16] == bytes([4, 3, 2, 1])  # 0x01020304 little-endian
-    assert spec["header"] == (1, 0x01020304, 1, 3, 2, 7, 4, 4)
-    assert spec["end"] == len(data)
-    assert spec["crc"] == zlib.crc32(data[:-4])
-    norm = model.normalisation()
-    expected_norm = np.concatenate(
-        [norm.input_mean, norm.input_std, norm.target_mean, norm.target_std]
-    )
-    np.testing.assert_array_equal(spec["norm"], expected_norm.astype(np.float32))
-    for (_, rows, cols, weight, bias), layer in zip(
-        spec["layers"], model.linear_layers(), strict=True
-    ):
-        w = layer.weight.detach().numpy()
-        assert (rows, cols) == w.shape
-        assert weight[1] == w[0, 1] and weight[cols] == w[1, 0]  # W[o][i] at o*cols + i
-        np.testing.assert_array_equal(weight, w.ravel())
-        np.testing.assert_array_equal(bias, layer.bias.detach().numpy())
-
-
-# --- (d) negative control: a column-major matrix is caught ------------------------------------
-
-
-def transpose_layer_in_file(path: Path, layer: int) -> None:
-    """Rewrite one weight matrix column-major (the old bug), keeping the file otherwise valid."""
-    data = bytearray(path.read_bytes())
-    w_off, rows, cols, weight, _ = spec_layout(bytes(data))["layers"][layer]
-    column_major = weight.reshape(rows, cols).T.astype("<f4").tobytes()
-    data[w_off : w_off + 4 * rows * cols] = column_major
-    data[-4:] = struct.pack("<I", zlib.crc32(bytes(data[:-4])))
-    path.write_bytes(bytes(data))
-
-
-@pytest.mark.parametrize("target", TARGETS)
-def test_transposed_weights_are_caught(target: str, tmp_path: Path) -> None:
-    model = make_model((16, 8), "silu", target, seed=11)
-    path = tmp_path / "model.bin"
-    write_model_bin(model, path)
-    inputs = draw_tracks(500)
-    ref = torch_predict(model, inputs)
-    assert_matches(read_model_bin(path).forward(inputs), ref, "before transposing")
-    for layer in range(3):
-        write_model_bin(model, path)
-        transpose_layer_in_file(path, layer)
-        got = read_model_bin(path).forward(inputs)  # still loads: shapes and CRC are valid
-        assert mismatch(got, ref) > 100.0, f"transposed layer {layer} went unnoticed"
-
-
-# --- (b) ONNX -----------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def onnx_models(tmp_path_factory) -> dict:
-    """Each ONNX case exported once: case -> (model, path)."""
-    out = {}
-    for case in ONNX_CASES:
-        path = tmp_path_factory.mktemp(case_id(case)) / "model.onnx"
-        model = make_model(*case, seed=100 + ONNX_CASES.index(case))
-        export_onnx(model, path)
-        out[case] = (model, path)
-    return out
-
-
-@pytest.mark.parametrize("case", ONNX_CASES, ids=case_id)
-def test_onnx_matches_torch(case, onnx_models) -> None:
-    model, path = onnx_models[case]
-    assert sorted(p.name for p in path.parent.iterdir()) == ["model.onnx"]  # self-contained
-    for inputs in both_input_sets():
-        got = onnx_predict(path, inputs, intra_op_num_threads=1)
-        assert_matches(got, torch_predict(model, inputs), f"onnx {case_id(case)}")
-
-
-def test_onnx_graph_has_named_dynamic_batch(onnx_models) -> None:
-    import onnx
-
-    model, path = onnx_models[ONNX_CASES[2]]
-    graph = onnx.load(str(path)).graph
-    assert [i.name for i in graph.input] == ["state"]
-    assert [o.name for o in graph.output] == ["state_end"]
-    for value, width in ((graph.input[0], 7), (graph.output[0], 4)):
-        dims = value.type.tensor_type.shape.dim
-        assert dims[0].dim_param and not dims[0].dim_value  # symbolic batch
-        assert dims[1].dim_value == width
-        assert value.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
-    inputs = draw_tracks(1000, variable_z=True)
-    ref = torch_predict(model, inputs)
-    assert onnx_predict(path, inputs[:1]).shape == (1, 4)
-    assert_matches(onnx_predict(path, inputs[:1]), ref[:1], "onnx batch 1")
-    assert_matches(onnx_predict(path, inputs), ref, "onnx batch 1000")
-
-
-# --- (c) the C++ header -------------------------------------------------------------------------
+# --- the C++ driver ------------------------------------------------------------------------------
 
 CPP_MAIN = r"""
 #include "raytrack_mlp.hpp"
@@ -318,7 +224,8 @@ int main(int argc, char** argv) {
     mlp.forward(in.data(), out.data(), n);
     std::ofstream fout(argv[3], std::ios::binary);
     fout.write(reinterpret_cast<const char*>(out.data()), out.size() * sizeof(float));
-    std::cout << mlp.n_layers() << " " << mlp.weight_count() << "\n";
+    std::cout << mlp.n_layers() << " " << mlp.weight_count() << " " << mlp.version << " "
+              << mlp.n_features() << "\n";
     return fout ? 0 : 66;
   } catch (const std::exception& e) {
     std::cerr << "error: " << e.what() << "\n";
@@ -331,9 +238,9 @@ int main(int argc, char** argv) {
 @pytest.fixture(scope="module")
 def cpp_predict(tmp_path_factory) -> Path:
     """Compile the small C++ driver against raytrack_mlp.hpp once per module."""
-    compiler = shutil.which("c++") or shutil.which("g++") or shutil.which("clang++")
+    compiler = shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
     if compiler is None:
-        pytest.skip("no C++ compiler (c++, g++ or clang++) on PATH: cannot test the C++ header")
+        pytest.skip("no C++ compiler (g++, c++ or clang++) on PATH: cannot test the C++ header")
     if np.dtype("=f4").byteorder not in ("=", "<") or not np.little_endian:
         pytest.skip("the test driver exchanges native floats; this host is big-endian")
     build = tmp_path_factory.mktemp("cpp")
@@ -359,29 +266,309 @@ def run_cpp(exe: Path, model_path: Path, inputs: np.ndarray, work: Path):
     return proc, np.frombuffer(out_path.read_bytes(), "<f4").reshape(-1, 4)
 
 
-@pytest.mark.parametrize("case", CASES, ids=case_id)
-def test_cpp_header_matches_torch(case, cpp_predict: Path, tmp_path: Path) -> None:
-    model = make_model(*case, seed=CASES.index(case))
+# --- (a) every formulation: torch, ONNX Runtime, NumPy and C++ agree ----------------------------
+
+
+@pytest.mark.parametrize("case", FORMULATIONS, ids=formulation_id)
+def test_every_reader_matches_torch(case, cpp_predict: Path, tmp_path: Path) -> None:
+    seed = FORMULATIONS.index(case)
+    model = formulation_model(case, seed)
+    groups = track_groups(seed=10 * seed)
+    inputs = np.concatenate(list(groups.values()))
+    ref = torch_predict(model, inputs)
+    what = formulation_id(case)
+
     write_model_bin(model, tmp_path / "model.bin")
-    for inputs in both_input_sets():
-        proc, got = run_cpp(cpp_predict, tmp_path / "model.bin", inputs, tmp_path)
-        assert proc.returncode == 0, proc.stderr
-        assert proc.stdout.split() == [str(len(case[0]) + 1), str(model.config.weight_count)]
-        assert_matches(got, torch_predict(model, inputs), f"C++ {case_id(case)}")
+    loaded = read_model_bin(tmp_path / "model.bin")
+    assert (loaded.base, loaded.inputs, loaded.target, loaded.leg_power) == case[:4]
+    assert loaded.n_layers == 4 and loaded.weight_count == model.config.weight_count
+    assert_groups_match(loaded.forward(inputs), ref, groups, f"numpy {what}")
+
+    proc, got = run_cpp(cpp_predict, tmp_path / "model.bin", inputs, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    expected_stdout = ["4", str(model.config.weight_count), "2", str(model.config.n_features)]
+    assert proc.stdout.split() == expected_stdout
+    assert_groups_match(got, ref, groups, f"C++ {what}")
+
+    if case[4]:
+        export_onnx(model, tmp_path / "model.onnx")
+        got = onnx_predict(tmp_path / "model.onnx", inputs, intra_op_num_threads=1)
+        assert_groups_match(got, ref, groups, f"onnx {what}")
 
 
-def test_cpp_header_catches_transposed_weights(cpp_predict: Path, tmp_path: Path) -> None:
-    model = make_model((24, 12, 6), "gelu", "residual_qop", seed=12)
-    path = tmp_path / "model.bin"
-    write_model_bin(model, path)
-    transpose_layer_in_file(path, 1)
-    inputs = draw_tracks(500)
+def test_every_formulation_and_leg_power_is_covered() -> None:
+    """The grid is complete, and ONNX sees every base, input set and target with both powers."""
+    assert len(FORMULATIONS) == len(BASES) * len(INPUT_SETS) * len(TARGETS) * len(LEG_POWERS)
+    exported = [case for case in FORMULATIONS if case[4]]
+    assert {case[:3] for case in exported} == {case[:3] for case in FORMULATIONS}
+    for k in range(3):
+        for value in {case[k] for case in FORMULATIONS}:
+            powers = {case[3] for case in exported if case[k] == value and case[2] != "raw"}
+            assert powers in ({0.0, 2.0}, set()), (value, powers)
+
+
+@pytest.mark.parametrize("case", NETWORKS, ids=network_id)
+def test_readers_match_torch_for_every_activation(case, cpp_predict: Path, tmp_path: Path) -> None:
+    model = make_model(*case, seed=100 + NETWORKS.index(case))
+    groups = track_groups(seed=7)
+    inputs = np.concatenate(list(groups.values()))
+    ref = torch_predict(model, inputs)
+    write_model_bin(model, tmp_path / "model.bin")
+    assert read_model_bin(tmp_path / "model.bin").n_layers == len(case[0]) + 1
+    assert_groups_match(read_model_bin(tmp_path / "model.bin").forward(inputs), ref, groups, "np")
+    proc, got = run_cpp(cpp_predict, tmp_path / "model.bin", inputs, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert_groups_match(got, ref, groups, f"C++ {network_id(case)}")
+
+
+def test_numpy_reader_ignores_dropout_like_eval_mode(tmp_path: Path) -> None:
+    model = make_model((16, 8), "silu", seed=5, dropout=0.2)
+    write_model_bin(model, tmp_path / "model.bin")
+    inputs = draw_tracks(300)
+    assert_matches(
+        read_model_bin(tmp_path / "model.bin").forward(inputs),
+        torch_predict(model, inputs),
+        "dropout",
+    )
+
+
+def test_numpy_formulation_matches_torch_in_float64() -> None:
+    """Features, base and scale agree with torch's to float64 rounding, not just float32."""
+    model = make_model(seed=3)  # the default: expansion, physics, residual_qop, leg_power 2
+    loaded = BinModel.from_torch(model)
+    inputs = np.concatenate(list(track_groups(seed=3).values()))
+    with torch.no_grad():
+        expected = [t.numpy() for t in model.prepare(torch.from_numpy(inputs))]
+    got_all = loaded.prepare(inputs.astype(np.float64))
+    for got, ref, name in zip(got_all, expected, ("features", "base", "scale"), strict=True):
+        np.testing.assert_allclose(got, ref, rtol=1e-12, atol=1e-9, err_msg=name)
+
+
+def test_erf_is_exact_to_float64_precision() -> None:
+    xs = np.concatenate([np.linspace(-12.0, 12.0, 20001), [0.0, -0.0, 2.999999, 3.0, 40.0]])
+    ref = np.array([math.erf(v) for v in xs])
+    assert np.max(np.abs(erf(xs) - ref)) < 1e-12
+
+
+def spec_size(hidden, n_features: int, n_quad: int, n_table: int) -> int:
+    """S = 112 + 8L + 8(2K + 4T) + 4(2F + 8) + 4 sum(rows cols + rows) + 4 (docs/model_bin.md)."""
+    widths = (n_features, *hidden, 4)
+    layers = sum(r * c + r for c, r in zip(widths[:-1], widths[1:], strict=True))
+    return (
+        112
+        + 8 * (len(widths) - 1)
+        + 8 * (2 * n_quad + 4 * n_table)
+        + 4 * (2 * n_features + 8)
+        + 4 * layers
+        + 4
+    )
+
+
+def test_write_is_atomic_and_leaves_no_temporary_files(tmp_path: Path) -> None:
+    model = make_model((16, 8), "relu", seed=3, base="line", inputs="state", leg_power=0)
+    (tmp_path / "model.bin").write_bytes(b"old content")
+    write_model_bin(model, tmp_path / "model.bin")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.bin"]
+    assert (tmp_path / "model.bin").stat().st_size == 1428  # the first worked example
+    assert spec_size((16, 8), 7, 0, 0) == 1428
+    read_model_bin(tmp_path / "model.bin")
+
+
+def test_file_round_trips_byte_for_byte(tmp_path: Path) -> None:
+    model = make_model(seed=4)
+    write_model_bin(model, tmp_path / "model.bin")
+    data = (tmp_path / "model.bin").read_bytes()
+    assert len(data) == spec_size((16, 8), 14, 16, len(AXIS.by)) == 26220  # 2nd worked example
+    assert parse_model_bin(data).to_bytes() == data
+
+
+# --- the written layout, parsed straight from the spec (independent of the reader) -------------
+
+
+def spec_layout(data: bytes) -> dict:
+    """Parse a version-2 model.bin with struct, following docs/model_bin.md literally."""
+    magic = data[0:8]
+    header = struct.unpack_from("<14I", data, 8)
+    numbers = struct.unpack_from("<6d", data, 64)
+    n_layers, n_features, n_quad, n_table = header[7], header[10], header[11], header[12]
+    dims = struct.unpack_from(f"<{2 * n_layers}I", data, 112)
+    shapes = list(zip(dims[0::2], dims[1::2], strict=True))
+    offset = 112 + 8 * n_layers
+    quadrature = np.frombuffer(data, "<f8", 2 * n_quad, offset).reshape(2, n_quad)
+    offset += 16 * n_quad
+    tables = np.frombuffer(data, "<f8", 4 * n_table, offset).reshape(4, n_table)
+    offset += 32 * n_table
+    norm = np.frombuffer(data, "<f4", 2 * n_features + 8, offset)
+    offset += 4 * (2 * n_features + 8)
+    layers = []
+    for rows, cols in shapes:
+        w_off = offset
+        weight = np.frombuffer(data, "<f4", rows * cols, offset)
+        offset += 4 * rows * cols
+        bias = np.frombuffer(data, "<f4", rows, offset)
+        offset += 4 * rows
+        layers.append((w_off, rows, cols, weight, bias))
+    (crc,) = struct.unpack_from("<I", data, offset)
+    return dict(
+        magic=magic, header=header, numbers=numbers, quadrature=quadrature, tables=tables,
+        norm=norm, layers=layers, crc=crc, end=offset + 4,
+    )  # fmt: skip
+
+
+def test_layout_follows_the_spec_byte_by_byte(tmp_path: Path) -> None:
+    model = make_model((24, 12, 6), "gelu", seed=7, base="axial", target="residual", leg_power=1.5)
+    write_model_bin(model, tmp_path / "model.bin")
+    data = (tmp_path / "model.bin").read_bytes()
+    spec = spec_layout(data)
+    assert spec["magic"] == b"RTRKMLP\0"
+    assert data[12:16] == bytes([4, 3, 2, 1])  # 0x01020304 little-endian
+    n_table = len(AXIS.by)
+    # version, endian, dtype, gelu, residual, 7, 4, L; axial, physics, F, K, T, reserved
+    assert spec["header"] == (2, 0x01020304, 1, 3, 1, 7, 4, 4, 2, 1, 14, 16, n_table, 0)
+    assert spec["numbers"] == (1.5, KAPPA, MIN_UZ_SQUARED, MIN_LEG_M, AXIS.z_first, AXIS.spacing)
+    assert spec["end"] == len(data)
+    assert spec["crc"] == zlib.crc32(data[:-4])
+    form = model.formulation
+    np.testing.assert_array_equal(spec["quadrature"][0], form.quadrature_nodes.numpy())
+    np.testing.assert_array_equal(spec["quadrature"][1], form.quadrature_weights.numpy())
+    np.testing.assert_array_equal(spec["tables"], form.axis_values.numpy())
+    np.testing.assert_array_equal(spec["tables"][0], AXIS.by)  # rows By, dBy/dz, F, H
+    np.testing.assert_array_equal(spec["tables"][2:], np.stack([AXIS.f, AXIS.h]))
+    norm = model.normalisation()
+    expected_norm = np.concatenate(
+        [norm.input_mean, norm.input_std, norm.target_mean, norm.target_std]
+    )
+    np.testing.assert_array_equal(spec["norm"], expected_norm.astype(np.float32))
+    for (_, rows, cols, weight, bias), layer in zip(
+        spec["layers"], model.linear_layers(), strict=True
+    ):
+        w = layer.weight.detach().numpy()
+        assert (rows, cols) == w.shape
+        assert weight[1] == w[0, 1] and weight[cols] == w[1, 0]  # W[o][i] at o*cols + i
+        np.testing.assert_array_equal(weight, w.ravel())
+        np.testing.assert_array_equal(bias, layer.bias.detach().numpy())
+
+
+def test_straight_line_files_carry_no_tables(tmp_path: Path) -> None:
+    """Tables and quadrature are written only when the formulation reads them."""
+    for formulation, sizes in (
+        (dict(base="line", inputs="state"), (0, 0)),
+        (dict(base="kick", inputs="state"), (0, len(AXIS.by))),
+        (dict(base="line", inputs="physics"), (0, len(AXIS.by))),
+        (dict(base="expansion", inputs="state"), (16, len(AXIS.by))),
+    ):
+        write_model_bin(make_model(**formulation), tmp_path / "model.bin")
+        header = spec_layout((tmp_path / "model.bin").read_bytes())["header"]
+        assert header[11:13] == sizes, formulation
+
+
+# --- (b) version 1 files still read --------------------------------------------------------------
+
+
+def version_1_bytes(model: TrackMLP) -> bytes:
+    """The version-1 file of a straight-line, 7-input model, written from the version-1 spec:
+    a 40-byte header, the shapes, 22 normalisation floats, the layers and the CRC."""
+    config = model.config
+    assert (config.base, config.inputs, config.leg_power) == ("line", "state", 0.0)
+    activation = {"relu": 1, "silu": 2, "gelu": 3, "tanh": 4}[config.activation]
+    target = {"raw": 0, "residual": 1, "residual_qop": 2}[config.target]
+    layers = model.linear_layers()
+    parts = [struct.pack("<8s8I", b"RTRKMLP\0", 1, 0x01020304, 1, activation, target, 7, 4, 3)]
+    parts += [struct.pack("<2I", *layer.weight.shape) for layer in layers]
+    norm = model.normalisation()
+    for array in (norm.input_mean, norm.input_std, norm.target_mean, norm.target_std):
+        parts.append(array.astype("<f4").tobytes())
+    for layer in layers:
+        parts.append(layer.weight.detach().numpy().astype("<f4").tobytes())
+        parts.append(layer.bias.detach().numpy().astype("<f4").tobytes())
+    body = b"".join(parts)
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_version_1_files_still_read(target: str, cpp_predict: Path, tmp_path: Path) -> None:
+    """A version-1 file is the straight-line formulation: both readers give what the torch
+    model of that formulation gives, and rewriting it gives a version-2 file of the same model."""
+    model = make_model(
+        (16, 8), "gelu", seed=41, base="line", inputs="state", target=target, leg_power=0
+    )
+    path = tmp_path / "v1.bin"
+    path.write_bytes(version_1_bytes(model))
+    assert len(path.read_bytes()) == 1356  # the version-1 spec's worked example
+    groups = track_groups(seed=41)
+    inputs = np.concatenate(list(groups.values()))
+    ref = torch_predict(model, inputs)
+
+    loaded = read_model_bin(path)
+    assert loaded.version == 1
+    assert (loaded.base, loaded.inputs, loaded.leg_power, loaded.target) == (
+        "line",
+        "state",
+        0.0,
+        target,
+    )
+    assert_groups_match(loaded.forward(inputs), ref, groups, "numpy, version 1")
     proc, got = run_cpp(cpp_predict, path, inputs, tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert mismatch(got, torch_predict(model, inputs)) > 100.0
+    assert proc.stdout.split() == ["3", str(model.config.weight_count), "1", "7"]
+    assert_groups_match(got, ref, groups, "C++, version 1")
+
+    rewritten = parse_model_bin(loaded.to_bytes())
+    assert rewritten.version == 2
+    np.testing.assert_array_equal(rewritten.forward(inputs), loaded.forward(inputs))
+    write_model_bin(model, tmp_path / "v2.bin")
+    assert loaded.to_bytes() == (tmp_path / "v2.bin").read_bytes()
 
 
-# --- (e) bad files ------------------------------------------------------------------------------
+# --- (c) negative controls: a column-major matrix and a wrong base are caught -----------------
+
+
+def transpose_layer_in_file(path: Path, layer: int) -> None:
+    """Rewrite one weight matrix column-major (the old bug), keeping the file otherwise valid."""
+    data = bytearray(path.read_bytes())
+    w_off, rows, cols, weight, _ = spec_layout(bytes(data))["layers"][layer]
+    column_major = weight.reshape(rows, cols).T.astype("<f4").tobytes()
+    data[w_off : w_off + 4 * rows * cols] = column_major
+    path.write_bytes(_with_crc(data))
+
+
+@pytest.mark.parametrize("target", TARGETS)
+def test_transposed_weights_are_caught(target: str, cpp_predict: Path, tmp_path: Path) -> None:
+    model = make_model((16, 8), "silu", seed=11, target=target)
+    path = tmp_path / "model.bin"
+    write_model_bin(model, path)
+    inputs = draw_tracks(500)
+    ref = torch_predict(model, inputs)
+    assert_matches(read_model_bin(path).forward(inputs), ref, "before transposing")
+    for layer in range(3):
+        write_model_bin(model, path)
+        transpose_layer_in_file(path, layer)
+        got = read_model_bin(path).forward(inputs)  # still loads: shapes and CRC are valid
+        assert mismatch(got, ref) > 100.0, f"transposed layer {layer} went unnoticed"
+        proc, got = run_cpp(cpp_predict, path, inputs, tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        assert mismatch(got, ref) > 100.0, f"C++: transposed layer {layer} went unnoticed"
+
+
+@pytest.mark.parametrize("legs", ("any", "short"))
+def test_a_wrong_base_is_caught(legs: str, cpp_predict: Path, tmp_path: Path) -> None:
+    """The comparison sees the physics: relabelling an expansion model as axial (dropping only
+    the off-plane correction) fails it on long legs and on short hops alike."""
+    model = make_model(seed=12)
+    path = tmp_path / "model.bin"
+    write_model_bin(model, path)
+    data = bytearray(path.read_bytes())
+    data[40:44] = struct.pack("<I", 2)  # base code 3 (expansion) -> 2 (axial)
+    path.write_bytes(_with_crc(data))
+    inputs = draw_tracks(500, seed=13, legs=legs)
+    ref = torch_predict(model, inputs)
+    assert mismatch(read_model_bin(path).forward(inputs), ref) > 10.0
+    proc, got = run_cpp(cpp_predict, path, inputs, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert mismatch(got, ref) > 10.0
+
+
+# --- (d) bad files ------------------------------------------------------------------------------
 
 
 def _with_crc(data: bytearray) -> bytes:
@@ -398,25 +585,38 @@ def _patch(offset: int, value: bytes, fix_crc: bool = True):
     return corrupt
 
 
+def _u32(value: int) -> bytes:
+    return struct.pack("<I", value)
+
+
+# name -> (corruption of a valid version-2 file, text both readers' messages contain)
 CORRUPTIONS = {
     "wrong-magic": (_patch(0, b"ONNXMLP\0"), "bad magic"),
-    "version-2": (_patch(8, struct.pack("<I", 2)), "version"),
+    "version-3": (_patch(8, _u32(3)), "version 3"),
+    "version-0": (_patch(8, _u32(0)), "version 0"),
     "byte-swapped": (_patch(12, struct.pack(">I", 0x01020304)), "byte-swapped"),
-    "unknown-activation": (_patch(20, struct.pack("<I", 9)), "activation code 9"),
-    "layer-shape-chain": (_patch(40 + 8 + 4, struct.pack("<I", 15)), "layer 1"),
-    "flipped-weight-byte": (_patch(200, b"\x5a", fix_crc=False), "checksum mismatch"),
+    "unknown-activation": (_patch(20, _u32(9)), "activation code 9"),
+    "unknown-base": (_patch(40, _u32(9)), "base code 9"),
+    "unknown-input-set": (_patch(44, _u32(7)), "input set code 7"),
+    "n-features": (_patch(48, _u32(9)), "n_features 9"),
+    "no-quadrature": (_patch(52, _u32(0)), "needs quadrature nodes"),
+    "no-tables": (_patch(56, _u32(1)), "needs the field tables"),
+    "layer-shape-chain": (_patch(112 + 8 + 4, _u32(15)), "layer 1"),
+    "flipped-table-byte": (_patch(1000, b"\x5a", fix_crc=False), "checksum mismatch"),
+    "flipped-weight-byte": (_patch(-100, b"\x5a", fix_crc=False), "checksum mismatch"),
     "truncated": (lambda d: d[:-10], "truncated"),
     "truncated-header": (lambda d: d[:20], "truncated"),
+    "truncated-formulation": (lambda d: d[:80], "truncated"),
     "empty": (lambda d: b"", "truncated"),
     "trailing-bytes": (lambda d: d + b"\0\0\0\0", "trailing bytes"),
 }
 
 
-@pytest.fixture()
-def valid_bin(tmp_path: Path) -> bytes:
-    model = make_model((16, 8), "tanh", "residual", seed=21)
-    write_model_bin(model, tmp_path / "valid.bin")
-    return (tmp_path / "valid.bin").read_bytes()
+@pytest.fixture(scope="module")
+def valid_bin(tmp_path_factory) -> bytes:
+    path = tmp_path_factory.mktemp("valid") / "valid.bin"
+    write_model_bin(make_model((16, 8), "tanh", seed=21), path)  # expansion, physics
+    return path.read_bytes()
 
 
 @pytest.mark.parametrize("name", CORRUPTIONS)
@@ -427,6 +627,16 @@ def test_bad_files_raise_clear_errors(name: str, valid_bin: bytes, tmp_path: Pat
     with pytest.raises(ValueError, match=message) as info:
         read_model_bin(path)
     assert str(path) in str(info.value)
+
+
+def test_unknown_version_names_the_file_and_both_versions(valid_bin, tmp_path: Path) -> None:
+    path = tmp_path / "future.bin"
+    path.write_bytes(_patch(8, _u32(3))(valid_bin))
+    with pytest.raises(ValueError) as info:
+        read_model_bin(path)
+    assert str(info.value) == (
+        f"{path}: format version 3, this reader supports versions 1, 2 (current 2)"
+    )
 
 
 @pytest.mark.parametrize("name", CORRUPTIONS)
@@ -447,21 +657,24 @@ def test_cpp_loader_reports_a_missing_file(cpp_predict: Path, tmp_path: Path) ->
     assert "absent.bin: cannot open" in proc.stderr
 
 
-# --- (f) normalisation is baked in: exports take physical units --------------------------------
+def test_writer_refuses_an_inconsistent_model() -> None:
+    bin_model = BinModel.from_torch(make_model(seed=22))
+    bin_model.axis_values = np.zeros((4, 0))
+    with pytest.raises(ValueError, match="needs the field tables"):
+        bin_model.to_bytes()
+
+
+# --- (e) normalisation is baked in: exports take physical units --------------------------------
 
 
 def test_exports_take_physical_units_with_fixed_legs(cpp_predict: Path, tmp_path: Path) -> None:
-    """A normalisation fitted with fixed z_start/z_end (std set to 1): exports standardise."""
-    inputs = draw_tracks(2000, seed=31)  # z_start = 3000, z_end = 7000 for every track
-    phys = inputs.astype(np.float64)
-    targets = straight_line(phys) + phys[:, 4:5] * np.array([2e5, 1e4, 100.0, 5.0])
-    norm = Normalisation.fit(phys, targets, "residual_qop")
-    np.testing.assert_array_equal(norm.input_std[5:], [1.0, 1.0])
-    np.testing.assert_array_equal(norm.input_mean[5:], [3000.0, 7000.0])
-    model = make_model((16, 8), "gelu", "residual_qop", seed=32)
-    with torch.no_grad():
-        for name in ("input_mean", "input_std", "target_mean", "target_std"):
-            getattr(model, name).copy_(torch.as_tensor(getattr(norm, name)))
+    """A normalisation fitted on one fixed leg: z_start, z_end, dz, I1 and I2 are constant
+    columns (std set to 1), and every export standardises physical inputs itself."""
+    inputs = draw_tracks(2000, seed=31, legs="fixed")
+    model = make_model((16, 8), "gelu", seed=32, fit_on=inputs)
+    norm = model.normalisation()
+    np.testing.assert_array_equal(norm.input_std[5:10], np.ones(5))
+    np.testing.assert_allclose(norm.input_mean[5:8], [3000.0, 7000.0, 4000.0])
     ref = torch_predict(model, inputs)
     write_model_bin(model, tmp_path / "model.bin")
     export_onnx(model, tmp_path / "model.onnx")
@@ -473,5 +686,6 @@ def test_exports_take_physical_units_with_fixed_legs(cpp_predict: Path, tmp_path
     # Control: the same weights without the input standardisation give something else entirely,
     # so the agreement above requires the exports to standardise physical inputs themselves.
     with torch.no_grad():
-        unstandardised = model.decode(torch.from_numpy(inputs), model.net(torch.from_numpy(inputs)))
-    assert mismatch(unstandardised.numpy(), ref) > 100.0
+        features, base, scale = model.prepare(torch.from_numpy(inputs))
+        unstandardised = model.decode(base, scale, model.net(features.float()))
+    assert mismatch(unstandardised.float().numpy(), ref) > 100.0

@@ -1,29 +1,44 @@
 """The ``model.bin`` deployment format: writer and an independent NumPy reader.
 
 The byte-by-byte specification is ``docs/model_bin.md``; this docstring is a summary. Everything
-is little-endian, with no padding::
+is little-endian, with no padding (version 2; F = n_features, K = quadrature nodes, T = table
+nodes, L = linear layers)::
 
     offset      type            field
     0           char[8]         magic b"RTRKMLP\\0"
-    8           uint32          format version (1)
+    8           uint32          format version (2; version 1 files are still read)
     12          uint32          endianness marker 0x01020304 (bytes 04 03 02 01 on disk)
-    16          uint32          dtype code (1 = float32)
+    16          uint32          dtype code (1 = float32 network, float64 formulation)
     20          uint32          activation code (1 relu, 2 silu, 3 gelu (exact erf), 4 tanh)
     24          uint32          target mode code (0 raw, 1 residual, 2 residual_qop)
     28          uint32          n_inputs (7)
     32          uint32          n_outputs (4)
     36          uint32          n_layers L (number of Linear layers)
-    40          uint32[L][2]    per layer: rows (out_features), cols (in_features)
-    40 + 8L     float32[22]     input_mean[7], input_std[7], target_mean[4], target_std[4]
-    128 + 8L    per layer       weight float32[rows * cols] ROW-MAJOR (W[o][i] at o*cols + i),
+    40          uint32          base code (0 line, 1 kick, 2 axial, 3 expansion)
+    44          uint32          input set code (0 state, 1 physics)
+    48          uint32          n_features F (7 for state, 14 for physics)
+    52          uint32          K, quadrature nodes (0 unless base is axial or expansion)
+    56          uint32          T, field table nodes (0 unless the formulation reads the field)
+    60          uint32          reserved, 0 (keeps the float64 fields 8-byte aligned)
+    64          float64[6]      leg_power, kappa, min_uz_squared, min_leg_m (m),
+                                z_first (mm), spacing (mm)
+    112         uint32[L][2]    per layer: rows (out_features), cols (in_features)
+    112 + 8L    float64[K]      quadrature nodes on [0, 1], then float64[K] weights
+                float64[4][T]   tables By (T), dBy/dz (T/mm), F (T mm), H (T mm^2)
+                float32[2F+8]   input_mean[F], input_std[F], target_mean[4], target_std[4]
+                per layer       weight float32[rows * cols] ROW-MAJOR (W[o][i] at o*cols + i),
                                 then bias float32[rows]
     end - 4     uint32          CRC-32 (zlib polynomial) of every byte before it
 
 The file length must equal exactly what the header implies, so truncation and trailing bytes
-are both detected before the checksum is even looked at.
+are both detected before the checksum is even looked at. Version 1 files (no formulation block:
+the shapes follow at byte 40, the normalisation has 7 inputs) are read as the formulation they
+were trained with: base ``line``, inputs ``state``, ``leg_power`` 0.
 
 :func:`read_model_bin` returns a :class:`BinModel` whose :meth:`BinModel.forward` evaluates the
-network with NumPy only (no torch), as a second implementation to test the export against.
+model with NumPy only (no torch): the formulation in float64, the network in float32, as the
+torch model does. It is a second implementation to test the export against, so none of the
+arithmetic here is shared with ``raytrack.physics.field_integrals``.
 """
 
 from __future__ import annotations
@@ -38,26 +53,45 @@ from pathlib import Path
 import numpy as np
 
 from raytrack.files import write_bytes_atomic
+from raytrack.models.formulation import MIN_LEG_M, needs_field
 from raytrack.models.mlp import N_INPUTS, N_OUTPUTS, TrackMLP
+from raytrack.physics.field_integrals import MIN_UZ_SQUARED
+from raytrack.physics.units import KAPPA
 
 MAGIC = b"RTRKMLP\0"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Versions this reader understands: 1 (straight-line base, 7 inputs) and 2.
+READABLE_VERSIONS = (1, 2)
 ENDIAN_MARKER = 0x01020304
 DTYPE_FLOAT32 = 1
 ACTIVATION_CODES = {"relu": 1, "silu": 2, "gelu": 3, "tanh": 4}
 TARGET_CODES = {"raw": 0, "residual": 1, "residual_qop": 2}
-N_NORM = 2 * N_INPUTS + 2 * N_OUTPUTS  # input_mean, input_std, target_mean, target_std
+BASE_CODES = {"line": 0, "kick": 1, "axial": 2, "expansion": 3}
+INPUT_CODES = {"state": 0, "physics": 1}
+#: Network input width per input set (the 7 inputs; plus dz, I1, I2 and the base's bending).
+FEATURE_COUNTS = {"state": N_INPUTS, "physics": N_INPUTS + 7}
+#: Bases that integrate along the leg and so need quadrature nodes.
+QUADRATURE_BASES = ("axial", "expansion")
 MAX_WIDTH = 1 << 20  # sanity bound on a layer dimension, keeps size arithmetic small
+MAX_QUADRATURE = 1024  # sanity bound on K
+MAX_TABLE = 1 << 24  # sanity bound on T (16M nodes: 1 mm steps over 16 km)
 #: Directory holding raytrack_mlp.hpp, the C++17 single-header reader (``-I`` this directory).
 INCLUDE_DIR = Path(__file__).resolve().parent / "include"
 
-_FIXED = struct.Struct("<8s8I")  # magic + version ... n_layers: 40 bytes
+_V1_HEADER = struct.Struct("<8s8I")  # magic + version ... n_layers: 40 bytes
+_V2_HEADER = struct.Struct("<8s14I6d")  # ... + base ... reserved, 6 float64: 112 bytes
 _CRC = struct.Struct("<I")
 
 
 @dataclass
 class BinModel:
-    """A model.bin in memory: codes, normalisation and float32 layers (W is (out, in))."""
+    """A model.bin in memory: codes, formulation, normalisation and float32 layers.
+
+    Weight matrices are (out, in) float32; the formulation's arrays are float64:
+    ``axis_values`` (4, T) rows By, dBy/dz, F, H at ``axis_z_first + i * axis_spacing``;
+    ``quadrature_nodes`` / ``quadrature_weights`` (K,) Gauss-Legendre on [0, 1].
+    ``version`` is the format version the model was read from (writing always gives the current).
+    """
 
     activation: str
     target: str
@@ -67,24 +101,55 @@ class BinModel:
     target_std: np.ndarray
     weights: list[np.ndarray] = field(default_factory=list)
     biases: list[np.ndarray] = field(default_factory=list)
+    base: str = "line"
+    inputs: str = "state"
+    leg_power: float = 0.0
+    kappa: float = KAPPA
+    min_uz_squared: float = MIN_UZ_SQUARED
+    min_leg_m: float = MIN_LEG_M
+    axis_z_first: float = 0.0
+    axis_spacing: float = 1.0
+    axis_values: np.ndarray = field(default_factory=lambda: np.zeros((4, 0)))
+    quadrature_nodes: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    quadrature_weights: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    version: int = FORMAT_VERSION
 
     @classmethod
     def from_torch(cls, model: TrackMLP) -> BinModel:
-        """Copy the parameters and buffers of a TrackMLP (as float32, row-major (out, in))."""
-        layers = model.linear_layers()
+        """Copy the parameters and buffers of a TrackMLP (network float32, formulation float64).
 
-        def arr(t) -> np.ndarray:
+        The tables and quadrature are stored only when the formulation reads them, so a
+        straight-line model stays as small as a version-1 file.
+        """
+        layers = model.linear_layers()
+        config, form = model.config, model.formulation
+
+        def f32(t) -> np.ndarray:
             return np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float32)
 
+        def f64(t) -> np.ndarray:
+            return np.ascontiguousarray(t.detach().cpu().numpy(), dtype=np.float64)
+
+        uses_field = needs_field(config.base, config.inputs)
+        uses_quadrature = config.base in QUADRATURE_BASES
+        z_first, spacing = (float(v) for v in form.axis_grid) if uses_field else (0.0, 1.0)
         return cls(
-            activation=model.config.activation,
-            target=model.config.target,
-            input_mean=arr(model.input_mean),
-            input_std=arr(model.input_std),
-            target_mean=arr(model.target_mean),
-            target_std=arr(model.target_std),
-            weights=[arr(layer.weight) for layer in layers],
-            biases=[arr(layer.bias) for layer in layers],
+            activation=config.activation,
+            target=config.target,
+            input_mean=f32(model.input_mean),
+            input_std=f32(model.input_std),
+            target_mean=f32(model.target_mean),
+            target_std=f32(model.target_std),
+            weights=[f32(layer.weight) for layer in layers],
+            biases=[f32(layer.bias) for layer in layers],
+            base=config.base,
+            inputs=config.inputs,
+            leg_power=float(config.leg_power),
+            axis_z_first=z_first,
+            axis_spacing=spacing,
+            axis_values=f64(form.axis_values) if uses_field else np.zeros((4, 0)),
+            quadrature_nodes=f64(form.quadrature_nodes) if uses_quadrature else np.zeros(0),
+            quadrature_weights=f64(form.quadrature_weights) if uses_quadrature else np.zeros(0),
         )
 
     @property
@@ -92,29 +157,76 @@ class BinModel:
         return len(self.weights)
 
     @property
+    def n_features(self) -> int:
+        return FEATURE_COUNTS[self.inputs]
+
+    @property
     def weight_count(self) -> int:
         """Weights and biases of every layer (normalisation not counted)."""
         return sum(w.size + b.size for w, b in zip(self.weights, self.biases, strict=True))
 
     def forward(self, inputs: np.ndarray) -> np.ndarray:
-        """(N, 7) physical inputs -> (N, 4) physical outputs, float32 like the torch model."""
+        """(N, 7) physical inputs -> (N, 4) physical outputs, float32 like the torch model.
+
+        As ``TrackMLP.forward``: features, base and scale in float64 from the float32 inputs;
+        the features rounded to float32 and standardised and the network run in float32; the
+        de-standardisation and decoding in float64, rounded to float32 at the end.
+        """
         inputs = np.asarray(inputs, dtype=np.float32)
         if inputs.ndim != 2 or inputs.shape[1] != N_INPUTS:
             raise ValueError(f"inputs must have shape (N, {N_INPUTS}), got {inputs.shape}")
-        h = (inputs - self.input_mean) / self.input_std
+        features, base, scale = self.prepare(inputs.astype(np.float64))
+        h = (features.astype(np.float32) - self.input_mean) / self.input_std
         last = self.n_layers - 1
         for k, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             h = h @ w.T + b
             if k < last:
                 h = activate(h, self.activation)
-        return decode(inputs, h * self.target_std + self.target_mean, self.target)
+        encoded = h.astype(np.float64) * self.target_std.astype(np.float64)
+        encoded += self.target_mean.astype(np.float64)
+        if self.target == "raw":
+            return encoded.astype(np.float32)
+        return (base + scale * encoded).astype(np.float32)
+
+    def prepare(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Features (N, F), base (N, 4) and target scale (N, 4) of (N, 7) float64 inputs."""
+        tables = self._tables()
+        base = base_prediction(self.base, inputs, tables, self._quadrature(), self.kappa)
+        features = inputs
+        if self.inputs == "physics":
+            z0, z1 = inputs[:, 5], inputs[:, 6]
+            dz = z1 - z0
+            i1, i2 = field_integrals(tables.at(z0), tables.at(z1), dz)
+            bend = base - straight_line(inputs)
+            features = np.concatenate((inputs, np.stack((dz, i1, i2), 1), bend), 1)
+        return features, base, self.target_scale(inputs)
+
+    def target_scale(self, inputs: np.ndarray) -> np.ndarray:
+        """(N, 4) divisor of the residual over the base (docs/model_bin.md, step 4)."""
+        scale = np.ones((len(inputs), N_OUTPUTS))
+        if self.target == "raw":
+            return scale
+        if self.target == "residual_qop":
+            scale *= inputs[:, 4:5]
+        if self.leg_power:
+            leg = np.maximum(np.abs(inputs[:, 6] - inputs[:, 5]) / 1000.0, self.min_leg_m)
+            p = self.leg_power
+            scale *= leg[:, None] ** np.array([p, p, p - 1, p - 1])
+        return scale
+
+    def _tables(self) -> Tables:
+        return Tables(self.axis_values, self.axis_z_first, self.axis_spacing, self.min_uz_squared)
+
+    def _quadrature(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.quadrature_nodes, self.quadrature_weights
 
     def to_bytes(self) -> bytes:
-        """The complete file content, checksum included."""
+        """The complete file content (current format version), checksum included."""
         self._check_consistent("<in memory>")
         shapes = [w.shape for w in self.weights]
+        n_quad, n_table = len(self.quadrature_nodes), self.axis_values.shape[1]
         parts = [
-            _FIXED.pack(
+            _V2_HEADER.pack(
                 MAGIC,
                 FORMAT_VERSION,
                 ENDIAN_MARKER,
@@ -124,8 +236,23 @@ class BinModel:
                 N_INPUTS,
                 N_OUTPUTS,
                 self.n_layers,
+                BASE_CODES[self.base],
+                INPUT_CODES[self.inputs],
+                self.n_features,
+                n_quad,
+                n_table,
+                0,
+                self.leg_power,
+                self.kappa,
+                self.min_uz_squared,
+                self.min_leg_m,
+                self.axis_z_first,
+                self.axis_spacing,
             ),
             struct.pack(f"<{2 * self.n_layers}I", *(d for shape in shapes for d in shape)),
+            _le_f64(self.quadrature_nodes),
+            _le_f64(self.quadrature_weights),
+            _le_f64(self.axis_values),  # C order: the four rows one after the other
         ]
         norms = (self.input_mean, self.input_std, self.target_mean, self.target_std)
         parts += [_le_f32(a) for a in norms]
@@ -143,13 +270,38 @@ class BinModel:
             raise ValueError(f"{name}: unknown activation {self.activation!r}")
         if self.target not in TARGET_CODES:
             raise ValueError(f"{name}: unknown target mode {self.target!r}")
+        if self.base not in BASE_CODES:
+            raise ValueError(f"{name}: unknown base {self.base!r}")
+        if self.inputs not in INPUT_CODES:
+            raise ValueError(f"{name}: unknown input set {self.inputs!r}")
         if not self.weights or len(self.weights) != len(self.biases):
             raise ValueError(f"{name}: need at least one layer and one bias per weight matrix")
         shapes = [(w.shape[0], w.shape[1]) if w.ndim == 2 else (-1, -1) for w in self.weights]
-        _check_shapes(name, shapes)
+        _check_shapes(name, shapes, self.n_features)
         for k, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             if b.shape != (w.shape[0],):
                 raise ValueError(f"{name}: layer {k} bias shape {b.shape} != ({w.shape[0]},)")
+        for what, array, size in (
+            ("input_mean", self.input_mean, self.n_features),
+            ("input_std", self.input_std, self.n_features),
+            ("target_mean", self.target_mean, N_OUTPUTS),
+            ("target_std", self.target_std, N_OUTPUTS),
+        ):
+            if np.shape(array) != (size,):
+                raise ValueError(f"{name}: {what} has shape {np.shape(array)}, expected ({size},)")
+        if self.axis_values.ndim != 2 or self.axis_values.shape[0] != 4:
+            raise ValueError(f"{name}: axis_values must be (4, T), got {self.axis_values.shape}")
+        if self.quadrature_nodes.shape != self.quadrature_weights.shape:
+            raise ValueError(f"{name}: quadrature nodes and weights differ in length")
+        _check_formulation(
+            name,
+            self.base,
+            self.inputs,
+            len(self.quadrature_nodes),
+            self.axis_values.shape[1],
+            (self.leg_power, self.kappa, self.min_uz_squared, self.min_leg_m),
+            self.axis_spacing,
+        )
 
 
 def write_model_bin(model: TrackMLP, path: str | os.PathLike) -> None:
@@ -158,7 +310,7 @@ def write_model_bin(model: TrackMLP, path: str | os.PathLike) -> None:
 
 
 def read_model_bin(path: str | os.PathLike) -> BinModel:
-    """Read and validate a model.bin; raise ValueError naming the file and the problem."""
+    """Read and validate a model.bin (version 1 or 2); raise ValueError naming the file."""
     path = Path(path)
     return parse_model_bin(path.read_bytes(), str(path))
 
@@ -167,35 +319,76 @@ def parse_model_bin(data: bytes, name: str = "<bytes>") -> BinModel:
     """Parse model.bin content; ``name`` (the file) is used in error messages."""
     if data[:8] != MAGIC[: len(data)]:  # a short file that starts right is "truncated"
         raise ValueError(f"{name}: bad magic {data[:8]!r}, expected {MAGIC!r} (not a model.bin)")
-    if len(data) < _FIXED.size:
+    if len(data) < _V1_HEADER.size:
         raise ValueError(f"{name}: truncated: {len(data)} bytes, the header alone needs 40")
-    _, version, endian, dtype, act, target, n_in, n_out, n_layers = _FIXED.unpack_from(data)
+    _, version, endian, dtype, act, target, n_in, n_out, n_layers = _V1_HEADER.unpack_from(data)
     _check_fixed_header(name, version, endian, dtype, n_in, n_out)
     activation = _decode_code(name, "activation", ACTIVATION_CODES, act)
     target_mode = _decode_code(name, "target mode", TARGET_CODES, target)
-    shapes = _read_shapes(data, name, n_layers)
-    floats_end = _check_length_and_crc(data, name, shapes)
-    floats_start = _FIXED.size + 8 * len(shapes)
-    count = (floats_end - floats_start) // 4
-    floats = np.frombuffer(data, dtype="<f4", offset=floats_start, count=count)
-    return _assemble(activation, target_mode, shapes, floats.astype(np.float32))
+    if version == 1:
+        return _parse_v1(data, name, activation, target_mode, n_layers)
+    if len(data) < _V2_HEADER.size:
+        raise ValueError(f"{name}: truncated: {len(data)} bytes, the header alone needs 112")
+    fields = _V2_HEADER.unpack_from(data)
+    base_code, inputs_code, n_features, n_quad, n_table, reserved = fields[9:15]
+    leg_power, kappa, min_uz2, min_leg, z_first, spacing = fields[15:]
+    base = _decode_code(name, "base", BASE_CODES, base_code)
+    inputs = _decode_code(name, "input set", INPUT_CODES, inputs_code)
+    if n_features != FEATURE_COUNTS[inputs]:
+        raise ValueError(
+            f"{name}: n_features {n_features}, input set {inputs!r} has {FEATURE_COUNTS[inputs]}"
+        )
+    if reserved != 0:
+        raise ValueError(f"{name}: reserved header field is {reserved}, expected 0")
+    _check_formulation(
+        name, base, inputs, n_quad, n_table, (leg_power, kappa, min_uz2, min_leg), spacing
+    )
+    if not math.isfinite(z_first):
+        raise ValueError(f"{name}: z_first {z_first} is not finite")
+    shapes = _read_shapes(data, name, n_layers, _V2_HEADER.size, n_features)
+    pos = _V2_HEADER.size + 8 * n_layers
+    n_f64 = 2 * n_quad + 4 * n_table
+    n_f32 = 2 * n_features + 2 * N_OUTPUTS + sum(r * c + r for r, c in shapes)
+    _check_length_and_crc(data, name, pos + 8 * n_f64 + 4 * n_f32)
+    f64 = np.frombuffer(data, dtype="<f8", offset=pos, count=n_f64).astype(np.float64)
+    f32 = np.frombuffer(data, dtype="<f4", offset=pos + 8 * n_f64, count=n_f32)
+    model = _assemble(activation, target_mode, shapes, f32.astype(np.float32), n_features)
+    model.base, model.inputs, model.leg_power = base, inputs, leg_power
+    model.kappa, model.min_uz_squared, model.min_leg_m = kappa, min_uz2, min_leg
+    model.axis_z_first, model.axis_spacing = z_first, spacing
+    model.quadrature_nodes, model.quadrature_weights = f64[:n_quad], f64[n_quad : 2 * n_quad]
+    model.axis_values = f64[2 * n_quad :].reshape(4, n_table)
+    return model
 
 
-def _read_shapes(data: bytes, name: str, n_layers: int) -> list[tuple[int, int]]:
+def _parse_v1(data: bytes, name: str, activation: str, target: str, n_layers: int) -> BinModel:
+    """Version 1: 40-byte header, shapes, 22 normalisation floats, layers. Its decoding was the
+    straight line plus the (qop-scaled) residual: base line, inputs state, leg_power 0."""
+    shapes = _read_shapes(data, name, n_layers, _V1_HEADER.size, N_INPUTS)
+    pos = _V1_HEADER.size + 8 * n_layers
+    n_f32 = 2 * N_INPUTS + 2 * N_OUTPUTS + sum(r * c + r for r, c in shapes)
+    _check_length_and_crc(data, name, pos + 4 * n_f32)
+    floats = np.frombuffer(data, dtype="<f4", offset=pos, count=n_f32).astype(np.float32)
+    model = _assemble(activation, target, shapes, floats, N_INPUTS)
+    model.version = 1
+    return model
+
+
+def _read_shapes(
+    data: bytes, name: str, n_layers: int, offset: int, n_features: int
+) -> list[tuple[int, int]]:
     if not 1 <= n_layers <= 1024:
         raise ValueError(f"{name}: implausible layer count {n_layers}")
-    if len(data) < _FIXED.size + 8 * n_layers:
+    if len(data) < offset + 8 * n_layers:
         raise ValueError(f"{name}: truncated inside the layer shapes ({len(data)} bytes)")
-    dims = struct.unpack_from(f"<{2 * n_layers}I", data, _FIXED.size)
+    dims = struct.unpack_from(f"<{2 * n_layers}I", data, offset)
     shapes = list(zip(dims[0::2], dims[1::2], strict=True))
-    _check_shapes(name, shapes)
+    _check_shapes(name, shapes, n_features)
     return shapes
 
 
-def _check_length_and_crc(data: bytes, name: str, shapes: list[tuple[int, int]]) -> int:
-    """Exact length implied by the header, then the CRC; returns where the CRC starts."""
-    n_floats = N_NORM + sum(r * c + r for r, c in shapes)
-    crc_at = _FIXED.size + 8 * len(shapes) + 4 * n_floats
+def _check_length_and_crc(data: bytes, name: str, crc_at: int) -> None:
+    """Exact length implied by the header (``crc_at`` + 4), then the CRC."""
     if len(data) != crc_at + _CRC.size:
         what = "truncated" if len(data) < crc_at + _CRC.size else "trailing bytes"
         raise ValueError(f"{name}: {what}: {len(data)} bytes, the header implies {crc_at + 4}")
@@ -205,7 +398,6 @@ def _check_length_and_crc(data: bytes, name: str, shapes: list[tuple[int, int]])
         raise ValueError(
             f"{name}: checksum mismatch (stored {stored:#010x}, computed {computed:#010x})"
         )
-    return crc_at
 
 
 def _check_fixed_header(name, version, endian, dtype, n_in, n_out) -> None:
@@ -213,12 +405,43 @@ def _check_fixed_header(name, version, endian, dtype, n_in, n_out) -> None:
         swapped = endian == int.from_bytes(ENDIAN_MARKER.to_bytes(4, "little"), "big")
         detail = "file is byte-swapped (written big-endian)" if swapped else "corrupt header"
         raise ValueError(f"{name}: endianness marker {endian:#010x}: {detail}")
-    if version != FORMAT_VERSION:
-        raise ValueError(f"{name}: format version {version}, this reader supports {FORMAT_VERSION}")
+    if version not in READABLE_VERSIONS:
+        raise ValueError(
+            f"{name}: format version {version}, this reader supports versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))} (current {FORMAT_VERSION})"
+        )
     if dtype != DTYPE_FLOAT32:
         raise ValueError(f"{name}: dtype code {dtype}, only {DTYPE_FLOAT32} (float32) is supported")
     if (n_in, n_out) != (N_INPUTS, N_OUTPUTS):
         raise ValueError(f"{name}: n_inputs/n_outputs {n_in}/{n_out}, expected 7/4")
+
+
+def _check_formulation(
+    name: str,
+    base: str,
+    inputs: str,
+    n_quad: int,
+    n_table: int,
+    numbers: tuple[float, float, float, float],
+    spacing: float,
+) -> None:
+    """What the formulation needs is present (and nothing implausible): see docs, Validation."""
+    if not all(math.isfinite(v) for v in numbers):
+        raise ValueError(f"{name}: non-finite leg_power/kappa/min_uz_squared/min_leg_m {numbers}")
+    if not 0 < numbers[2] <= 1 or not numbers[3] > 0:
+        raise ValueError(f"{name}: min_uz_squared must be in (0, 1] and min_leg_m > 0: {numbers}")
+    if n_quad > MAX_QUADRATURE or n_table > MAX_TABLE:
+        raise ValueError(f"{name}: implausible quadrature ({n_quad}) or table ({n_table}) size")
+    if base in QUADRATURE_BASES and n_quad < 1:
+        raise ValueError(f"{name}: base {base!r} needs quadrature nodes, the file has none")
+    if needs_field(base, inputs):
+        if n_table < 2:
+            raise ValueError(
+                f"{name}: base {base!r} with inputs {inputs!r} needs the field tables "
+                f"(at least 2 nodes), the file has {n_table}"
+            )
+        if not (math.isfinite(spacing) and spacing > 0):
+            raise ValueError(f"{name}: table spacing {spacing} must be finite and positive")
 
 
 def _decode_code(name: str, what: str, codes: dict[str, int], value: int) -> str:
@@ -228,9 +451,9 @@ def _decode_code(name: str, what: str, codes: dict[str, int], value: int) -> str
     raise ValueError(f"{name}: unknown {what} code {value} (known: {codes})")
 
 
-def _check_shapes(name: str, shapes: list[tuple[int, int]]) -> None:
-    """Layer k maps cols -> rows; the chain must run 7 -> ... -> 4 with matching widths."""
-    width = N_INPUTS
+def _check_shapes(name: str, shapes: list[tuple[int, int]], n_features: int) -> None:
+    """Layer k maps cols -> rows; the chain must run F -> ... -> 4 with matching widths."""
+    width = n_features
     for k, (rows, cols) in enumerate(shapes):
         if not (0 < rows <= MAX_WIDTH and 0 < cols <= MAX_WIDTH):
             raise ValueError(f"{name}: layer {k} has implausible shape ({rows}, {cols})")
@@ -243,10 +466,11 @@ def _check_shapes(name: str, shapes: list[tuple[int, int]]) -> None:
         raise ValueError(f"{name}: last layer has {width} outputs, expected {N_OUTPUTS}")
 
 
-def _assemble(activation: str, target: str, shapes, floats: np.ndarray) -> BinModel:
-    norms = np.split(floats[:N_NORM], np.cumsum([N_INPUTS, N_INPUTS, N_OUTPUTS]))
+def _assemble(activation: str, target: str, shapes, floats: np.ndarray, n_features) -> BinModel:
+    n_norm = 2 * n_features + 2 * N_OUTPUTS
+    norms = np.split(floats[:n_norm], np.cumsum([n_features, n_features, N_OUTPUTS]))
     model = BinModel(activation, target, *norms)
-    pos = N_NORM
+    pos = n_norm
     for rows, cols in shapes:
         model.weights.append(floats[pos : pos + rows * cols].reshape(rows, cols))  # row-major
         pos += rows * cols
@@ -259,7 +483,162 @@ def _le_f32(a: np.ndarray) -> bytes:
     return np.ascontiguousarray(a, dtype="<f4").tobytes(order="C")
 
 
-# --- the maths, float32 like the torch model -------------------------------------------------
+def _le_f64(a: np.ndarray) -> bytes:
+    return np.ascontiguousarray(a, dtype="<f8").tobytes(order="C")
+
+
+# --- the formulation, float64 (docs/model_bin.md, "Formulation") ------------------------------
+
+
+@dataclass(frozen=True)
+class AxisPoint:
+    """By (T), dBy/dz (T/mm), F (T mm) and H (T mm^2) at some z, each an array."""
+
+    by: np.ndarray
+    dby: np.ndarray
+    f: np.ndarray
+    h: np.ndarray
+
+
+@dataclass(frozen=True)
+class Tables:
+    """The (4, T) field tables and where their nodes lie, read like the torch model reads them."""
+
+    values: np.ndarray
+    z_first: float
+    spacing: float
+    min_uz_squared: float
+
+    def at(self, z: np.ndarray) -> AxisPoint:
+        """Linear By and dBy/dz, cubic Hermite F (slope By) and H (slope F); beyond the last
+        node (or before the first) By = dBy = 0, F constant and H linear in z."""
+        n = self.values.shape[1]
+        t = (z - self.z_first) / self.spacing
+        # A NaN z gives NaN values (through u), never an invalid index.
+        index = np.clip(np.nan_to_num(np.floor(t)), 0, n - 2)
+        u = np.clip(t - index, 0.0, 1.0)
+        outside = (t - index - u) * self.spacing  # signed mm past the end node, else 0
+        index = index.astype(np.int64)
+        by, dby, f, h = self.values
+        f_z = _hermite(f, by, index, u, self.spacing)
+        h_z = _hermite(h, f, index, u, self.spacing) + f_z * outside
+        inside = outside == 0
+        return AxisPoint(
+            by=np.where(inside, _lerp(by, index, u), 0.0),
+            dby=np.where(inside, _lerp(dby, index, u), 0.0),
+            f=f_z,
+            h=h_z,
+        )
+
+
+def _lerp(values: np.ndarray, index: np.ndarray, u: np.ndarray) -> np.ndarray:
+    return values[index] * (1 - u) + values[index + 1] * u
+
+
+def _hermite(values, slopes, index, u, spacing) -> np.ndarray:
+    v0, v1 = values[index], values[index + 1]
+    d0, d1 = slopes[index] * spacing, slopes[index + 1] * spacing
+    u2 = u * u
+    u3 = u2 * u
+    return (
+        (2 * u3 - 3 * u2 + 1) * v0
+        + (u3 - 2 * u2 + u) * d0
+        + (-2 * u3 + 3 * u2) * v1
+        + (u3 - u2) * d1
+    )
+
+
+def straight_line(inputs: np.ndarray) -> np.ndarray:
+    """(N, 4) straight-line end states of (N, 7) inputs."""
+    x, y, tx, ty, _, z0, z1 = inputs.T
+    dz = z1 - z0
+    return np.stack([x + tx * dz, y + ty * dz, tx, ty], 1)
+
+
+def field_integrals(start: AxisPoint, end: AxisPoint, dz: np.ndarray) -> tuple[np.ndarray, ...]:
+    """I1 = int By dz (T mm) and I2 = int (z1 - z) By dz (T mm^2) over the leg."""
+    return end.f - start.f, end.h - start.h - start.f * dz
+
+
+def base_prediction(
+    base: str,
+    inputs: np.ndarray,
+    tables: Tables,
+    quadrature: tuple[np.ndarray, np.ndarray],
+    kappa: float,
+) -> np.ndarray:
+    """(N, 4) float64 base end states of (N, 7) float64 inputs."""
+    if base == "line":
+        return straight_line(inputs)
+    if base == "kick":
+        return _kick(inputs, tables, kappa)
+    out = _axial(inputs, tables, quadrature, kappa)
+    if base == "expansion":
+        out = out + _off_plane(inputs, tables, kappa)
+    return out
+
+
+def _kick(inputs: np.ndarray, tables: Tables, kappa: float) -> np.ndarray:
+    x, y, tx, ty, qop, z0, z1 = inputs.T
+    dz = z1 - z0
+    i1, i2 = field_integrals(tables.at(z0), tables.at(z1), dz)
+    k = kappa * qop * np.sqrt(1 + tx * tx + ty * ty)
+    bend_x, bend_y = -k * (1 + tx * tx), -k * tx * ty
+    return np.stack(
+        (x + tx * dz + bend_x * i2, y + ty * dz + bend_y * i2, tx + bend_x * i1, ty + bend_y * i1),
+        1,
+    )
+
+
+def _axial(inputs, tables: Tables, quadrature, kappa: float) -> np.ndarray:
+    """Exact in the on-axis field: ux = tx / N changes by -kappa qop dF, uy is constant."""
+    nodes, weights = quadrature
+    x, y, tx, ty, qop, z0, z1 = inputs.T
+    inv_n = 1 / np.sqrt(1 + tx * tx + ty * ty)
+    ux0, uy = tx * inv_n, ty * inv_n
+    kq = kappa * qop
+    f0 = tables.at(z0).f
+    dz = z1 - z0
+    f_nodes = tables.at(z0[:, None] + dz[:, None] * nodes).f  # (N, K)
+    ux_nodes = ux0[:, None] - kq[:, None] * (f_nodes - f0[:, None])
+    tx_nodes, ty_nodes = _slopes(ux_nodes, uy[:, None], tables.min_uz_squared)
+    tx1, ty1 = _slopes(ux0 - kq * (tables.at(z1).f - f0), uy, tables.min_uz_squared)
+    return np.stack((x + dz * (tx_nodes @ weights), y + dz * (ty_nodes @ weights), tx1, ty1), 1)
+
+
+def _slopes(ux: np.ndarray, uy: np.ndarray, min_uz_squared: float) -> tuple[np.ndarray, ...]:
+    inv_uz = 1 / np.sqrt(np.maximum(1 - ux * ux - uy * uy, min_uz_squared))
+    return ux * inv_uz, uy * inv_uz
+
+
+def _off_plane(inputs: np.ndarray, tables: Tables, kappa: float) -> np.ndarray:
+    """First-order effect of By = f - y^2/2 f'', Bz = y f' along the straight line."""
+    x, y, tx, ty, qop, z0, z1 = inputs.T
+    dz = z1 - z0
+    start, end = tables.at(z0), tables.at(z1)
+    i1, i2 = field_integrals(start, end, dz)
+    k = kappa * qop * np.sqrt(1 + tx * tx + ty * ty)
+    y0, y1 = y, y + ty * dz
+    y_f = y1 * end.f - y0 * start.f - ty * (end.h - start.h)
+    y2_dby = y1 * y1 * end.by - y0 * y0 * start.by - 2 * ty * y_f
+    y_dby = y1 * end.by - y0 * start.by - ty * i1
+    lever_y_dby = -dz * y0 * start.by + y_f - ty * i2
+    g_change = (y1 * y1 * end.dby - y0 * y0 * start.dby) / 2
+    lever_g = -dz * y0 * y0 * start.dby / 2 + y2_dby / 2
+    a, b = 1 + tx * tx, tx * (1 + ty * ty)
+    txty = tx * ty
+    return np.stack(
+        (
+            k * (a * lever_g - tx * txty * lever_y_dby),
+            k * (txty * lever_g - b * lever_y_dby),
+            k * (a * g_change - tx * txty * y_dby),
+            k * (txty * g_change - b * y_dby),
+        ),
+        1,
+    )
+
+
+# --- the network, float32 like the torch model -------------------------------------------------
 
 
 def activate(x: np.ndarray, activation: str) -> np.ndarray:
@@ -305,15 +684,3 @@ def erf(x: np.ndarray) -> np.ndarray:
         frac = z + (k / 2.0) / frac
     out[~small] = 1.0 - np.exp(-z * z) / (math.sqrt(math.pi) * frac)
     return np.copysign(out, x)
-
-
-def decode(inputs: np.ndarray, encoded: np.ndarray, target: str) -> np.ndarray:
-    """De-standardised network output -> physical end state (float32)."""
-    if target == "raw":
-        return encoded.astype(np.float32)
-    if target == "residual_qop":
-        encoded = encoded * inputs[:, 4:5]
-    x, y, tx, ty, z0, z1 = (inputs[:, k] for k in (0, 1, 2, 3, 5, 6))
-    dz = z1 - z0
-    line = np.stack([x + tx * dz, y + ty * dz, tx, ty], axis=1)
-    return (line + encoded).astype(np.float32)

@@ -3,6 +3,7 @@
 // The format is specified byte by byte in docs/model_bin.md (raytrack repository); the Python
 // writer is raytrack.export.model_bin.write_model_bin. No dependencies beyond the standard
 // library; the file is decoded byte by byte as little-endian, so it works on any host.
+// Reads format versions 1 and 2 (a version-1 file is the straight-line formulation).
 //
 // Usage:
 //
@@ -16,20 +17,22 @@
 //     mlp.forward(in.data(), out.data(), n);
 //
 // Compile with -std=c++17 (e.g. g++ -std=c++17 -O2 -I raytrack/export/include main.cpp).
+// Do not compile with -ffast-math: the formulation relies on IEEE double arithmetic.
 //
-// load_mlp checks the magic, format version, endianness marker, dtype, the layer shape chain
-// (7 -> ... -> 4), the exact file length and the trailing CRC-32; every error message starts
-// with the file name. Weight matrices are stored ROW-MAJOR, shape (out_features, in_features):
-// W[o][i] is at weights[o * in + i], exactly as torch's nn.Linear.weight holds it.
+// load_mlp checks the magic, format version, endianness marker, dtype, the formulation codes
+// and what they need (field tables, quadrature), the layer shape chain (F -> ... -> 4), the
+// exact file length and the trailing CRC-32; every error message starts with the file name.
+// Weight matrices are stored ROW-MAJOR, shape (out_features, in_features): W[o][i] is at
+// weights[o * in + i], exactly as torch's nn.Linear.weight holds it.
 //
-// forward() computes, per track, in float32:
-//   h = (in - input_mean) / input_std
-//   h = act(W_k h + b_k) for every layer but the last; h = W_L h + b_L for the last
-//   enc = h * target_std + target_mean
-//   raw:          out = enc
-//   residual:     out = line + enc
-//   residual_qop: out = line + enc * qop
-//   with line = [x + tx*dz, y + ty*dz, tx, ty], dz = z_end - z_start.
+// forward() computes, per track (docs/model_bin.md, "Forward pass"):
+//   1. in double, from the float inputs: the base end state (line, kick, axial or expansion,
+//      reading the on-axis field tables), the features (the 7 inputs, or those plus dz, I1, I2
+//      and base - line) and the target scale (qop and |dz|/1000 to the power leg_power);
+//   2. in float: h = (float(features) - input_mean) / input_std, then the layers,
+//      h = act(W_k h + b_k) for every layer but the last, h = W_L h + b_L for the last;
+//   3. in double: enc = h * target_std + target_mean; out = enc (raw) or base + scale * enc,
+//      rounded to float.
 // Activations: relu, silu (x * sigmoid(x)), gelu (exact: 0.5 x (1 + erf(x / sqrt 2))), tanh.
 // forward() is const and allocates only a small per-call scratch buffer: thread-safe.
 
@@ -52,6 +55,8 @@ namespace raytrack {
 
 enum class Activation : std::uint32_t { Relu = 1, Silu = 2, Gelu = 3, Tanh = 4 };
 enum class Target : std::uint32_t { Raw = 0, Residual = 1, ResidualQop = 2 };
+enum class Base : std::uint32_t { Line = 0, Kick = 1, Axial = 2, Expansion = 3 };
+enum class Inputs : std::uint32_t { State = 0, Physics = 1 };
 
 struct Layer {
   std::size_t rows = 0;  // out_features
@@ -60,18 +65,74 @@ struct Layer {
   std::vector<float> bias;    // rows
 };
 
+// On-axis field tables: By (T), dBy/dz (T/mm), F = int By dz (T mm), H = int F dz (T mm^2) at
+// z_first + i * spacing (mm), i = 0 .. n-1.
+struct AxisTables {
+  double z_first = 0.0, spacing = 1.0;
+  std::vector<double> by, dby, f, h;
+
+  std::size_t size() const { return by.size(); }
+
+  // Values at one z (AxisTables.at of raytrack.physics.field_integrals): By and dBy/dz linear
+  // between nodes, F and H cubic Hermite (slopes By and F). Past either end By = dBy = 0, F
+  // keeps its end value and H grows linearly with it.
+  struct Point {
+    double by, dby, f, h;
+  };
+
+  Point at(double z) const {
+    const double last = static_cast<double>(size()) - 2.0;
+    const double t = (z - z_first) / spacing;
+    if (std::isnan(t)) {  // a NaN input gives NaN out, never an out-of-range index
+      const double nan = std::nan("");
+      return Point{nan, nan, nan, nan};
+    }
+    const double index_d = std::min(std::max(std::floor(t), 0.0), last);
+    const double u = std::min(std::max(t - index_d, 0.0), 1.0);
+    const double outside = (t - index_d - u) * spacing;  // signed mm past the end node
+    const std::size_t i = static_cast<std::size_t>(index_d);
+    Point p;
+    p.f = hermite(f, by, i, u);
+    p.h = hermite(h, f, i, u) + p.f * outside;
+    const bool inside = outside == 0.0;
+    p.by = inside ? by[i] * (1 - u) + by[i + 1] * u : 0.0;
+    p.dby = inside ? dby[i] * (1 - u) + dby[i + 1] * u : 0.0;
+    return p;
+  }
+
+ private:
+  double hermite(const std::vector<double>& v, const std::vector<double>& d, std::size_t i,
+                 double u) const {
+    const double d0 = d[i] * spacing, d1 = d[i + 1] * spacing;
+    const double u2 = u * u, u3 = u2 * u;
+    return (2 * u3 - 3 * u2 + 1) * v[i] + (u3 - 2 * u2 + u) * d0 + (-2 * u3 + 3 * u2) * v[i + 1] +
+           (u3 - u2) * d1;
+  }
+};
+
 class Mlp {
  public:
   static constexpr std::size_t kInputs = 7;
   static constexpr std::size_t kOutputs = 4;
+  static constexpr std::size_t kMaxFeatures = 14;
 
+  std::uint32_t version = 2;  // the format version the file had
   Activation activation = Activation::Relu;
   Target target = Target::Raw;
-  std::array<float, kInputs> input_mean{}, input_std{};
+  Base base = Base::Line;
+  Inputs inputs = Inputs::State;
+  double leg_power = 0.0;  // target scale exponent (positions; slopes leg_power - 1)
+  double kappa = 0.299792458;  // d(slope)/dz = kappa * qop [1/MeV] * B [T], lengths in mm
+  double min_uz_squared = 0.04;  // floor of 1 - ux^2 - uy^2 in the axial transport
+  double min_leg_m = 0.001;  // shortest leg length (m) in the target scale
+  AxisTables axis;
+  std::vector<double> nodes, weights;  // Gauss-Legendre on [0, 1]
+  std::vector<float> input_mean, input_std;  // n_features() each
   std::array<float, kOutputs> target_mean{}, target_std{};
   std::vector<Layer> layers;
 
   std::size_t n_layers() const { return layers.size(); }
+  std::size_t n_features() const { return inputs == Inputs::Physics ? 14 : 7; }
 
   // Weights and biases of every layer (the normalisation is not counted).
   std::size_t weight_count() const {
@@ -81,7 +142,7 @@ class Mlp {
   }
 
   std::size_t max_width() const {
-    std::size_t w = kInputs;
+    std::size_t w = n_features();
     for (const Layer& l : layers) w = std::max(w, l.rows);
     return w;
   }
@@ -91,6 +152,22 @@ class Mlp {
     const std::size_t width = max_width();
     std::vector<float> a(width), b(width);
     for (std::size_t t = 0; t < n; ++t) forward_one(in + t * kInputs, out + t * kOutputs, a, b);
+  }
+
+  // The base end state (x, y, tx, ty) of one track, double (u: the 7 inputs).
+  std::array<double, kOutputs> base_prediction(const double* u) const {
+    switch (base) {
+      case Base::Line: return line(u);
+      case Base::Kick: return kick(u);
+      case Base::Axial: return axial(u);
+      case Base::Expansion: {
+        std::array<double, kOutputs> s = axial(u);
+        const std::array<double, kOutputs> c = off_plane(u);
+        for (std::size_t j = 0; j < kOutputs; ++j) s[j] += c[j];
+        return s;
+      }
+    }
+    return line(u);
   }
 
  private:
@@ -104,9 +181,100 @@ class Mlp {
     return x;
   }
 
+  static std::array<double, kOutputs> line(const double* u) {
+    const double dz = u[6] - u[5];
+    return {u[0] + u[2] * dz, u[1] + u[3] * dz, u[2], u[3]};
+  }
+
+  // I1 = int By dz (T mm), I2 = int (z1 - z) By dz (T mm^2) between the two table points.
+  static void integrals(const AxisTables::Point& s, const AxisTables::Point& e, double dz,
+                        double& i1, double& i2) {
+    i1 = e.f - s.f;
+    i2 = e.h - s.h - s.f * dz;
+  }
+
+  // First-order kick: slopes and the factor kappa qop N taken at the start.
+  std::array<double, kOutputs> kick(const double* u) const {
+    const double x = u[0], y = u[1], tx = u[2], ty = u[3], qop = u[4];
+    const double dz = u[6] - u[5];
+    double i1, i2;
+    integrals(axis.at(u[5]), axis.at(u[6]), dz, i1, i2);
+    const double k = kappa * qop * std::sqrt(1 + tx * tx + ty * ty);
+    const double bend_x = -k * (1 + tx * tx), bend_y = -k * tx * ty;
+    return {x + tx * dz + bend_x * i2, y + ty * dz + bend_y * i2, tx + bend_x * i1,
+            ty + bend_y * i1};
+  }
+
+  void slopes(double ux, double uy, double& tx, double& ty) const {
+    const double inv_uz = 1.0 / std::sqrt(std::max(1 - ux * ux - uy * uy, min_uz_squared));
+    tx = ux * inv_uz;
+    ty = uy * inv_uz;
+  }
+
+  // Exact motion in B = (0, By(z), 0): ux = tx / N changes by -kappa qop (F(z) - F(z0)), uy is
+  // constant; the positions are the quadrature of the slopes over the leg.
+  std::array<double, kOutputs> axial(const double* u) const {
+    const double x = u[0], y = u[1], tx = u[2], ty = u[3], qop = u[4], z0 = u[5], z1 = u[6];
+    const double inv_n = 1.0 / std::sqrt(1 + tx * tx + ty * ty);
+    const double ux0 = tx * inv_n, uy = ty * inv_n, kq = kappa * qop;
+    const double f0 = axis.at(z0).f, dz = z1 - z0;
+    double sum_x = 0.0, sum_y = 0.0;
+    for (std::size_t k = 0; k < nodes.size(); ++k) {
+      double txk, tyk;
+      slopes(ux0 - kq * (axis.at(z0 + dz * nodes[k]).f - f0), uy, txk, tyk);
+      sum_x += txk * weights[k];
+      sum_y += tyk * weights[k];
+    }
+    double tx1, ty1;
+    slopes(ux0 - kq * (axis.at(z1).f - f0), uy, tx1, ty1);
+    return {x + dz * sum_x, y + dz * sum_y, tx1, ty1};
+  }
+
+  // First-order effect of the field off the plane y = 0 (By = f - y^2/2 f'', Bz = y f') along
+  // the straight line, integrated by parts into the tables (field_integrals.off_plane_correction).
+  std::array<double, kOutputs> off_plane(const double* u) const {
+    const double tx = u[2], ty = u[3], qop = u[4];
+    const double dz = u[6] - u[5];
+    const AxisTables::Point s = axis.at(u[5]), e = axis.at(u[6]);
+    double i1, i2;
+    integrals(s, e, dz, i1, i2);
+    const double k = kappa * qop * std::sqrt(1 + tx * tx + ty * ty);
+    const double y0 = u[1], y1 = u[1] + ty * dz;
+    const double y_f = y1 * e.f - y0 * s.f - ty * (e.h - s.h);
+    const double y2_dby = y1 * y1 * e.by - y0 * y0 * s.by - 2 * ty * y_f;
+    const double y_dby = y1 * e.by - y0 * s.by - ty * i1;
+    const double lever_y_dby = -dz * y0 * s.by + y_f - ty * i2;
+    const double g_change = (y1 * y1 * e.dby - y0 * y0 * s.dby) / 2;
+    const double lever_g = -dz * y0 * y0 * s.dby / 2 + y2_dby / 2;
+    const double a = 1 + tx * tx, b = tx * (1 + ty * ty), txty = tx * ty;
+    return {k * (a * lever_g - tx * txty * lever_y_dby), k * (txty * lever_g - b * lever_y_dby),
+            k * (a * g_change - tx * txty * y_dby), k * (txty * g_change - b * y_dby)};
+  }
+
   void forward_one(const float* in, float* out, std::vector<float>& a,
                    std::vector<float>& b) const {
-    for (std::size_t i = 0; i < kInputs; ++i) a[i] = (in[i] - input_mean[i]) / input_std[i];
+    double u[kInputs];
+    for (std::size_t i = 0; i < kInputs; ++i) u[i] = static_cast<double>(in[i]);
+    const std::array<double, kOutputs> base_end = base_prediction(u);
+
+    double features[kMaxFeatures];
+    std::copy(u, u + kInputs, features);
+    if (inputs == Inputs::Physics) {
+      const double dz = u[6] - u[5];
+      double i1, i2;
+      integrals(axis.at(u[5]), axis.at(u[6]), dz, i1, i2);
+      const std::array<double, kOutputs> straight = line(u);
+      features[7] = dz;
+      features[8] = i1;
+      features[9] = i2;
+      for (std::size_t j = 0; j < kOutputs; ++j) features[10 + j] = base_end[j] - straight[j];
+    }
+
+    // The network in float, as torch runs it: features rounded to float, then standardised.
+    const std::size_t nf = n_features();
+    for (std::size_t i = 0; i < nf; ++i) {
+      a[i] = (static_cast<float>(features[i]) - input_mean[i]) / input_std[i];
+    }
     for (std::size_t k = 0; k < layers.size(); ++k) {
       const Layer& l = layers[k];
       const bool last = k + 1 == layers.size();
@@ -118,17 +286,22 @@ class Mlp {
       }
       a.swap(b);
     }
-    const float x = in[0], y = in[1], tx = in[2], ty = in[3], qop = in[4];
-    const float dz = in[6] - in[5];
-    const float line[kOutputs] = {x + tx * dz, y + ty * dz, tx, ty};
+
+    // Target scale: 1, or qop, times max(|dz| / 1000, min_leg_m)^(leg_power, leg_power - 1).
+    std::array<double, kOutputs> scale{1.0, 1.0, 1.0, 1.0};
+    if (target == Target::ResidualQop) scale.fill(u[4]);
+    if (target != Target::Raw && leg_power != 0.0) {
+      const double leg = std::max(std::fabs(u[6] - u[5]) / 1000.0, min_leg_m);
+      const double pos = std::pow(leg, leg_power), slope = std::pow(leg, leg_power - 1);
+      scale[0] *= pos;
+      scale[1] *= pos;
+      scale[2] *= slope;
+      scale[3] *= slope;
+    }
     for (std::size_t j = 0; j < kOutputs; ++j) {
-      float enc = a[j] * target_std[j] + target_mean[j];
-      if (target == Target::Raw) {
-        out[j] = enc;
-        continue;
-      }
-      if (target == Target::ResidualQop) enc *= qop;
-      out[j] = line[j] + enc;
+      const double enc = static_cast<double>(a[j]) * static_cast<double>(target_std[j]) +
+                         static_cast<double>(target_mean[j]);
+      out[j] = static_cast<float>(target == Target::Raw ? enc : base_end[j] + scale[j] * enc);
     }
   }
 };
@@ -159,19 +332,40 @@ class Reader {
     throw std::runtime_error(name_ + ": " + what);
   }
 
-  std::uint32_t u32() {
-    need(4);
-    std::uint32_t v = 0;
-    for (int k = 3; k >= 0; --k) v = (v << 8) | bytes_[pos_ + static_cast<std::size_t>(k)];
-    pos_ += 4;
+  std::uint64_t uint(int bytes) {
+    need(static_cast<std::size_t>(bytes));
+    std::uint64_t v = 0;
+    for (int k = bytes - 1; k >= 0; --k) v = (v << 8) | bytes_[pos_ + static_cast<std::size_t>(k)];
+    pos_ += static_cast<std::size_t>(bytes);
     return v;
   }
+
+  std::uint32_t u32() { return static_cast<std::uint32_t>(uint(4)); }
 
   float f32() {
     const std::uint32_t bits = u32();
     float v;
     std::memcpy(&v, &bits, sizeof v);
     return v;
+  }
+
+  double f64() {
+    const std::uint64_t bits = uint(8);
+    double v;
+    std::memcpy(&v, &bits, sizeof v);
+    return v;
+  }
+
+  template <typename T>
+  void read(std::vector<T>& dst, std::size_t count) {
+    dst.resize(count);
+    for (std::size_t i = 0; i < count; ++i) {
+      if constexpr (sizeof(T) == 8) {
+        dst[i] = f64();
+      } else {
+        dst[i] = f32();
+      }
+    }
   }
 
   void floats(float* dst, std::size_t count) {
@@ -198,28 +392,69 @@ class Reader {
   std::size_t pos_ = 0;
 };
 
-inline void check_header(Reader& r) {
+// Magic, version, endianness, dtype; returns the version (1 or 2).
+inline std::uint32_t check_header(Reader& r) {
   r.expect_magic("RTRKMLP\0");
   const std::uint32_t version = r.u32();
   const std::uint32_t endian = r.u32();
   if (endian == 0x04030201u) r.fail("byte-swapped file (written big-endian)");
   if (endian != 0x01020304u) r.fail("bad endianness marker " + std::to_string(endian));
-  if (version != 1u) r.fail("unsupported format version " + std::to_string(version));
+  if (version != 1u && version != 2u) {
+    r.fail("unsupported format version " + std::to_string(version) +
+           " (this reader supports versions 1, 2)");
+  }
   if (r.u32() != 1u) r.fail("unsupported dtype code (only 1 = float32)");
+  return version;
+}
+
+// Version-2 formulation block (bytes 40-111); checks what the formulation needs is present.
+inline void read_formulation(Reader& r, Mlp& m, std::size_t& n_quad, std::size_t& n_table) {
+  const std::uint32_t base = r.u32(), inputs = r.u32();
+  if (base > 3u) r.fail("unknown base code " + std::to_string(base));
+  if (inputs > 1u) r.fail("unknown input set code " + std::to_string(inputs));
+  m.base = static_cast<Base>(base);
+  m.inputs = static_cast<Inputs>(inputs);
+  const std::uint32_t n_features = r.u32();
+  if (n_features != m.n_features()) {
+    r.fail("n_features " + std::to_string(n_features) + " does not match the input set (" +
+           std::to_string(m.n_features()) + ")");
+  }
+  n_quad = r.u32();
+  n_table = r.u32();
+  if (r.u32() != 0u) r.fail("reserved header field is not 0");
+  m.leg_power = r.f64();
+  m.kappa = r.f64();
+  m.min_uz_squared = r.f64();
+  m.min_leg_m = r.f64();
+  m.axis.z_first = r.f64();
+  m.axis.spacing = r.f64();
+  if (!std::isfinite(m.leg_power) || !std::isfinite(m.kappa) || !std::isfinite(m.axis.z_first))
+    r.fail("non-finite leg_power, kappa or z_first");
+  if (!(m.min_uz_squared > 0.0 && m.min_uz_squared <= 1.0) || !(m.min_leg_m > 0.0) ||
+      !std::isfinite(m.min_leg_m))
+    r.fail("min_uz_squared must be in (0, 1] and min_leg_m > 0");
+  if (n_quad > 1024u || n_table > (1u << 24)) r.fail("implausible quadrature or table size");
+  const bool quadrature = m.base == Base::Axial || m.base == Base::Expansion;
+  if (quadrature && n_quad < 1) r.fail("the base needs quadrature nodes, the file has none");
+  if (m.base != Base::Line || m.inputs == Inputs::Physics) {
+    if (n_table < 2) r.fail("the formulation needs the field tables (at least 2 nodes)");
+    if (!(std::isfinite(m.axis.spacing) && m.axis.spacing > 0.0))
+      r.fail("table spacing must be finite and positive");
+  }
 }
 
 }  // namespace detail
 
-// Load and validate a model.bin; throws std::runtime_error("<path>: <problem>") on bad input.
+// Load and validate a model.bin (version 1 or 2); throws std::runtime_error("<path>: <problem>").
 inline Mlp load_mlp(const std::string& path) {
   std::ifstream file(path, std::ios::binary);
   if (!file) throw std::runtime_error(path + ": cannot open file");
   std::vector<unsigned char> bytes((std::istreambuf_iterator<char>(file)),
                                    std::istreambuf_iterator<char>());
   detail::Reader r(path, std::move(bytes));
-  detail::check_header(r);
-
   Mlp m;
+  m.version = detail::check_header(r);
+
   const std::uint32_t act = r.u32(), target = r.u32();
   if (act < 1u || act > 4u) r.fail("unknown activation code " + std::to_string(act));
   if (target > 2u) r.fail("unknown target mode code " + std::to_string(target));
@@ -229,7 +464,13 @@ inline Mlp load_mlp(const std::string& path) {
   const std::uint32_t n_layers = r.u32();
   if (n_layers < 1u || n_layers > 1024u) r.fail("implausible layer count");
 
-  std::size_t width = Mlp::kInputs, n_floats = 2 * Mlp::kInputs + 2 * Mlp::kOutputs;
+  // Version 1 has no formulation block: it is the straight line on the 7 inputs (the Mlp's
+  // defaults), with no tables or quadrature.
+  std::size_t n_quad = 0, n_table = 0;
+  if (m.version >= 2u) detail::read_formulation(r, m, n_quad, n_table);
+
+  const std::size_t nf = m.n_features();
+  std::size_t width = nf, n_floats = 2 * nf + 2 * Mlp::kOutputs;
   m.layers.resize(n_layers);
   for (std::uint32_t k = 0; k < n_layers; ++k) {
     Layer& l = m.layers[k];
@@ -242,21 +483,25 @@ inline Mlp load_mlp(const std::string& path) {
     n_floats += l.rows * l.cols + l.rows;
   }
   if (width != Mlp::kOutputs) r.fail("last layer does not have 4 outputs");
-  const std::size_t expected = r.pos() + 4 * n_floats + 4;
+  const std::size_t expected = r.pos() + 8 * (2 * n_quad + 4 * n_table) + 4 * n_floats + 4;
   if (r.size() != expected) {
     r.fail(std::string(r.size() < expected ? "truncated" : "trailing bytes") + ": " +
            std::to_string(r.size()) + " bytes, header implies " + std::to_string(expected));
   }
 
-  r.floats(m.input_mean.data(), Mlp::kInputs);
-  r.floats(m.input_std.data(), Mlp::kInputs);
+  r.read(m.nodes, n_quad);
+  r.read(m.weights, n_quad);
+  r.read(m.axis.by, n_table);
+  r.read(m.axis.dby, n_table);
+  r.read(m.axis.f, n_table);
+  r.read(m.axis.h, n_table);
+  r.read(m.input_mean, nf);
+  r.read(m.input_std, nf);
   r.floats(m.target_mean.data(), Mlp::kOutputs);
   r.floats(m.target_std.data(), Mlp::kOutputs);
   for (Layer& l : m.layers) {
-    l.weight.resize(l.rows * l.cols);
-    l.bias.resize(l.rows);
-    r.floats(l.weight.data(), l.weight.size());  // row-major, as written
-    r.floats(l.bias.data(), l.bias.size());
+    r.read(l.weight, l.rows * l.cols);  // row-major, as written
+    r.read(l.bias, l.rows);
   }
   const std::uint32_t computed = detail::crc32(r.data(), expected - 4);
   if (r.u32() != computed) r.fail("checksum mismatch (corrupt file)");
