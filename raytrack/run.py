@@ -17,7 +17,7 @@ import numpy as np
 import raytrack
 from raytrack.data import DatasetSplits, load
 from raytrack.data.schema import INPUT_COLUMNS, TARGET_COLUMNS, UNITS, canonical_hash
-from raytrack.evaluate import evaluate_model, write_report
+from raytrack.evaluate import evaluate_model, magnet_extent, write_report
 from raytrack.export.model_bin import write_model_bin
 from raytrack.export.onnx_export import export_onnx
 from raytrack.files import write_json_atomic as write_json
@@ -72,7 +72,12 @@ def write_outputs(
     model = result.model.cpu().eval()
     report = None
     if evaluate:
-        report = evaluate_model(model, splits.test.inputs(), splits.test.targets())
+        report = evaluate_model(
+            model,
+            splits.test.inputs(),
+            splits.test.targets(),
+            magnet=magnet_extent(splits),
+        )
         write_report(out_dir / "evaluation", report, result.history)
     write_exports(out_dir, model, _metadata(spec, result, splits, report))
     return report

@@ -66,7 +66,7 @@ class ModelConfig:
     target: str = "residual_qop"
     base: str = "expansion"
     inputs: str = "physics"
-    leg_power: float = 2.0
+    leg_power: float = 1.5
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hidden", tuple(int(w) for w in self.hidden))
@@ -193,7 +193,9 @@ class TrackMLP(nn.Module):
         axis = None
         if state["formulation.axis_values"].shape[1]:
             z_first, spacing = (float(v) for v in state["formulation.axis_grid"])
-            axis = AxisProfile.from_by(z_first, spacing, state["formulation.axis_values"][0])
+            axis = AxisProfile.from_tables(
+                z_first, spacing, state["formulation.axis_values"].numpy()
+            )
         model = cls(config, axis=axis)
         model.load_state_dict(state)
         return model

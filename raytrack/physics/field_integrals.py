@@ -11,8 +11,9 @@ so that over a leg z0 -> z1 (either direction)
     I2 = int_z0^z1 (z1 - z) By dz   = H(z1) - H(z0) - F(z0) (z1 - z0)
 
 The tables hold By, F and H at evenly spaced nodes and are read with cubic Hermite
-interpolation (F' = By, H' = F). With By taken as linear between nodes both are exact, and
-so is the table itself on a trilinear field map whose z nodes are among the table's.
+interpolation (F' = By, H' = F); the node values of F come from By by a rule that is exact on a
+trilinear map and fourth order on an analytic field, those of H are the exact integral of the F
+interpolant.
 
 Two transports use them (both in torch, any dtype and device; autograd flows through them):
 
@@ -21,7 +22,11 @@ Two transports use them (both in torch, any dtype and device; autograd flows thr
 * :func:`axial_transport`: the exact motion in a field ``B = (0, By(z), 0)``. There the
   direction cosine ``ux = tx / N`` changes by exactly ``-KAPPA qop dF`` and ``uy = ty / N``
   stays constant, so the end slopes are closed-form and the positions are one Gauss-Legendre
-  quadrature of ``ux / uz`` over the leg. What remains for a network is the field off the axis.
+  quadrature of ``ux / uz`` over the leg.
+* :func:`expansion_transport`: that, plus the field off the symmetry plane that Maxwell's
+  equations derive from the on-axis profile, integrated along the on-axis trajectory at the
+  same quadrature nodes. What remains for a network is the field's x dependence and the
+  higher orders (on the default dipole: 0.23 mm mean, 0.22 mm P95 over the default phase space).
 """
 
 from __future__ import annotations
@@ -32,11 +37,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from raytrack.physics.fields import Field
+from raytrack.physics.fields import Field, GridField
 from raytrack.physics.units import KAPPA
 
 #: Node spacing of the tables, mm: a divisor of LHCb's 100 mm map grid.
 DEFAULT_SPACING_MM = 20.0
+RULES = ("linear", "smooth")
 #: Gauss-Legendre nodes of the position integral (measured: 16 nodes leave < 1 micrometre on
 #: 10 m legs through the default dipole at 2 GeV; see tests/test_field_integrals.py).
 QUADRATURE_NODES = 16
@@ -54,6 +60,7 @@ class AxisProfile:
     by: np.ndarray  # (n,) T
     f: np.ndarray  # (n,) T mm, F(z_first) = 0
     h: np.ndarray  # (n,) T mm^2, H(z_first) = 0
+    rule: str = "smooth"  # how F was integrated from By (see from_by)
 
     @property
     def z_last(self) -> float:
@@ -69,27 +76,57 @@ class AxisProfile:
         first = np.floor(z_min / spacing) * spacing
         count = int(np.ceil((z_max - first) / spacing)) + 1
         nodes = first + spacing * np.arange(count)
-        return cls.from_by(first, spacing, _on_axis_by(field, nodes))
+        # A trilinear map is linear in z between its nodes (among ours at 20 mm spacing).
+        rule = "linear" if isinstance(field, GridField) else "smooth"
+        return cls.from_by(first, spacing, _on_axis_by(field, nodes), rule)
 
     @classmethod
-    def from_by(cls, z_first: float, spacing: float, by: np.ndarray) -> AxisProfile:
-        """From By samples, taken as linear between nodes (exact on a trilinear map whose z nodes
-        are among these; on the smooth default dipole it misses F by < 3e-6 relative)."""
+    def from_by(
+        cls, z_first: float, spacing: float, by: np.ndarray, rule: str = "smooth"
+    ) -> AxisProfile:
+        """From By samples alone (what the manifest keeps), integrated by ``rule``:
+
+        * ``"linear"``: By linear between nodes (a trilinear map): the trapezoid rule, exact.
+        * ``"smooth"``: an analytic field: the trapezoid rule with its Euler-Maclaurin end
+          correction (dBy/dz by central differences), fourth order; the plain trapezoid would
+          miss 7e-6 of the default dipole's integral (17 micrometres on a 2 GeV track).
+        """
+        if rule not in RULES:
+            raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
         by = np.asarray(by, dtype=np.float64)
         f = np.concatenate(([0.0], np.cumsum(spacing / 2 * (by[:-1] + by[1:]))))
-        return cls(float(z_first), float(spacing), by, f, _integrate_hermite(f, by, spacing))
+        if rule == "smooth":
+            slope = np.gradient(by, spacing)
+            f = f + spacing**2 / 12 * (slope[0] - slope)
+        return cls(float(z_first), float(spacing), by, f, _integrate_hermite(f, by, spacing), rule)
+
+    @classmethod
+    def from_tables(cls, z_first: float, spacing: float, tables: np.ndarray) -> AxisProfile:
+        """From the (4, n) rows of :meth:`tables` as a model stores them."""
+        tables = np.asarray(tables, dtype=np.float64)
+        return cls(float(z_first), float(spacing), tables[0], tables[2], tables[3])
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for a manifest: the integrals are rebuilt from By on reading."""
         return {
             "z_first_mm": self.z_first,
             "spacing_mm": self.spacing,
+            "by_between_nodes": self.rule,
             "by_tesla": self.by.tolist(),
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AxisProfile:
-        return cls.from_by(data["z_first_mm"], data["spacing_mm"], data["by_tesla"])
+        return cls.from_by(
+            data["z_first_mm"], data["spacing_mm"], data["by_tesla"], data["by_between_nodes"]
+        )
+
+    def half_maximum_extent(self) -> tuple[float, float]:
+        """Where |By| on the axis is at least half its peak, mm: "inside the magnet" for the
+        evaluation's leg regions (z 2954 -> 7060 on the default dipole)."""
+        strong = np.flatnonzero(np.abs(self.by) >= 0.5 * np.abs(self.by).max())
+        nodes = self.z_first + self.spacing * strong
+        return float(nodes[0]), float(nodes[-1])
 
     def tables(self, dtype=torch.float64, device=None) -> torch.Tensor:
         """(4, n) tensor: rows By, dBy/dz (central differences), F, H (what a model keeps)."""
@@ -138,6 +175,8 @@ class AxisTables:
             dby=_linear(dby, index, u) * inside,
             f=f_z,
             h=h_z,
+            # the slope of the dBy/dz interpolant: constant between nodes
+            d2by=(dby[index + 1] - dby[index]) / self.spacing * inside,
         )
 
 
@@ -147,6 +186,7 @@ class AxisValues:
     dby: torch.Tensor  # T / mm
     f: torch.Tensor  # T mm
     h: torch.Tensor  # T mm^2
+    d2by: torch.Tensor  # T / mm^2
 
 
 def _linear(values, index, u):
@@ -221,48 +261,52 @@ def _slopes(ux: torch.Tensor, uy: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     return ux * inv_uz, uy * inv_uz
 
 
-def off_plane_correction(inputs: torch.Tensor, tables: AxisTables) -> torch.Tensor:
-    """(N, 4) first-order effect of the field off the symmetry plane y = 0.
+def expansion_transport(
+    inputs: torch.Tensor, tables: AxisTables, nodes: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    """The on-axis transport plus the field off the symmetry plane, integrated along it.
 
-    Maxwell's equations fix the field near a mid-plane-symmetric magnet from its on-axis
-    profile f(z) = By(0, 0, z), to second order in y (and without its x dependence)::
+    Maxwell's equations fix the field near a mid-plane-symmetric magnet from its on-axis profile
+    f(z) = By(0, 0, z), to second order in y (without its x dependence)::
 
         By = f - y^2/2 f'',   Bz = y f',   Bx = 0
 
-    (exactly the default dipole). Along the straight line y(z) = y0 + ty (z - z0), with the
-    factor KAPPA qop N taken at the start, the extra terms of the equations of motion are total
-    derivatives and products that integrate by parts into the tables' F and H (the algebra is
-    in docs/physics_base.md). On the default dipole this removes 99.9 % of what the on-axis
-    transport leaves on legs under 1 m.
+    (exactly the default dipole). The extra terms of the equations of motion are evaluated at
+    the quadrature nodes of the on-axis trajectory (its slopes, and y with its first-order
+    bending) and integrated to first order: ``d slope = int g dz``,
+    ``d position = int (z1 - z) g dz``. On the default dipole this leaves 0.23 mm mean and
+    0.22 mm P95 over the default phase space (the straight line: 68 mm, 364 mm).
     """
     x, y, tx, ty, qop, z0, z1 = inputs.unbind(1)
+    norm = torch.sqrt(1 + tx * tx + ty * ty)
+    ux0, uy = tx / norm, ty / norm
+    kq = KAPPA * qop
     dz = z1 - z0
-    start, end = tables.at(z0), tables.at(z1)
-    i1, i2 = field_integrals(start, end, dz)
-    k = KAPPA * qop * torch.sqrt(1 + tx * tx + ty * ty)
-    y0, y1 = y, y + ty * dz
-    y_f = y1 * end.f - y0 * start.f - ty * (end.h - start.h)  # int y By dz
-    y2_dby = y1 * y1 * end.by - y0 * y0 * start.by - 2 * ty * y_f  # int y^2 By' dz
-    y_dby = y1 * end.by - y0 * start.by - ty * i1  # int y By' dz
-    lever_y_dby = -dz * y0 * start.by + y_f - ty * i2  # int (z1 - z) y By' dz
-    # G = y^2 By' / 2: its change over the leg, and int (z1 - z) dG.
-    g_change = (y1 * y1 * end.dby - y0 * y0 * start.dby) / 2
-    lever_g = -dz * y0 * y0 * start.dby / 2 + y2_dby / 2
-    a, b = 1 + tx * tx, tx * (1 + ty * ty)
-    txty = tx * ty
+    start = tables.at(z0)
+    z_nodes = _col(z0) + _col(dz) * nodes
+    at = tables.at(z_nodes)
+    ux = _col(ux0) - _col(kq) * (at.f - _col(start.f))
+    inv_uz = torch.rsqrt(torch.clamp(1 - ux * ux - _col(uy * uy), min=MIN_UZ_SQUARED))
+    tx_k, ty_k = ux * inv_uz, _col(uy) * inv_uz
+    # y along the path: the straight line plus the kick's first-order bending in y.
+    lever = at.h - _col(start.h) - _col(start.f) * (z_nodes - _col(z0))
+    y_k = _col(y) + _col(ty) * (z_nodes - _col(z0)) - _col(kq * norm * tx * ty) * lever
+    by_off, bz = -0.5 * y_k * y_k * at.d2by, y_k * at.dby
+    k = _col(kq) * inv_uz  # KAPPA qop N along the path (N = 1 / uz)
+    dtx = k * (ty_k * bz - (1 + tx_k * tx_k) * by_off)
+    dty = -k * (tx_k * ty_k * by_off + tx_k * bz)
+    tx1, ty1 = _slopes(ux0 - kq * (tables.at(z1).f - start.f), uy)
+    lever_weights = weights * (1 - nodes)
     return torch.stack(
         (
-            k * (a * lever_g - tx * txty * lever_y_dby),
-            k * (txty * lever_g - b * lever_y_dby),
-            k * (a * g_change - tx * txty * y_dby),
-            k * (txty * g_change - b * y_dby),
+            x + dz * (tx_k @ weights) + dz * dz * (dtx @ lever_weights),
+            y + dz * (ty_k @ weights) + dz * dz * (dty @ lever_weights),
+            tx1 + dz * (dtx @ weights),
+            ty1 + dz * (dty @ weights),
         ),
         dim=1,
     )
 
 
-def expansion_transport(
-    inputs: torch.Tensor, tables: AxisTables, nodes: torch.Tensor, weights: torch.Tensor
-) -> torch.Tensor:
-    """The on-axis transport plus the first-order off-plane correction."""
-    return axial_transport(inputs, tables, nodes, weights) + off_plane_correction(inputs, tables)
+def _col(values: torch.Tensor) -> torch.Tensor:
+    return values.unsqueeze(1)

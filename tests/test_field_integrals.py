@@ -1,0 +1,148 @@
+"""The on-axis field tables and the transports built on them (physics.md section 2a)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from raytrack.physics import DipoleField, Field, GridField, Tolerance, propagate
+from raytrack.physics.field_integrals import (
+    AxisProfile,
+    AxisTables,
+    axial_transport,
+    expansion_transport,
+    field_integrals,
+    gauss_legendre,
+    kick_transport,
+)
+
+
+class OnAxisOnly(Field):
+    """The field of ``inner`` on the axis, everywhere: (0, By(0, 0, z), 0)."""
+
+    def __init__(self, inner: Field) -> None:
+        self.inner = inner
+
+    def evaluate(self, x, y, z):
+        zero = torch.zeros_like(x)
+        return zero, self.inner.evaluate(zero, zero, z)[1], zero
+
+    def describe(self):
+        return {"type": "on-axis", "inner": self.inner.describe()}
+
+
+def tables_of(field: Field) -> AxisTables:
+    profile = AxisProfile.from_field(field, -500.0, 14500.0)
+    return AxisTables(profile.tables(), profile.z_first, profile.spacing)
+
+
+def random_tracks(n: int, seed: int = 0, p_gev=(2.0, 100.0), legs=(25.0, 10000.0)):
+    rng = np.random.default_rng(seed)
+    p = np.exp(rng.uniform(*np.log(p_gev), n)) * 1000.0
+    dz = np.exp(rng.uniform(*np.log(legs), n)) * rng.choice([-1.0, 1.0], n)
+    z0 = rng.uniform(np.maximum(0, -dz), np.minimum(14000, 14000 - dz))
+    return np.stack(
+        [
+            rng.uniform(-900, 900, n),
+            rng.uniform(-750, 750, n),
+            rng.uniform(-0.3, 0.3, n),
+            rng.uniform(-0.25, 0.25, n),
+            rng.choice([-1.0, 1.0], n) / p,
+            z0,
+            z0 + dz,
+        ],
+        axis=1,
+    )
+
+
+def truth(inputs: np.ndarray, field: Field) -> np.ndarray:
+    end = propagate(
+        inputs[:, :5], inputs[:, 5], inputs[:, 6], field, tolerance=Tolerance(3e-7, 3e-10)
+    )
+    return end[:, :4]
+
+
+def position_error(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.hypot(a[:, 0] - b[:, 0], a[:, 1] - b[:, 1])
+
+
+def test_field_integrals_equal_direct_integration_both_directions():
+    field = DipoleField()
+    tables = tables_of(field)
+    z0 = torch.tensor([0.0, 3000.0, 7000.0, 5012.3, 14000.0, 9000.0], dtype=torch.float64)
+    z1 = torch.tensor([14000.0, 7000.0, 3000.0, 5037.7, 0.0, 9000.0], dtype=torch.float64)
+    i1, i2 = field_integrals(tables.at(z0), tables.at(z1), z1 - z0)
+    for k in range(len(z0)):
+        z = torch.linspace(float(z0[k]), float(z1[k]), 200001, dtype=torch.float64)
+        by = field.evaluate(torch.zeros_like(z), torch.zeros_like(z), z)[1]
+        expected_i1 = torch.trapezoid(by, z)
+        expected_i2 = torch.trapezoid((z1[k] - z) * by, z)
+        # 1e-5 T mm bends a 2 GeV track by 1.5e-9; 0.01 T mm^2 moves it by 1.5 nm.
+        assert float(i1[k]) == pytest.approx(float(expected_i1), rel=1e-8, abs=1e-5)
+        assert float(i2[k]) == pytest.approx(float(expected_i2), rel=1e-8, abs=1e-2)
+    # The whole dipole: about 4 T m (physics.md section 3), negative for "down".
+    assert -4600 < float(i1[0]) < -4300
+
+
+def test_tables_are_exact_on_a_trilinear_map():
+    # By piecewise linear in z between 100 mm grid nodes: F and H are exact polynomials there.
+    rng = np.random.default_rng(4)
+    values = np.zeros((2, 2, 31, 3))
+    values[:, :, :, 1] = rng.uniform(-1, 1, 31)
+    grid = GridField(values, origin=(-100.0, -100.0, 1000.0), spacing=(200.0, 200.0, 100.0))
+    profile = AxisProfile.from_field(grid, 1000.0, 4000.0)
+    tables = AxisTables(profile.tables(), profile.z_first, profile.spacing)
+    z0, z1 = torch.tensor([1000.0, 1234.5]), torch.tensor([4000.0, 3210.9])
+    i1, i2 = field_integrals(tables.at(z0.double()), tables.at(z1.double()), (z1 - z0).double())
+    for k in range(2):
+        z = torch.linspace(float(z0[k]), float(z1[k]), 400001, dtype=torch.float64)
+        by = grid.evaluate(torch.zeros_like(z), torch.zeros_like(z), z)[1]
+        assert float(i1[k]) == pytest.approx(float(torch.trapezoid(by, z)), rel=1e-8)
+        assert float(i2[k]) == pytest.approx(float(torch.trapezoid((z1[k] - z) * by, z)), rel=1e-7)
+
+
+def test_axial_transport_is_the_motion_in_the_on_axis_field():
+    field = OnAxisOnly(DipoleField())
+    inputs = random_tracks(400, seed=1)
+    expected = truth(inputs, field)
+    nodes, weights = gauss_legendre()
+    got = axial_transport(torch.from_numpy(inputs), tables_of(DipoleField()), nodes, weights)
+    error = position_error(got.numpy(), expected)
+    assert np.nanmean(error) < 1e-3  # mm
+    assert np.abs(got.numpy()[:, 2:] - expected[:, 2:]).max() < 1e-5
+
+
+def test_kick_is_first_order_the_axial_transport_exact_for_stiff_tracks():
+    inputs = random_tracks(200, seed=2, p_gev=(500.0, 1000.0))
+    expected = truth(inputs, OnAxisOnly(DipoleField()))
+    tables = tables_of(DipoleField())
+    kick = kick_transport(torch.from_numpy(inputs), tables).numpy()
+    assert position_error(kick, expected).max() < 0.05  # second order in a small field
+
+
+def test_expansion_transport_accuracy_on_the_default_dipole():
+    # The base the models start from: what a network still has to learn, by leg length.
+    inputs = random_tracks(2000, seed=3)
+    expected = truth(inputs, DipoleField())
+    kept = np.isfinite(expected).all(axis=1)  # (tracks that leave the volume are dropped)
+    inputs, expected = inputs[kept], expected[kept]
+    nodes, weights = gauss_legendre()
+    base = expansion_transport(torch.from_numpy(inputs), tables_of(DipoleField()), nodes, weights)
+    error = position_error(base.numpy(), expected)
+    line = position_error(
+        inputs[:, :2] + inputs[:, 2:4] * (inputs[:, 6:7] - inputs[:, 5:6]), expected
+    )
+    short = np.abs(inputs[:, 6] - inputs[:, 5]) < 250
+    assert np.mean(error) < 0.01 * np.mean(line)
+    assert np.mean(error[short]) < 1e-3  # mm: far below the straight line's 0.09 mm
+    assert np.percentile(error, 95) < 0.5
+
+
+def test_profile_round_trips_through_its_manifest_record():
+    profile = AxisProfile.from_field(DipoleField(), 0.0, 14000.0)
+    again = AxisProfile.from_dict(profile.to_dict())
+    assert np.array_equal(again.by, profile.by) and np.array_equal(again.h, profile.h)
+    assert profile.rule == "smooth"
+    z_in, z_out = profile.half_maximum_extent()
+    assert 2900 < z_in < 3000 and 7000 < z_out < 7100
