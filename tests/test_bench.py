@@ -1,0 +1,130 @@
+"""python -m raytrack.bench on tiny sizes: the rows each benchmark prints, not its speed (speed is
+a ratio measured in the same run on a shared machine, never asserted)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from raytrack import bench
+
+
+def table(output: str, first_words: tuple[str, ...]) -> list[list[str]]:
+    return [line.split() for line in output.splitlines() if line.startswith(first_words)]
+
+
+def test_infer_times_each_model_its_formulation_and_its_physics_free_twin(capsys):
+    assert bench.main(["infer", "--tracks", "300", "--presets", "tiny"]) == 0
+    out = capsys.readouterr().out
+    assert "propagate (Dormand-Prince, default phase space)" in out
+    assert "x RK" in out
+    rows = table(out, ("tiny",))
+    # every (model, engine) at batch 1 and at all the tracks (300 less the few propagate drops)
+    seen = {(r[0], r[2], int(r[3])) for r in rows}
+    batches = sorted({b for _, _, b in seen})
+    assert batches[0] == 1 and 250 < batches[1] <= 300 and len(batches) == 2
+    engines = [("tiny", e) for e in ("onnxruntime", "torch", "prepare")]
+    engines += [("tiny/line", e) for e in ("onnxruntime", "torch")]
+    assert seen == {(m, e, b) for m, e in engines for b in batches}
+    assert len(rows) == len(seen)
+    prepare = [line for line in out.splitlines() if " prepare " in line]
+    assert all("of tiny's torch time" in line for line in prepare)
+    line = [line for line in out.splitlines() if line.startswith("tiny/line")]
+    assert all("x tiny (default formulation)" in text for text in line)
+    assert all(float(r[4]) > 0 for r in rows)  # tracks/s
+
+
+def test_infer_defaults_to_every_preset_and_refuses_unknown_ones(capsys):
+    from raytrack.models import load_presets
+
+    assert bench.preset_names(None) == list(load_presets())
+    assert bench.main(["infer", "--presets", "tiny", "nonesuch"]) == 1
+    assert "nonesuch" in capsys.readouterr().err
+
+
+def test_train_compares_the_fast_path_with_the_dataloader_loop(capsys):
+    args = ["train", "--preset", "tiny", "--tracks", "300", "--epochs", "1"]
+    assert bench.main(args) == 0
+    out = capsys.readouterr().out
+    rows = [line for line in out.splitlines() if line.startswith(("fast path", "DataLoader"))]
+    labels = ["fast path, batch 512", "fast path, batch 1024", "DataLoader, batch 512"]
+    assert [line[:24].strip() for line in rows] == labels
+    assert all(line.endswith("x DataLoader") and "samples/s" in line for line in rows)
+    assert rows[-1].split()[-3] == "1.00"  # the baseline against itself
+
+
+def test_dataloader_baseline_trains_on_the_fast_paths_features_and_targets():
+    from raytrack.models import get_preset
+    from raytrack.models.training import TrainConfig, train_model
+
+    inputs, targets = bench.training_data("default", 400)
+    axis = bench.axis_of("default")
+    config = get_preset("tiny")
+    model, dataset = bench.baseline_model_and_data(config, (inputs, targets), axis)
+    fast = train_model(
+        config, TrainConfig(epochs=1), (inputs, targets), (inputs, targets), axis=axis
+    )
+    for name in ("input_mean", "input_std", "target_mean", "target_std"):
+        torch.testing.assert_close(getattr(model, name), getattr(fast.model, name))
+    features, standard = dataset.tensors
+    assert features.shape == (len(inputs), config.n_features)
+    assert features.dtype == standard.dtype == torch.float32
+    np.testing.assert_allclose(standard.double().mean(0).numpy(), 0.0, atol=1e-5)
+
+
+def test_all_help_lists_its_options(capsys):
+    with pytest.raises(SystemExit) as done:
+        bench.main(["all", "--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    options = (
+        "--device", "--search", "--generate-tracks", "--baseline-tracks", "--train-preset",
+        "--train-tracks", "--train-epochs", "--infer-tracks", "--infer-presets",
+        "--accuracy-samples", "--accuracy-preset", "--accuracy-budget", "--search-num-samples",
+        "--search-samples", "--search-max-epochs", "--gpus-per-trial",
+    )  # fmt: skip
+    for option in options:
+        assert option in out, option
+
+
+def fake_benches(monkeypatch, calls: list) -> None:
+    """Each benchmark replaced by one that records its arguments and returns one figure."""
+
+    def fake(name, fail=False):
+        def run(*args):
+            calls.append((name, args))
+            if fail:
+                raise RuntimeError(f"{name} broke")
+            return [bench.Figure(name, f"{name} figure", "1 unit", "2 x baseline")]
+
+        return run
+
+    for name in ("generate", "train", "infer", "search"):
+        monkeypatch.setattr(bench, f"bench_{name}", fake(name))
+    monkeypatch.setattr(bench, "bench_accuracy", fake("accuracy", fail=True))
+
+
+def test_all_prints_one_table_and_goes_on_after_a_failure(monkeypatch, capsys):
+    calls: list = []
+    fake_benches(monkeypatch, calls)
+    assert bench.main(["all", "--train-tracks", "123"]) == 1  # accuracy failed
+    out = capsys.readouterr().out
+    assert [name for name, _ in calls] == ["generate", "train", "infer", "accuracy"]  # no GPU
+    assert calls[1][1][:2] == ("small", 123)
+    tail = out[out.index("raytrack bench all") :]
+    for name in ("generate", "train", "infer"):
+        assert f"{name} figure" in tail
+    assert "FAILED" in tail and "accuracy broke" in tail
+    walls = [line.split()[1] for line in tail.splitlines() if line.startswith("wall")]
+    assert walls == ["generate", "train", "infer", "accuracy", "total"]
+
+
+def test_all_runs_the_search_when_asked_with_no_gpu_share_on_cpu(monkeypatch, capsys):
+    calls: list = []
+    fake_benches(monkeypatch, calls)
+    bench.main(["all", "--search", "yes", "--gpus-per-trial", "0.5"])
+    search = [args for name, args in calls if name == "search"]
+    assert len(search) == 1
+    assert search[0][3] == 0.0  # gpus per trial: none on a CPU run
+    assert "search figure" in capsys.readouterr().out
