@@ -20,13 +20,11 @@ def test_infer_times_each_model_its_formulation_and_its_physics_free_twin(capsys
     assert "propagate (Dormand-Prince, default phase space)" in out
     assert "x RK" in out
     rows = table(out, ("tiny",))
-    # every (model, engine) at batch 1 and at all the tracks (300 less the few propagate drops)
+    # every (model, engine) at batch 1 and at all the tracks (the batch of 4096 cut to 300)
     seen = {(r[0], r[2], int(r[3])) for r in rows}
-    batches = sorted({b for _, _, b in seen})
-    assert batches[0] == 1 and 250 < batches[1] <= 300 and len(batches) == 2
     engines = [("tiny", e) for e in ("onnxruntime", "torch", "prepare")]
     engines += [("tiny/line", e) for e in ("onnxruntime", "torch")]
-    assert seen == {(m, e, b) for m, e in engines for b in batches}
+    assert seen == {(m, e, b) for m, e in engines for b in (1, 300)}
     assert len(rows) == len(seen)
     prepare = [line for line in out.splitlines() if " prepare " in line]
     assert all("of tiny's torch time" in line for line in prepare)
@@ -82,7 +80,7 @@ def test_all_help_lists_its_options(capsys):
         "--device", "--search", "--generate-tracks", "--baseline-tracks", "--train-preset",
         "--train-tracks", "--train-epochs", "--infer-tracks", "--infer-presets",
         "--accuracy-samples", "--accuracy-preset", "--accuracy-budget", "--search-num-samples",
-        "--search-samples", "--search-max-epochs", "--gpus-per-trial",
+        "--search-samples", "--search-max-epochs", "--search-time-budget", "--gpus-per-trial",
     )  # fmt: skip
     for option in options:
         assert option in out, option
