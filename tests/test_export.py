@@ -246,7 +246,8 @@ def cpp_predict(tmp_path_factory) -> Path:
     build = tmp_path_factory.mktemp("cpp")
     (build / "predict.cpp").write_text(CPP_MAIN)
     exe = build / "predict"
-    cmd = [compiler, "-std=c++17", "-O2", "-Wall", "-Wextra", "-Werror", f"-I{INCLUDE_DIR}"]
+    cmd = [compiler, "-std=c++17", "-O2", "-Wall", "-Wextra", "-Wpedantic", "-Werror"]
+    cmd.append(f"-I{INCLUDE_DIR}")
     result = subprocess.run(
         [*cmd, str(build / "predict.cpp"), "-o", str(exe)], capture_output=True, text=True
     )

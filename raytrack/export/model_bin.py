@@ -492,12 +492,14 @@ def _le_f64(a: np.ndarray) -> bytes:
 
 @dataclass(frozen=True)
 class AxisPoint:
-    """By (T), dBy/dz (T/mm), F (T mm) and H (T mm^2) at some z, each an array."""
+    """By (T), dBy/dz (T/mm), F (T mm), H (T mm^2) and d2By/dz2 (T/mm^2) at some z, each an
+    array."""
 
     by: np.ndarray
     dby: np.ndarray
     f: np.ndarray
     h: np.ndarray
+    d2by: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -510,8 +512,9 @@ class Tables:
     min_uz_squared: float
 
     def at(self, z: np.ndarray) -> AxisPoint:
-        """Linear By and dBy/dz, cubic Hermite F (slope By) and H (slope F); beyond the last
-        node (or before the first) By = dBy = 0, F constant and H linear in z."""
+        """Linear By and dBy/dz, cubic Hermite F (slope By) and H (slope F), d2By the slope of
+        the dBy interpolant (constant on each interval); beyond the last node (or before the
+        first) By = dBy = d2By = 0, F constant and H linear in z."""
         n = self.values.shape[1]
         t = (z - self.z_first) / self.spacing
         # A NaN z gives NaN values (through u), never an invalid index.
@@ -528,6 +531,7 @@ class Tables:
             dby=np.where(inside, _lerp(dby, index, u), 0.0),
             f=f_z,
             h=h_z,
+            d2by=np.where(inside, (dby[index + 1] - dby[index]) / self.spacing, 0.0),
         )
 
 
@@ -572,10 +576,9 @@ def base_prediction(
         return straight_line(inputs)
     if base == "kick":
         return _kick(inputs, tables, kappa)
-    out = _axial(inputs, tables, quadrature, kappa)
     if base == "expansion":
-        out = out + _off_plane(inputs, tables, kappa)
-    return out
+        return _expansion(inputs, tables, quadrature, kappa)
+    return _axial(inputs, tables, quadrature, kappa)
 
 
 def _kick(inputs: np.ndarray, tables: Tables, kappa: float) -> np.ndarray:
@@ -611,28 +614,39 @@ def _slopes(ux: np.ndarray, uy: np.ndarray, min_uz_squared: float) -> tuple[np.n
     return ux * inv_uz, uy * inv_uz
 
 
-def _off_plane(inputs: np.ndarray, tables: Tables, kappa: float) -> np.ndarray:
-    """First-order effect of By = f - y^2/2 f'', Bz = y f' along the straight line."""
+def _expansion(inputs, tables: Tables, quadrature, kappa: float) -> np.ndarray:
+    """The axial transport plus the off-plane field By = f - y^2/2 f'', Bz = y f' evaluated at
+    the quadrature nodes of the on-axis trajectory (its slopes, and y with the kick's bending
+    in y) and integrated to first order: d slope = int g dz, d position = int (z1 - z) g dz."""
+    nodes, weights = quadrature
     x, y, tx, ty, qop, z0, z1 = inputs.T
+    norm = np.sqrt(1 + tx * tx + ty * ty)
+    ux0, uy = tx / norm, ty / norm
+    kq = kappa * qop
     dz = z1 - z0
-    start, end = tables.at(z0), tables.at(z1)
-    i1, i2 = field_integrals(start, end, dz)
-    k = kappa * qop * np.sqrt(1 + tx * tx + ty * ty)
-    y0, y1 = y, y + ty * dz
-    y_f = y1 * end.f - y0 * start.f - ty * (end.h - start.h)
-    y2_dby = y1 * y1 * end.by - y0 * y0 * start.by - 2 * ty * y_f
-    y_dby = y1 * end.by - y0 * start.by - ty * i1
-    lever_y_dby = -dz * y0 * start.by + y_f - ty * i2
-    g_change = (y1 * y1 * end.dby - y0 * y0 * start.dby) / 2
-    lever_g = -dz * y0 * y0 * start.dby / 2 + y2_dby / 2
-    a, b = 1 + tx * tx, tx * (1 + ty * ty)
-    txty = tx * ty
+    start = tables.at(z0)
+    z_nodes = z0[:, None] + dz[:, None] * nodes  # (N, K)
+    at = tables.at(z_nodes)
+    ux = ux0[:, None] - kq[:, None] * (at.f - start.f[:, None])
+    uz2 = 1 - ux * ux - (uy * uy)[:, None]
+    inv_uz = 1 / np.sqrt(np.maximum(uz2, tables.min_uz_squared))
+    tx_k, ty_k = ux * inv_uz, uy[:, None] * inv_uz
+    # y along the path: the straight line plus the kick's first-order bending in y.
+    lever = at.h - start.h[:, None] - start.f[:, None] * (z_nodes - z0[:, None])
+    bend_y = (kq * norm * tx * ty)[:, None]
+    y_k = y[:, None] + ty[:, None] * (z_nodes - z0[:, None]) - bend_y * lever
+    by_off, bz = -0.5 * y_k * y_k * at.d2by, y_k * at.dby
+    k = kq[:, None] * inv_uz  # kappa qop N along the path (N = 1 / uz)
+    dtx = k * (ty_k * bz - (1 + tx_k * tx_k) * by_off)
+    dty = -k * (tx_k * ty_k * by_off + tx_k * bz)
+    tx1, ty1 = _slopes(ux0 - kq * (tables.at(z1).f - start.f), uy, tables.min_uz_squared)
+    lever_weights = weights * (1 - nodes)
     return np.stack(
         (
-            k * (a * lever_g - tx * txty * lever_y_dby),
-            k * (txty * lever_g - b * lever_y_dby),
-            k * (a * g_change - tx * txty * y_dby),
-            k * (txty * g_change - b * y_dby),
+            x + dz * (tx_k @ weights) + dz * dz * (dtx @ lever_weights),
+            y + dz * (ty_k @ weights) + dz * dz * (dty @ lever_weights),
+            tx1 + dz * (dtx @ weights),
+            ty1 + dz * (dty @ weights),
         ),
         1,
     )

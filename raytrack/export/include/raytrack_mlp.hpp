@@ -74,10 +74,11 @@ struct AxisTables {
   std::size_t size() const { return by.size(); }
 
   // Values at one z (AxisTables.at of raytrack.physics.field_integrals): By and dBy/dz linear
-  // between nodes, F and H cubic Hermite (slopes By and F). Past either end By = dBy = 0, F
-  // keeps its end value and H grows linearly with it.
+  // between nodes, F and H cubic Hermite (slopes By and F), d2By the slope of the dBy/dz
+  // interpolant (constant on each interval). Past either end By = dBy = d2By = 0, F keeps its
+  // end value and H grows linearly with it.
   struct Point {
-    double by, dby, f, h;
+    double by, dby, f, h, d2by;
   };
 
   Point at(double z) const {
@@ -85,7 +86,7 @@ struct AxisTables {
     const double t = (z - z_first) / spacing;
     if (std::isnan(t)) {  // a NaN input gives NaN out, never an out-of-range index
       const double nan = std::nan("");
-      return Point{nan, nan, nan, nan};
+      return Point{nan, nan, nan, nan, nan};
     }
     const double index_d = std::min(std::max(std::floor(t), 0.0), last);
     const double u = std::min(std::max(t - index_d, 0.0), 1.0);
@@ -97,6 +98,7 @@ struct AxisTables {
     const bool inside = outside == 0.0;
     p.by = inside ? by[i] * (1 - u) + by[i + 1] * u : 0.0;
     p.dby = inside ? dby[i] * (1 - u) + dby[i + 1] * u : 0.0;
+    p.d2by = inside ? (dby[i + 1] - dby[i]) / spacing : 0.0;
     return p;
   }
 
@@ -123,7 +125,7 @@ class Mlp {
   Inputs inputs = Inputs::State;
   double leg_power = 0.0;  // target scale exponent (positions; slopes leg_power - 1)
   double kappa = 0.299792458;  // d(slope)/dz = kappa * qop [1/MeV] * B [T], lengths in mm
-  double min_uz_squared = 0.04;  // floor of 1 - ux^2 - uy^2 in the axial transport
+  double min_uz_squared = 0.04;  // floor of 1 - ux^2 - uy^2 in the axial/expansion transport
   double min_leg_m = 0.001;  // shortest leg length (m) in the target scale
   AxisTables axis;
   std::vector<double> nodes, weights;  // Gauss-Legendre on [0, 1]
@@ -160,12 +162,7 @@ class Mlp {
       case Base::Line: return line(u);
       case Base::Kick: return kick(u);
       case Base::Axial: return axial(u);
-      case Base::Expansion: {
-        std::array<double, kOutputs> s = axial(u);
-        const std::array<double, kOutputs> c = off_plane(u);
-        for (std::size_t j = 0; j < kOutputs; ++j) s[j] += c[j];
-        return s;
-      }
+      case Base::Expansion: return expansion(u);
     }
     return line(u);
   }
@@ -230,25 +227,42 @@ class Mlp {
     return {x + dz * sum_x, y + dz * sum_y, tx1, ty1};
   }
 
-  // First-order effect of the field off the plane y = 0 (By = f - y^2/2 f'', Bz = y f') along
-  // the straight line, integrated by parts into the tables (field_integrals.off_plane_correction).
-  std::array<double, kOutputs> off_plane(const double* u) const {
-    const double tx = u[2], ty = u[3], qop = u[4];
-    const double dz = u[6] - u[5];
-    const AxisTables::Point s = axis.at(u[5]), e = axis.at(u[6]);
-    double i1, i2;
-    integrals(s, e, dz, i1, i2);
-    const double k = kappa * qop * std::sqrt(1 + tx * tx + ty * ty);
-    const double y0 = u[1], y1 = u[1] + ty * dz;
-    const double y_f = y1 * e.f - y0 * s.f - ty * (e.h - s.h);
-    const double y2_dby = y1 * y1 * e.by - y0 * y0 * s.by - 2 * ty * y_f;
-    const double y_dby = y1 * e.by - y0 * s.by - ty * i1;
-    const double lever_y_dby = -dz * y0 * s.by + y_f - ty * i2;
-    const double g_change = (y1 * y1 * e.dby - y0 * y0 * s.dby) / 2;
-    const double lever_g = -dz * y0 * y0 * s.dby / 2 + y2_dby / 2;
-    const double a = 1 + tx * tx, b = tx * (1 + ty * ty), txty = tx * ty;
-    return {k * (a * lever_g - tx * txty * lever_y_dby), k * (txty * lever_g - b * lever_y_dby),
-            k * (a * g_change - tx * txty * y_dby), k * (txty * g_change - b * y_dby)};
+  // The axial transport plus the field off the symmetry plane (By = f - y^2/2 f'', Bz = y f',
+  // f = By on the axis) evaluated at the quadrature nodes of the on-axis trajectory (its slopes,
+  // and y with the kick's bending in y) and integrated to first order: d slope = int g dz,
+  // d position = int (z1 - z) g dz (field_integrals.expansion_transport).
+  std::array<double, kOutputs> expansion(const double* u) const {
+    const double x = u[0], y = u[1], tx = u[2], ty = u[3], qop = u[4], z0 = u[5], z1 = u[6];
+    const double norm = std::sqrt(1 + tx * tx + ty * ty);
+    const double ux0 = tx / norm, uy = ty / norm, kq = kappa * qop, dz = z1 - z0;
+    const AxisTables::Point s = axis.at(z0);
+    const double bend_y = kq * norm * tx * ty;  // the kick's factor of the y bending
+    double sum_tx = 0.0, sum_ty = 0.0, sum_dtx = 0.0, sum_dty = 0.0;
+    double lever_dtx = 0.0, lever_dty = 0.0;
+    for (std::size_t k = 0; k < nodes.size(); ++k) {
+      const double zk = z0 + dz * nodes[k];
+      const AxisTables::Point p = axis.at(zk);
+      const double ux = ux0 - kq * (p.f - s.f);
+      const double inv_uz = 1.0 / std::sqrt(std::max(1 - ux * ux - uy * uy, min_uz_squared));
+      const double txk = ux * inv_uz, tyk = uy * inv_uz;
+      const double lever = p.h - s.h - s.f * (zk - z0);  // int_z0^zk (zk - z) By dz
+      const double yk = y + ty * (zk - z0) - bend_y * lever;
+      const double by_off = -0.5 * yk * yk * p.d2by, bz = yk * p.dby;
+      const double kk = kq * inv_uz;  // kappa qop N along the path (N = 1 / uz)
+      const double dtx = kk * (tyk * bz - (1 + txk * txk) * by_off);
+      const double dty = -kk * (txk * tyk * by_off + txk * bz);
+      const double w = weights[k], lw = weights[k] * (1 - nodes[k]);
+      sum_tx += txk * w;
+      sum_ty += tyk * w;
+      sum_dtx += dtx * w;
+      sum_dty += dty * w;
+      lever_dtx += dtx * lw;
+      lever_dty += dty * lw;
+    }
+    double tx1, ty1;
+    slopes(ux0 - kq * (axis.at(z1).f - s.f), uy, tx1, ty1);
+    return {x + dz * sum_tx + dz * dz * lever_dtx, y + dz * sum_ty + dz * dz * lever_dty,
+            tx1 + dz * sum_dtx, ty1 + dz * sum_dty};
   }
 
   void forward_one(const float* in, float* out, std::vector<float>& a,
