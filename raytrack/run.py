@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 import raytrack
-from raytrack.data import DatasetSplits, load
+from raytrack.data import DatasetError, DatasetSplits, load
 from raytrack.data.schema import INPUT_COLUMNS, TARGET_COLUMNS, UNITS, canonical_hash
 from raytrack.evaluate import evaluate_model, magnet_extent, write_report
 from raytrack.export.model_bin import write_model_bin
@@ -72,15 +72,20 @@ def write_outputs(
     model = result.model.cpu().eval()
     report = None
     if evaluate:
-        report = evaluate_model(
-            model,
-            splits.test.inputs(),
-            splits.test.targets(),
-            magnet=magnet_extent(splits),
-        )
+        test = _exact_test_split(spec, splits)
+        report = evaluate_model(model, test.inputs(), test.targets(), magnet=magnet_extent(splits))
         write_report(out_dir / "evaluation", report, result.history)
     write_exports(out_dir, model, _metadata(spec, result, splits, report))
     return report
+
+
+def _exact_test_split(spec: RunSpec, splits: DatasetSplits):
+    """The test split in float64 (what python -m raytrack.evaluate measures), read again from
+    the dataset when it is at hand; training loaded it in float32."""
+    try:
+        return load(spec.data_dir, dtype=np.float64, splits=("test",)).test
+    except (DatasetError, OSError):
+        return splits.test
 
 
 def write_exports(run_dir: Path, model: TrackMLP, metadata: dict[str, Any]) -> None:
@@ -99,7 +104,7 @@ def _metadata(spec: RunSpec, result: TrainResult, splits: DatasetSplits, report)
         "status": result.status,
         "reason": result.reason,
         "epochs_run": result.epochs_run,
-        "architecture": {**config.to_dict(), "layers": [7, *config.hidden, 4]},
+        "architecture": {**config.to_dict(), "layers": [config.n_features, *config.hidden, 4]},
         "weight_count": config.weight_count,
         "macs_per_track": config.macs_per_track,
         "inputs": [{"name": c, "unit": UNITS[c]} for c in INPUT_COLUMNS],

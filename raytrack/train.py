@@ -25,6 +25,7 @@ from raytrack.cli import (
 from raytrack.data import DatasetError
 from raytrack.devices import check_device
 from raytrack.evaluate import print_summary
+from raytrack.models.formulation import BASES, INPUT_SETS
 from raytrack.models.mlp import TARGET_MODES
 from raytrack.models.presets import get_preset, load_presets
 from raytrack.models.run import RunSpec
@@ -71,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=non_negative_int, default=defaults.seed, help="random seed")
     p.add_argument("--target", choices=TARGET_MODES, help="override the preset's target mode")
     p.add_argument("--activation", help="override the preset's activation")
+    p.add_argument("--base", choices=BASES, help="override the preset's physics base")
+    p.add_argument("--inputs", choices=tuple(INPUT_SETS), help="override the preset's inputs")
+    p.add_argument(
+        "--leg-power", type=float, help="override the preset's leg scaling of the targets"
+    )
     p.add_argument(
         "--device",
         help="cpu or cuda (default: cuda when this torch sees a GPU, else cpu)",
@@ -83,7 +89,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def spec_from_args(args: argparse.Namespace) -> RunSpec:
     model = get_preset(args.preset)
-    overrides = {k: v for k, v in (("target", args.target), ("activation", args.activation)) if v}
+    chosen = {
+        "target": args.target,
+        "activation": args.activation,
+        "base": args.base,
+        "inputs": args.inputs,
+        "leg_power": args.leg_power,
+    }
+    overrides = {k: v for k, v in chosen.items() if v is not None}
     model = dataclasses.replace(model, **overrides)
     epochs = args.epochs or (UNLIMITED_EPOCHS if args.time_budget else TrainConfig().epochs)
     train = TrainConfig(

@@ -22,21 +22,31 @@ def ray_cluster():
     ray.shutdown()
 
 
-@pytest.fixture(scope="session")
-def classic_dataset(ray_cluster, tmp_path_factory):
-    """A tiny classic-leg dataset directory (4000 tracks, 5 shards) shared by the session."""
+def _dataset(tmp_path_factory, phase_space: str, samples: int, seed: int):
     from raytrack.data import load_phase_space
     from raytrack.data.pipeline import generate_dataset
     from raytrack.data.shards import DatasetSpec
     from raytrack.physics import DipoleField
 
-    out = tmp_path_factory.mktemp("classic")
+    out = tmp_path_factory.mktemp(phase_space)
     spec = DatasetSpec(
-        samples=4000,
+        samples=samples,
         shards=5,
-        seed=11,
-        phase_space=load_phase_space("classic"),
+        seed=seed,
+        phase_space=load_phase_space(phase_space),
         field=DipoleField(),
     )
     generate_dataset(spec, out, log=lambda _: None)
     return out
+
+
+@pytest.fixture(scope="session")
+def classic_dataset(ray_cluster, tmp_path_factory):
+    """A tiny classic-leg dataset directory (4000 tracks, 5 shards) shared by the session."""
+    return _dataset(tmp_path_factory, "classic", 4000, seed=11)
+
+
+@pytest.fixture(scope="session")
+def default_dataset(ray_cluster, tmp_path_factory):
+    """A tiny default-phase-space dataset (variable legs; 6000 tracks, 5 shards)."""
+    return _dataset(tmp_path_factory, "default", 6000, seed=12)

@@ -33,7 +33,7 @@ from raytrack.export import (
 from raytrack.export.model_bin import BinModel, erf, parse_model_bin
 from raytrack.models.formulation import MIN_LEG_M, Formulation
 from raytrack.models.mlp import ModelConfig, Normalisation, TrackMLP
-from raytrack.physics.field_integrals import MIN_UZ_SQUARED, AxisProfile
+from raytrack.physics.field_integrals import MIN_UZ_SQUARED, QUADRATURE_NODES, AxisProfile
 from raytrack.physics.fields import DipoleField
 from raytrack.physics.units import KAPPA
 
@@ -379,7 +379,7 @@ def test_file_round_trips_byte_for_byte(tmp_path: Path) -> None:
     model = make_model(seed=4)
     write_model_bin(model, tmp_path / "model.bin")
     data = (tmp_path / "model.bin").read_bytes()
-    assert len(data) == spec_size((16, 8), 14, 16, len(AXIS.by)) == 26220  # 2nd worked example
+    assert len(data) == spec_size((16, 8), 14, 8, len(AXIS.by)) == 26092  # 2nd worked example
     assert parse_model_bin(data).to_bytes() == data
 
 
@@ -425,7 +425,22 @@ def test_layout_follows_the_spec_byte_by_byte(tmp_path: Path) -> None:
     assert data[12:16] == bytes([4, 3, 2, 1])  # 0x01020304 little-endian
     n_table = len(AXIS.by)
     # version, endian, dtype, gelu, residual, 7, 4, L; axial, physics, F, K, T, reserved
-    assert spec["header"] == (2, 0x01020304, 1, 3, 1, 7, 4, 4, 2, 1, 14, 16, n_table, 0)
+    assert spec["header"] == (
+        2,
+        0x01020304,
+        1,
+        3,
+        1,
+        7,
+        4,
+        4,
+        2,
+        1,
+        14,
+        QUADRATURE_NODES,
+        n_table,
+        0,
+    )
     assert spec["numbers"] == (1.5, KAPPA, MIN_UZ_SQUARED, MIN_LEG_M, AXIS.z_first, AXIS.spacing)
     assert spec["end"] == len(data)
     assert spec["crc"] == zlib.crc32(data[:-4])
@@ -456,7 +471,7 @@ def test_straight_line_files_carry_no_tables(tmp_path: Path) -> None:
         (dict(base="line", inputs="state"), (0, 0)),
         (dict(base="kick", inputs="state"), (0, len(AXIS.by))),
         (dict(base="line", inputs="physics"), (0, len(AXIS.by))),
-        (dict(base="expansion", inputs="state"), (16, len(AXIS.by))),
+        (dict(base="expansion", inputs="state"), (QUADRATURE_NODES, len(AXIS.by))),
     ):
         write_model_bin(make_model(**formulation), tmp_path / "model.bin")
         header = spec_layout((tmp_path / "model.bin").read_bytes())["header"]

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from raytrack.data import load
+from raytrack.data import load, load_phase_space
+from raytrack.data.axis import profile_for
 from raytrack.models import ModelConfig, TrackMLP, get_preset, load_presets
 from raytrack.models.metrics import evaluation_report
 from raytrack.models.run import RunSpec, predict
@@ -22,11 +23,19 @@ from raytrack.models.training import (
     model_from_checkpoint,
     train_model,
 )
+from raytrack.physics import DipoleField
 from raytrack.run import train_run
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = get_preset("tiny")
 QUICK = TrainConfig(epochs=40, batch_size=128, lr=3e-3, warmup_epochs=1, patience=100)
+# The on-axis profile the classic_dataset fixture's manifest records (same field and legs).
+CLASSIC_AXIS = profile_for(DipoleField(), load_phase_space("classic"))
+
+
+def fit(config, settings, train, validation, **options):
+    """train_model on a classic-leg split (the physics formulations read its field tables)."""
+    return train_model(config, settings, train, validation, axis=CLASSIC_AXIS, **options)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +44,7 @@ def splits(classic_dataset):
     return (s.train.inputs(), s.train.targets()), (s.validation.inputs(), s.validation.targets()), s
 
 
-def test_presets_are_exactly_the_earlier_five_plus_two():
+def test_presets_are_the_earlier_five_plus_three():
     presets = load_presets()
     assert {k: list(v.hidden) for k, v in presets.items()} == {
         "tiny": [64, 64],
@@ -45,14 +54,18 @@ def test_presets_are_exactly_the_earlier_five_plus_two():
         "deep": [256, 256, 256, 256, 128],
         "ultra": [1024, 1024, 512, 256, 128],
         "wide": [2048, 1024, 512, 256],
+        "trigger": [80, 80, 48],
     }
+    # The GPU-trigger preset fits 64 KB of constant memory with its field tables.
+    assert presets["trigger"].weight_count <= 16384
 
 
 def test_weight_count_and_multiply_adds():
     config = get_preset("small")
-    model = TrackMLP(config)
+    model = TrackMLP(config, axis=CLASSIC_AXIS)
     assert config.weight_count == sum(p.numel() for p in model.parameters())
-    assert config.macs_per_track == 7 * 128 + 128 * 128 + 128 * 64 + 64 * 4
+    assert config.n_features == 14  # the physics inputs
+    assert config.macs_per_track == 14 * 128 + 128 * 128 + 128 * 64 + 64 * 4
 
 
 @pytest.mark.parametrize(
@@ -61,7 +74,7 @@ def test_weight_count_and_multiply_adds():
 def test_every_target_mode_learns_and_returns_physical_units(splits, target, fraction):
     train, validation, s = splits
     config = dataclasses.replace(TINY, target=target)
-    result = train_model(config, QUICK, train, validation)
+    result = fit(config, QUICK, train, validation)
     assert result.status == "finished"
     report = evaluation_report(
         s.test.inputs(), s.test.targets(), predict(result.model, s.test.inputs())
@@ -74,7 +87,7 @@ def test_residual_beats_raw_on_the_same_budget(splits):
     train, validation, s = splits
     errors = {}
     for target in ("residual_qop", "raw"):
-        result = train_model(dataclasses.replace(TINY, target=target), QUICK, train, validation)
+        result = fit(dataclasses.replace(TINY, target=target), QUICK, train, validation)
         predicted = predict(result.model, s.test.inputs())
         errors[target] = evaluation_report(s.test.inputs(), s.test.targets(), predicted)["model"]
     assert errors["residual_qop"]["pos_mean_mm"] < errors["raw"]["pos_mean_mm"]
@@ -83,7 +96,7 @@ def test_residual_beats_raw_on_the_same_budget(splits):
 def test_constant_inputs_do_not_break_the_normalisation(splits):
     train, validation, _ = splits
     assert np.ptp(train[0][:, 5]) == 0  # the classic leg: z_start and z_end are constant
-    result = train_model(TINY, dataclasses.replace(QUICK, epochs=1), train, validation)
+    result = fit(TINY, dataclasses.replace(QUICK, epochs=1), train, validation)
     norm = result.model.normalisation()
     assert norm.input_std[5] == 1.0 and norm.input_std[6] == 1.0
     assert np.isfinite(predict(result.model, validation[0])).all()
@@ -94,17 +107,17 @@ def test_a_diverging_run_fails_cleanly(splits):
     poisoned = (train[0], train[1].copy())
     poisoned[1][::7, 0] = np.inf  # a broken target poisons the loss
     seen = []
-    result = train_model(TINY, QUICK, poisoned, validation, callback=lambda m, c: seen.append(m))
+    result = fit(TINY, QUICK, poisoned, validation, callback=lambda m, c: seen.append(m))
     assert result.status == "failed" and "non-finite" in result.reason
     assert seen[-1]["failed"] == 1.0
     huge_lr = dataclasses.replace(QUICK, lr=1e12, grad_clip=1e30, warmup_epochs=0)
-    assert train_model(TINY, huge_lr, train, validation).status == "failed"
+    assert fit(TINY, huge_lr, train, validation).status == "failed"
 
 
 def test_reproducible_on_cpu_for_a_fixed_seed(splits):
     train, validation, _ = splits
-    one = train_model(TINY, dataclasses.replace(QUICK, epochs=2), train, validation)
-    two = train_model(TINY, dataclasses.replace(QUICK, epochs=2), train, validation)
+    one = fit(TINY, dataclasses.replace(QUICK, epochs=2), train, validation)
+    two = fit(TINY, dataclasses.replace(QUICK, epochs=2), train, validation)
     assert [h["val_loss"] for h in one.history] == [h["val_loss"] for h in two.history]
     for a, b in zip(one.model.state_dict().values(), two.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
@@ -117,34 +130,30 @@ class StopTrainingError(Exception):
 def test_resume_from_checkpoint_equals_an_uninterrupted_run(splits, tmp_path):
     train, validation, _ = splits
     config = dataclasses.replace(QUICK, epochs=4)
-    straight = train_model(TINY, config, train, validation, checkpoint_dir=tmp_path / "a")
+    straight = fit(TINY, config, train, validation, checkpoint_dir=tmp_path / "a")
 
     def stop_after_two(metrics, checkpoint):
         if metrics["epoch"] == 2:
             raise StopTrainingError
 
     with pytest.raises(StopTrainingError):
-        train_model(
-            TINY, config, train, validation, checkpoint_dir=tmp_path / "b", callback=stop_after_two
-        )
+        fit(TINY, config, train, validation, checkpoint_dir=tmp_path / "b", callback=stop_after_two)
     state = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)
     assert state["epoch"] == 2 and state["status"] == ""
-    resumed = train_model(TINY, config, train, validation, checkpoint_dir=tmp_path / "b")
+    resumed = fit(TINY, config, train, validation, checkpoint_dir=tmp_path / "b")
     assert [h["val_loss"] for h in resumed.history] == [h["val_loss"] for h in straight.history]
     for a, b in zip(
         resumed.model.state_dict().values(), straight.model.state_dict().values(), strict=True
     ):
         assert torch.equal(a, b)
     # A finished run is not trained further when started again.
-    again = train_model(TINY, config, train, validation, checkpoint_dir=tmp_path / "b")
+    again = fit(TINY, config, train, validation, checkpoint_dir=tmp_path / "b")
     assert again.epochs_run == 4 and again.status == "finished"
 
 
 def test_checkpoints_load_with_weights_only(splits, tmp_path):
     train, validation, _ = splits
-    train_model(
-        TINY, dataclasses.replace(QUICK, epochs=1), train, validation, checkpoint_dir=tmp_path
-    )
+    fit(TINY, dataclasses.replace(QUICK, epochs=1), train, validation, checkpoint_dir=tmp_path)
     state = load_checkpoint(tmp_path / "checkpoint.pt")
     model = model_from_checkpoint(state)
     assert isinstance(model, TrackMLP)
@@ -152,7 +161,7 @@ def test_checkpoints_load_with_weights_only(splits, tmp_path):
 
 def test_momentum_binned_report(splits):
     train, validation, s = splits
-    result = train_model(TINY, QUICK, train, validation)
+    result = fit(TINY, QUICK, train, validation)
     report = evaluation_report(
         s.test.inputs(), s.test.targets(), predict(result.model, s.test.inputs())
     )
@@ -227,8 +236,9 @@ def test_train_and_evaluate_commands(classic_dataset, tmp_path):
     metadata = json.loads((run_dir / "metadata.json").read_text())
     assert metadata["weight_count"] == TINY.weight_count
     assert metadata["dataset"]["dataset_id"] == load(classic_dataset).dataset_id
-    assert metadata["architecture"]["layers"] == [7, 64, 64, 4]
-    assert len(metadata["normalisation"]["input_mean"]) == 7
+    assert metadata["architecture"]["layers"] == [14, 64, 64, 4]
+    assert metadata["architecture"]["base"] == "expansion"
+    assert len(metadata["normalisation"]["input_mean"]) == 14
     assert metadata["test_metrics"]["model"]["pos_mean_mm"] > 0
     assert len(json.loads((run_dir / "history.json").read_text())) == 3
     (run_dir / "evaluation" / "report.json").unlink()

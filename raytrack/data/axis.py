@@ -43,7 +43,7 @@ def profile_from_manifest(manifest: dict[str, Any], where: str) -> AxisProfile:
             return AxisProfile.from_dict(record["axis_profile"])
         except (KeyError, TypeError, ValueError) as err:
             raise DatasetError(f"{where}: field.axis_profile is damaged ({err})") from None
-    field = _analytic_field(record.get("description", {}))
+    field = analytic_field(record.get("description", {}))
     if field is None:
         raise DatasetError(
             f"{where}: the manifest has no on-axis field profile (made by an older raytrack) "
@@ -53,7 +53,8 @@ def profile_from_manifest(manifest: dict[str, Any], where: str) -> AxisProfile:
     return profile_for(field, parse_phase_space(definition, where))
 
 
-def _analytic_field(description: dict[str, Any]) -> Field | None:
+def analytic_field(description: dict[str, Any]) -> Field | None:
+    """The field a manifest's description names, when it is analytic (not a map)."""
     kind = description.get("type")
     if kind == "dipole":
         return DipoleField(

@@ -139,6 +139,8 @@ def _read_rows(root: Path, files: list[str], manifest: dict[str, Any], dtype) ->
         for k, column in enumerate(COLUMNS):
             rows[start : start + table.num_rows, k] = table.column(column).to_numpy()
         start += table.num_rows
+        del table
+    pa.default_memory_pool().release_unused()  # Arrow keeps freed buffers otherwise
     return rows
 
 

@@ -1,9 +1,9 @@
 """Training one model on one dataset: the function a standalone run and a Ray Tune trial share.
 
-Fast path: the training split's features and standardised targets are computed once (in
-chunks, float64 arithmetic, float32 storage) and go to the device once; every epoch draws one
-permutation and each batch gathers its rows (no DataLoader, and no second copy of the data:
-a run's memory stays near its float32 training data, see README "Memory").
+Fast path: the training split's extra features and standardised targets are computed once (in
+chunks, float64 arithmetic, float32 storage) and go to the device once with its inputs; every
+epoch draws one permutation and each batch gathers its rows (no DataLoader, no per-epoch copy
+of the data: a run holds about twice its float32 training data, see README "Memory").
 AdamW, linear warm-up then cosine decay (or reduce-on-plateau), gradient clipping, early
 stopping on the validation loss, TF32/bf16 on GPU as options. A non-finite loss ends the run
 with status "failed", never an exception in the caller.
@@ -27,6 +27,7 @@ from torch import nn
 from raytrack.files import replacing
 from raytrack.models.metrics import position_errors, slope_errors
 from raytrack.models.mlp import (
+    N_INPUTS,
     ModelConfig,
     Normalisation,
     TrackMLP,
@@ -37,7 +38,7 @@ from raytrack.physics.field_integrals import AxisProfile
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = "raytrack-checkpoint-2"  # 2: the formulation (field tables) in the model
 #: Rows prepared at once: bounds the float64 temporaries of the feature computation.
-PREPARE_CHUNK = 1 << 18
+PREPARE_CHUNK = 1 << 15  # 2**15 rows: tens of MB of float64 temporaries
 SCHEDULES = ("cosine", "plateau")
 VALIDATION_METRICS = (
     "val_loss",
@@ -154,14 +155,14 @@ class _Loop:
     def __init__(self, model, model_config, config, train, validation, device) -> None:
         self.model, self.config, self.device = model, config, device
         self.model_config = model_config
-        self.x_train, self.t_train = self._fit_and_prepare(train)
+        self.x_extra, self.t_train = self._fit_and_prepare(train)
         self.x_val = torch.from_numpy(np.asarray(validation[0], np.float32)).to(device)
         self.y_val = torch.from_numpy(np.asarray(validation[1], np.float64)).to(device)
         # The fused kernel does the whole update in one pass: 20-40 % of a small model's step.
         self.optimizer = torch.optim.AdamW(
             model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True
         )
-        self.steps_per_epoch = max(1, math.ceil(len(self.x_train) / config.batch_size))
+        self.steps_per_epoch = max(1, math.ceil(len(self.t_train) / config.batch_size))
         self.generator = torch.Generator(device="cpu").manual_seed(config.seed)
         self.epoch, self.step, self.elapsed = 0, 0, 0.0
         self.history: list[dict[str, float]] = []
@@ -172,25 +173,30 @@ class _Loop:
         self.status, self.reason = "", ""  # set when the run has ended
 
     def _fit_and_prepare(self, split) -> tuple[torch.Tensor, torch.Tensor]:
-        """Features and standardised targets of the training split, float32 on the device.
+        """The training split's inputs (as given, float32), its extra features and its
+        standardised targets, on the device.
 
-        Computed chunk by chunk into preallocated tensors, so that no float64 copy of the whole
-        split ever exists; the standardisation is fitted on the same pass (Chan's merge of
-        per-chunk moments).
+        The network's features are the 7 inputs followed by the formulation's extra ones
+        (physics inputs): only the extras are stored, beside the caller's inputs, and joined per
+        batch, so a run holds the training data about twice (inputs and targets as loaded, plus
+        extras and targets), never a float64 copy. Computed chunk by chunk; the standardisation
+        is fitted on the same pass (Chan's merge of per-chunk moments).
         """
         inputs, truth = split
         n = len(inputs)
-        features = torch.empty(n, self.model_config.n_features, dtype=torch.float32)
+        self.x_inputs = _float32_tensor(inputs).to(self.device)
+        n_extra = self.model_config.n_features - N_INPUTS
+        extras = torch.empty(n, n_extra, dtype=torch.float32)
         targets = torch.empty(n, 4, dtype=torch.float32)
         moments = (_Moments(), _Moments())
         with torch.no_grad():
             for lo in range(0, n, PREPARE_CHUNK):
-                x = torch.from_numpy(np.asarray(inputs[lo : lo + PREPARE_CHUNK])).to(self.device)
+                x = _float32_tensor(inputs[lo : lo + PREPARE_CHUNK]).to(self.device)
                 y = torch.from_numpy(np.asarray(truth[lo : lo + PREPARE_CHUNK])).to(self.device)
-                f, t = self.model.encode(x.float(), y)
+                f, t = self.model.encode(x, y)
                 moments[0].add(f)
                 moments[1].add(t)
-                features[lo : lo + len(f)] = f.float().cpu()
+                extras[lo : lo + len(f)] = f[:, N_INPUTS:].float().cpu()
                 targets[lo : lo + len(t)] = t.float().cpu()
         norm = Normalisation(
             input_mean=moments[0].mean(),
@@ -201,7 +207,13 @@ class _Loop:
         self.model.set_normalisation(norm)
         targets -= torch.as_tensor(norm.target_mean, dtype=torch.float32)
         targets /= torch.as_tensor(norm.target_std, dtype=torch.float32)
-        return features.to(self.device), targets.to(self.device)
+        return extras.to(self.device), targets.to(self.device)
+
+    def _features(self, rows: torch.Tensor) -> torch.Tensor:
+        """The network's (B, F) features of the training tracks ``rows``."""
+        if not self.x_extra.shape[1]:
+            return self.x_inputs[rows]
+        return torch.cat((self.x_inputs[rows], self.x_extra[rows]), dim=1)
 
     # -- schedule ---------------------------------------------------------------------------
     def progress(self) -> float:
@@ -226,12 +238,12 @@ class _Loop:
     # -- one epoch ----------------------------------------------------------------------------
     def train_epoch(self) -> float:
         self.model.train()
-        order = torch.randperm(len(self.x_train), generator=self.generator).to(self.device)
+        order = torch.randperm(len(self.t_train), generator=self.generator).to(self.device)
         total = torch.zeros((), device=self.device)
         autocast = self.config.precision == "bf16" and self.device.type == "cuda"
         for start in range(0, len(order), self.config.batch_size):
             rows = order[start : start + self.config.batch_size]
-            x, t = self.x_train[rows], self.t_train[rows]
+            x, t = self._features(rows), self.t_train[rows]
             for group in self.optimizer.param_groups:
                 group["lr"] = self.learning_rate()
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
@@ -248,7 +260,8 @@ class _Loop:
     def validate(self) -> dict[str, float]:
         self.model.eval()
         predicted, losses = [], []
-        for x, y in zip(self.x_val.split(65536), self.y_val.split(65536), strict=True):
+        chunk = PREPARE_CHUNK // 2  # bounds the formulation's float64 temporaries
+        for x, y in zip(self.x_val.split(chunk), self.y_val.split(chunk), strict=True):
             features, base, scale = self.model.prepare(x)
             out = self.model.standardised(features)
             encoded = self.model.formulation.encode(base, scale, y)
@@ -300,9 +313,9 @@ class _Loop:
             metrics.update(
                 lr=self.learning_rate(),
                 seconds=self.elapsed,
-                samples_per_s=self.epoch * len(self.x_train) / self.elapsed,
+                samples_per_s=self.epoch * len(self.t_train) / self.elapsed,
                 # the training loop alone, without validation: what bench train compares
-                train_samples_per_s=len(self.x_train) / train_seconds,
+                train_samples_per_s=len(self.t_train) / train_seconds,
             )
             if not all(math.isfinite(metrics[k]) for k in ("train_loss", "val_loss")):
                 status, reason = "failed", f"non-finite loss at epoch {self.epoch}"
@@ -383,6 +396,11 @@ class _Loop:
         self.history, self.best = state["history"], state["best"]
         self.stale_epochs, self.plateau_scale = state["stale_epochs"], state["plateau_scale"]
         self.status, self.reason = state["status"], state["reason"]
+
+
+def _float32_tensor(array) -> torch.Tensor:
+    """A float32 tensor of ``array``, sharing its memory when it already is float32."""
+    return torch.from_numpy(np.asarray(array, dtype=np.float32))
 
 
 def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
