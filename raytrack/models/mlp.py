@@ -135,13 +135,18 @@ class Normalisation:
     @classmethod
     def fit(cls, features, encoded_targets) -> Normalisation:
         """From (N, F) features and (N, 4) encoded targets (NumPy or tensors, any float)."""
-        features = np.asarray(features, dtype=np.float64)
-        encoded = np.asarray(encoded_targets, dtype=np.float64)
+        moments = (ColumnMoments(), ColumnMoments())
+        moments[0].add(features)
+        moments[1].add(encoded_targets)
+        return cls.from_moments(*moments)
+
+    @classmethod
+    def from_moments(cls, features: ColumnMoments, targets: ColumnMoments) -> Normalisation:
         return cls(
-            input_mean=features.mean(axis=0),
-            input_std=_safe_std(features),
-            target_mean=encoded.mean(axis=0),
-            target_std=_safe_std(encoded),
+            input_mean=features.mean(),
+            input_std=features.std(),
+            target_mean=targets.mean(),
+            target_std=targets.std(),
         )
 
     @classmethod
@@ -149,11 +154,42 @@ class Normalisation:
         return cls(input_mean=np.zeros(n_features), input_std=np.ones(n_features))
 
 
-def _safe_std(values: np.ndarray) -> np.ndarray:
-    """Standard deviation per column, 1 where a column is constant (a fixed leg, say)."""
-    std = values.std(axis=0)
-    scale = np.maximum(np.abs(values).max(axis=0), 1e-300)
-    return np.where(std > 1e-12 * scale, std, 1.0)
+class ColumnMoments:
+    """Column means and variances of a stream of (n, k) chunks (Chan et al.), float64."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.mean_: np.ndarray | None = None
+        self.m2: np.ndarray | None = None
+        self.max_abs: np.ndarray | None = None
+
+    def add(self, chunk) -> None:
+        """Merge an (n, k) chunk (NumPy array or tensor)."""
+        values = chunk.double().cpu().numpy() if isinstance(chunk, torch.Tensor) else chunk
+        values = np.asarray(values, dtype=np.float64)
+        n = len(values)
+        if not n:
+            return
+        mean = values.mean(axis=0)
+        m2 = ((values - mean) ** 2).sum(axis=0)
+        peak = np.abs(values).max(axis=0)
+        if self.mean_ is None:
+            self.count, self.mean_, self.m2, self.max_abs = n, mean, m2, peak
+            return
+        total = self.count + n
+        delta = mean - self.mean_
+        self.mean_ = self.mean_ + delta * n / total
+        self.m2 = self.m2 + m2 + delta**2 * self.count * n / total
+        self.max_abs = np.maximum(self.max_abs, peak)
+        self.count = total
+
+    def mean(self) -> np.ndarray:
+        return self.mean_
+
+    def std(self) -> np.ndarray:
+        """Standard deviation, 1 where a column is constant (a fixed leg, say)."""
+        std = np.sqrt(self.m2 / self.count)
+        return np.where(std > 1e-12 * np.maximum(self.max_abs, 1e-300), std, 1.0)
 
 
 class TrackMLP(nn.Module):

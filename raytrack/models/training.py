@@ -28,6 +28,7 @@ from raytrack.files import replacing
 from raytrack.models.metrics import position_errors, slope_errors
 from raytrack.models.mlp import (
     N_INPUTS,
+    ColumnMoments,
     ModelConfig,
     Normalisation,
     TrackMLP,
@@ -188,7 +189,7 @@ class _Loop:
         n_extra = self.model_config.n_features - N_INPUTS
         extras = torch.empty(n, n_extra, dtype=torch.float32)
         targets = torch.empty(n, 4, dtype=torch.float32)
-        moments = (_Moments(), _Moments())
+        moments = (ColumnMoments(), ColumnMoments())
         with torch.no_grad():
             for lo in range(0, n, PREPARE_CHUNK):
                 x = _float32_tensor(inputs[lo : lo + PREPARE_CHUNK]).to(self.device)
@@ -198,12 +199,7 @@ class _Loop:
                 moments[1].add(t)
                 extras[lo : lo + len(f)] = f[:, N_INPUTS:].float().cpu()
                 targets[lo : lo + len(t)] = t.float().cpu()
-        norm = Normalisation(
-            input_mean=moments[0].mean(),
-            input_std=moments[0].std(),
-            target_mean=moments[1].mean(),
-            target_std=moments[1].std(),
-        )
+        norm = Normalisation.from_moments(*moments)
         self.model.set_normalisation(norm)
         targets -= torch.as_tensor(norm.target_mean, dtype=torch.float32)
         targets /= torch.as_tensor(norm.target_std, dtype=torch.float32)
@@ -439,39 +435,3 @@ def model_from_checkpoint(state: dict[str, Any], best: bool = True) -> TrackMLP:
     config = ModelConfig.from_dict(state["model_config"])
     weights = state["best_state"] if best else state["model_state"]
     return TrackMLP.from_state(config, {k: v.cpu() for k, v in weights.items()}).eval()
-
-
-class _Moments:
-    """Column means and variances of a stream of (n, k) chunks (Chan et al.), float64."""
-
-    def __init__(self) -> None:
-        self.count = 0
-        self.mean_: np.ndarray | None = None
-        self.m2: np.ndarray | None = None
-        self.max_abs: np.ndarray | None = None
-
-    def add(self, chunk: torch.Tensor) -> None:
-        values = chunk.double().cpu().numpy()
-        n = len(values)
-        if not n:
-            return
-        mean = values.mean(axis=0)
-        m2 = ((values - mean) ** 2).sum(axis=0)
-        peak = np.abs(values).max(axis=0)
-        if self.mean_ is None:
-            self.count, self.mean_, self.m2, self.max_abs = n, mean, m2, peak
-            return
-        total = self.count + n
-        delta = mean - self.mean_
-        self.mean_ = self.mean_ + delta * n / total
-        self.m2 = self.m2 + m2 + delta**2 * self.count * n / total
-        self.max_abs = np.maximum(self.max_abs, peak)
-        self.count = total
-
-    def mean(self) -> np.ndarray:
-        return self.mean_
-
-    def std(self) -> np.ndarray:
-        """Standard deviation, 1 where a column is constant (a fixed leg, say)."""
-        std = np.sqrt(self.m2 / self.count)
-        return np.where(std > 1e-12 * np.maximum(self.max_abs, 1e-300), std, 1.0)
