@@ -40,9 +40,12 @@ def test_loader_gives_float32_and_float64_on_request(default_dataset):
 
 def test_the_physics_base_beats_the_straight_line_base_on_variable_legs(variable_legs):
     s = variable_legs
-    train, validation = (s.train.inputs(), s.train.targets()), (
-        s.validation.inputs(),
-        s.validation.targets(),
+    train, validation = (
+        (s.train.inputs(), s.train.targets()),
+        (
+            s.validation.inputs(),
+            s.validation.targets(),
+        ),
     )
     tiny = get_preset("tiny")
     errors = {}
@@ -88,9 +91,9 @@ def test_the_field_profile_comes_from_the_manifest_or_an_analytic_description(va
 def test_independent_tracks_are_new_and_truer(variable_legs):
     rows = independent_tracks(variable_legs.manifest, 300, "m")
     assert rows.shape == (300, 11)
-    seen = np.concatenate(
-        [variable_legs.train.inputs(), variable_legs.test.inputs()]
-    ).astype(np.float32)
+    seen = np.concatenate([variable_legs.train.inputs(), variable_legs.test.inputs()]).astype(
+        np.float32
+    )
     assert not np.isin(rows[:, 0].astype(np.float32), seen[:, 0]).any()
 
 
