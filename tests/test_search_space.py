@@ -156,7 +156,9 @@ def test_define_by_run_returns_fixed_values_as_constants():
     assert space.define_by_run(trial) == {"target": "residual_qop"}
     assert "target" not in trial.params
     default = load_search_space("default")
-    assert default.define_by_run(optuna.create_study(sampler=default.sampler(0)).ask()) is None
+    trial = optuna.create_study(sampler=default.sampler(0)).ask()
+    assert default.define_by_run(trial) == {"base": "expansion", "inputs": "physics"}
+    assert "base" not in trial.params and "leg_power" in trial.params
 
 
 def test_same_seed_gives_the_same_sequence():
