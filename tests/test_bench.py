@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from raytrack import bench
+from raytrack.models.training import TrainConfig
 
 
 def table(output: str, first_words: tuple[str, ...]) -> list[list[str]]:
@@ -46,7 +47,8 @@ def test_train_compares_the_fast_path_with_the_dataloader_loop(capsys):
     assert bench.main(args) == 0
     out = capsys.readouterr().out
     rows = [line for line in out.splitlines() if line.startswith(("fast path", "DataLoader"))]
-    labels = ["fast path, batch 512", "fast path, batch 1024", "DataLoader, batch 512"]
+    default = TrainConfig().batch_size
+    labels = ["fast path, batch 512", f"fast path, batch {default}", "DataLoader, batch 512"]
     assert [line[:24].strip() for line in rows] == labels
     assert all(line.endswith("x DataLoader") and "samples/s" in line for line in rows)
     assert rows[-1].split()[-3] == "1.00"  # the baseline against itself

@@ -66,7 +66,12 @@ def test_every_preset_is_a_point_of_the_default_space(preset):
     assert widths == sorted(f"width_{i}" for i in range(depth))
     rebuilt, overrides = space.to_configs(point)
     assert rebuilt == model
-    assert overrides == {"lr": 2e-3, "batch_size": 1024, "weight_decay": 1e-5}
+    defaults = TrainConfig()
+    assert overrides == {
+        "lr": defaults.lr,
+        "batch_size": defaults.batch_size,
+        "weight_decay": defaults.weight_decay,
+    }
 
 
 def test_point_for_tapered_space_and_conditions():
