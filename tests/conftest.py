@@ -10,6 +10,11 @@ import torch
 # Keep tests predictable on 2-core CI machines.
 torch.set_num_threads(1)
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# Ray starts its worker processes at nice 15, so on a machine busy with other work they get a
+# small share of the CPU and the tests that run Ray jobs slowed down 10-20 fold (generate's
+# kill-and-resume: 9 s idle, 167 s with both cores busy; 18 s at nice 0). The tests' own
+# workers, and those of the CLIs and `ray start` nodes they spawn, run at normal priority.
+os.environ.setdefault("RAY_worker_niceness", "0")
 
 
 @pytest.fixture(scope="session")
