@@ -168,17 +168,20 @@ class AxisTables:
         u = torch.clamp(t - index, 0.0, 1.0)
         outside = (t - index - u) * self.spacing  # signed distance past the last node
         index = index.long()
-        by, dby, f, h = self.values.unbind(0)
-        f_z = _hermite(f, by, index, u, self.spacing)
-        h_z = _hermite(h, f, index, u, self.spacing) + f_z * outside
+        # The two nodes around each z, all four rows at once: (4, ...) each.
+        by0, dby0, f0, h0 = self.values[:, index].unbind(0)
+        by1, dby1, f1, h1 = self.values[:, index + 1].unbind(0)
+        spacing = self.spacing
+        f_z = _hermite(f0, f1, by0 * spacing, by1 * spacing, u)
+        h_z = _hermite(h0, h1, f0 * spacing, f1 * spacing, u) + f_z * outside
         inside = (outside == 0).to(z.dtype)
         return AxisValues(
-            by=_linear(by, index, u) * inside,
-            dby=_linear(dby, index, u) * inside,
+            by=(by0 * (1 - u) + by1 * u) * inside,
+            dby=(dby0 * (1 - u) + dby1 * u) * inside,
             f=f_z,
             h=h_z,
             # the slope of the dBy/dz interpolant: constant between nodes
-            d2by=(dby[index + 1] - dby[index]) / self.spacing * inside,
+            d2by=(dby1 - dby0) / spacing * inside,
         )
 
 
@@ -191,14 +194,8 @@ class AxisValues:
     d2by: torch.Tensor  # T / mm^2
 
 
-def _linear(values, index, u):
-    return values[index] * (1 - u) + values[index + 1] * u
-
-
-def _hermite(values, slopes, index, u, spacing):
-    """Cubic Hermite interpolation on one table at (index, u in [0, 1])."""
-    v0, v1 = values[index], values[index + 1]
-    d0, d1 = slopes[index] * spacing, slopes[index + 1] * spacing
+def _hermite(v0, v1, d0, d1, u):
+    """Cubic Hermite interpolation between values v0, v1 with derivatives d0, d1 (per unit u)."""
     u2 = u * u
     u3 = u2 * u
     return (
