@@ -47,12 +47,24 @@ def evaluate_model(
     :func:`leg_regions`), e.g. ``splits.axis_profile().half_maximum_extent()``.
     """
     predicted = predict(model, inputs)
+    report = binned_report(inputs, truth, predicted, magnet)
+    report["_tracks"] = {"inputs": inputs, "truth": truth, "predicted": predicted}
+    return report
+
+
+def binned_report(
+    inputs: np.ndarray,
+    truth: np.ndarray,
+    predicted: np.ndarray,
+    magnet: tuple[float, float] | None,
+) -> dict[str, Any]:
+    """Errors of ``predicted`` and of the straight line: overall, by momentum, by |dz| and, with
+    the magnet's extent, by where the leg lies."""
     report = evaluation_report(inputs, truth, predicted)
     report["dz_bins"] = _dz_bins(inputs, truth, predicted)
     if magnet is not None:
         report["magnet_extent_mm"] = list(magnet)
         report["region_bins"] = _region_bins(inputs, truth, predicted, magnet)
-    report["_tracks"] = {"inputs": inputs, "truth": truth, "predicted": predicted}
     return report
 
 
@@ -262,21 +274,16 @@ def evaluate_independent(
     run = find_run(run_dir)
     spec = RunSpec.from_dict(json.loads((run / RUN_FILE).read_text()))
     splits = load(data_dir or spec.data_dir, splits=())
-    where = str(Path(splits.root) / "manifest.json")
-    rows = independent_tracks(splits.manifest, count, where)
+    rows = independent_tracks(splits.manifest, count, str(splits.manifest_path))
     inputs, truth = rows[:, :7], rows[:, 7:]
-    onnx_file = run / "model.onnx"
-    if onnx_file.is_file():
-        predicted = onnx_predict(onnx_file, inputs).astype(np.float64)
+    measured = run / "model.onnx"
+    if measured.is_file():
+        predicted = onnx_predict(measured, inputs).astype(np.float64)
     else:
-        predicted = predict(model_from_checkpoint(load_checkpoint(checkpoint_path(run))), inputs)
-    report = evaluation_report(inputs, truth, predicted)
-    report["dz_bins"] = _dz_bins(inputs, truth, predicted)
-    magnet = magnet_extent(splits)
-    if magnet is not None:
-        report["magnet_extent_mm"] = list(magnet)
-        report["region_bins"] = _region_bins(inputs, truth, predicted, magnet)
-    report["measured"] = str(onnx_file if onnx_file.is_file() else checkpoint_path(run))
+        measured = checkpoint_path(run)
+        predicted = predict(model_from_checkpoint(load_checkpoint(measured)), inputs)
+    report = binned_report(inputs, truth, predicted, magnet_extent(splits))
+    report["measured"] = str(measured)
     report["truth"] = f"{count} fresh tracks, integration {TIGHTER:g} times tighter"
     (run_dir / "evaluation").mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_dir / "evaluation" / "independent.json", report)

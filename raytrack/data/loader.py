@@ -64,13 +64,13 @@ class DatasetSplits:
     def dataset_id(self) -> str:
         return self.manifest["dataset_id"]
 
-    def as_arrays(self) -> DatasetSplits:
-        """The splits as they are: NumPy arrays already (what ``ray.put`` shares per node)."""
-        return self
+    @property
+    def manifest_path(self) -> Path:
+        return Path(self.root) / MANIFEST_NAME
 
     def axis_profile(self) -> AxisProfile:
         """The on-axis field profile of the field the dataset was made with."""
-        return profile_from_manifest(self.manifest, str(Path(self.root) / MANIFEST_NAME))
+        return profile_from_manifest(self.manifest, str(self.manifest_path))
 
 
 def load(

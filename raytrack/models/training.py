@@ -382,8 +382,7 @@ class _Loop:
         }
 
     def restore(self, state: dict[str, Any]) -> None:
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(f"not a raytrack checkpoint (format {state.get('format')!r})")
+        check_checkpoint_format(state)
         if state["model_config"] != self.model_config.to_dict():
             raise ValueError("checkpoint was made for another model configuration")
         self.model.load_state_dict(state["model_state"])
@@ -427,13 +426,23 @@ def result_from_checkpoint(state: dict[str, Any]) -> TrainResult:
     )
 
 
+def check_checkpoint_format(state: dict[str, Any]) -> None:
+    """Refuse a checkpoint this raytrack cannot read: one of an older format (the model had no
+    formulation before format 2) or something else altogether."""
+    found = state.get("format")
+    if found == CHECKPOINT_FORMAT:
+        return
+    if isinstance(found, str) and found.startswith("raytrack-checkpoint-"):
+        raise ValueError(
+            f"checkpoint format {found!r} is not {CHECKPOINT_FORMAT!r}: it was written by an "
+            "older raytrack; train the run again"
+        )
+    raise ValueError(f"not a raytrack checkpoint (format {found!r})")
+
+
 def model_from_checkpoint(state: dict[str, Any], best: bool = True) -> TrackMLP:
     """The model stored in a checkpoint (its best weights by default), on the CPU, eval mode."""
-    if state.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(
-            f"checkpoint format {state.get('format')!r} is not {CHECKPOINT_FORMAT!r}: it was "
-            "written by an older raytrack; train the run again"
-        )
+    check_checkpoint_format(state)
     config = ModelConfig.from_dict(state["model_config"])
     weights = state["best_state"] if best else state["model_state"]
     return TrackMLP.from_state(config, {k: v.cpu() for k, v in weights.items()}).eval()

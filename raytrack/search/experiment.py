@@ -143,7 +143,7 @@ def run_experiment(
 
     ``splits``: the dataset when the caller has already loaded (and so checked) it.
     """
-    splits = (splits or load(options.data_dir)).as_arrays()
+    splits = splits or load(options.data_dir)  # NumPy arrays: ray.put shares them per node
     settings = _settings(options)
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, data=splits, settings=settings),
