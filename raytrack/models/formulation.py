@@ -113,20 +113,24 @@ class Formulation(nn.Module):
         return features, base, self.target_scale(inputs)
 
     def target_scale(self, inputs: torch.Tensor) -> torch.Tensor:
-        """(N, 4) divisor of the residual over the base (ones for ``raw``)."""
-        ones = torch.ones_like(inputs[:, :N_OUTPUTS])  # (not len(): ONNX keeps N dynamic)
-        if self.target == "raw" or self.target == "residual" and not self.leg_power:
-            return ones
-        scale = ones * inputs[:, 4:5] if self.target == "residual_qop" else ones
-        if self.leg_power:
-            leg = torch.clamp(torch.abs(inputs[:, 6] - inputs[:, 5]) / 1000.0, min=MIN_LEG_M)
-            powers = torch.tensor(
-                [self.leg_power, self.leg_power, self.leg_power - 1, self.leg_power - 1],
-                dtype=inputs.dtype,
-                device=inputs.device,
-            )
-            scale = scale * leg.unsqueeze(1) ** powers
-        return scale
+        """(N, 4) divisor of the residual over the base (ones for ``raw``).
+
+        Built from the input columns only (no ``ones_like``, no ``torch.tensor``): constants
+        made here are lifted out of an exported graph, which the Jacobian export's forward-mode
+        transform cannot trace.
+        """
+        zero_legs = inputs[:, 5:6] - inputs[:, 5:6]  # (N, 1) zeros that keep N dynamic
+        scale = zero_legs + 1.0
+        if self.target == "raw":
+            return scale.expand(-1, N_OUTPUTS)
+        if self.target == "residual_qop":
+            scale = scale * inputs[:, 4:5]
+        if not self.leg_power:
+            return scale.expand(-1, N_OUTPUTS)
+        leg = torch.clamp(torch.abs(inputs[:, 6:7] - inputs[:, 5:6]) / 1000.0, min=MIN_LEG_M)
+        position = scale * leg**self.leg_power
+        slope = scale * leg ** (self.leg_power - 1)
+        return torch.cat((position, position, slope, slope), 1)
 
     def encode(self, base: torch.Tensor, scale: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
         """Physical end states -> what the network learns (before standardisation)."""

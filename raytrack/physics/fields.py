@@ -46,6 +46,28 @@ class Field:
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         raise NotImplementedError
 
+    def gradient(
+        self, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor
+    ) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+        """``(dB/dx, dB/dy)``, each ``(dbx, dby, dbz)`` in tesla/mm, at tensor positions.
+
+        The transport Jacobian needs the field's transverse derivatives (z is the integration
+        variable, never differentiated). This default differentiates :meth:`evaluate` in
+        forward mode, so it is exact for any field written in torch (a grid's trilinear
+        interpolant included); fields with a closed form override it.
+        """
+        import torch.autograd.forward_ad as forward_ad
+
+        derivatives = []
+        for axis in (0, 1):
+            with forward_ad.dual_level():
+                xy = [x, y]
+                xy[axis] = forward_ad.make_dual(xy[axis], torch.ones_like(xy[axis]))
+                components = self.evaluate(xy[0], xy[1], z)
+                tangents = (forward_ad.unpack_dual(b).tangent for b in components)
+                derivatives.append(tuple(torch.zeros_like(x) if t is None else t for t in tangents))
+        return derivatives[0], derivatives[1]
+
     def describe(self) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -63,6 +85,10 @@ class UniformField(Field):
 
     def evaluate(self, x, y, z):
         return tuple(torch.full_like(x, b) for b in self.b)  # type: ignore[return-value]
+
+    def gradient(self, x, y, z):
+        zero = torch.zeros_like(x)
+        return (zero, zero, zero), (zero, zero, zero)
 
     def describe(self) -> dict[str, Any]:
         return {"type": "uniform", "b_tesla": list(self.b)}
@@ -102,6 +128,16 @@ class DipoleField(Field):
         by = f - 0.5 * y * y * f2
         bz = y * f1
         return torch.zeros_like(by), by, bz
+
+    def gradient(self, x, y, z):
+        # By = f - y^2/2 f'', Bz = y f': no x dependence; dBy/dy = -y f'', dBz/dy = f'.
+        inv_s2 = 1.0 / (self.sigma * self.sigma)
+        u = z - self.z0
+        f = (POLARITIES[self.polarity] * self.b0) * torch.exp((-0.5 * inv_s2) * u * u)
+        f1 = -inv_s2 * u * f
+        f2 = (inv_s2 * inv_s2 * u * u - inv_s2) * f
+        zero = torch.zeros_like(f)
+        return (zero, zero, zero), (zero, -y * f2, f1)
 
     def describe(self) -> dict[str, Any]:
         return {
