@@ -15,6 +15,9 @@
 //     std::vector<float> out(n * raytrack::Mlp::kOutputs); // row-major (n, 4):
 //     // x_end [mm], y_end [mm], tx_end, ty_end
 //     mlp.forward(in.data(), out.data(), n);
+//     std::vector<float> jac(n * 20);                       // row-major (n, 4, 5):
+//     mlp.forward_with_jacobian(in.data(), out.data(), jac.data(), n);
+//     // jac[20 * t + 5 * a + b] = d out[a] / d in[b], b over x, y, tx, ty, q/p
 //
 // Compile with -std=c++17 (e.g. g++ -std=c++17 -O2 -I raytrack/export/include main.cpp).
 // Do not compile with -ffast-math: the formulation relies on IEEE double arithmetic.
@@ -35,6 +38,15 @@
 //      rounded to float.
 // Activations: relu, silu (x * sigmoid(x)), gelu (exact: 0.5 x (1 + erf(x / sqrt 2))), tanh.
 // forward() is const and allocates only a small per-call scratch buffer: thread-safe.
+//
+// forward_with_jacobian() also gives the transport Jacobian d (x, y, tx, ty)_end /
+// d (x, y, tx, ty, q/p)_start of the model, exactly (not by finite differences): the same code
+// evaluated with forward-mode dual numbers carrying 5 derivatives (the formulation in double,
+// the network in float, the field-table look-ups plain: they depend on z only). Its outputs
+// are forward()'s. The per-track code (namespace raytrack::core, between the "raytrack core"
+// markers) uses no standard library and is __host__ __device__ under nvcc; the trigger
+// headers of `python -m raytrack.export RUN_DIR --header OUT.h` (docs/trigger_header.md)
+// carry a verbatim copy of it.
 
 #ifndef RAYTRACK_MLP_HPP
 #define RAYTRACK_MLP_HPP
@@ -46,6 +58,7 @@
 #include <cstdint>
 #include <cstring>
 #include <fstream>
+#include <math.h>
 #include <iterator>
 #include <stdexcept>
 #include <string>
@@ -57,6 +70,503 @@ enum class Activation : std::uint32_t { Relu = 1, Silu = 2, Gelu = 3, Tanh = 4 }
 enum class Target : std::uint32_t { Raw = 0, Residual = 1, ResidualQop = 2 };
 enum class Base : std::uint32_t { Line = 0, Kick = 1, Axial = 2, Expansion = 3 };
 enum class Inputs : std::uint32_t { State = 0, Physics = 1 };
+
+// >>> raytrack core: begin
+// The formulation, the network and the forward-mode Jacobian, for one track. Device-ready: no
+// standard library, no allocation, every function __host__ __device__ under nvcc. This block
+// is copied verbatim into the trigger headers that raytrack.export.header generates (inside
+// their own namespace), so model.bin's reader and those headers run the same code.
+#ifndef RAYTRACK_HD
+#if defined(__CUDACC__)
+#define RAYTRACK_HD __host__ __device__
+#else
+#define RAYTRACK_HD
+#endif
+#endif
+
+namespace core {
+
+// model.bin's codes (docs/model_bin.md).
+constexpr unsigned kRelu = 1, kSilu = 2, kGelu = 3, kTanh = 4;
+constexpr unsigned kRaw = 0, kResidual = 1, kResidualQop = 2;
+constexpr unsigned kLine = 0, kKick = 1, kAxial = 2, kExpansion = 3;
+constexpr unsigned kState = 0, kPhysics = 1;
+constexpr int kInputs = 7, kOutputs = 4, kMaxFeatures = 14;
+// Differentiated inputs: x, y, tx, ty, qop (z_start and z_end are not).
+constexpr int kTangents = 5;
+
+RAYTRACK_HD inline float sqrt_(float x) { return sqrtf(x); }
+RAYTRACK_HD inline double sqrt_(double x) { return sqrt(x); }
+RAYTRACK_HD inline float floor_(float x) { return floorf(x); }
+RAYTRACK_HD inline double floor_(double x) { return floor(x); }
+RAYTRACK_HD inline float fabs_(float x) { return fabsf(x); }
+RAYTRACK_HD inline double fabs_(double x) { return fabs(x); }
+RAYTRACK_HD inline float pow_(float x, float y) { return powf(x, y); }
+RAYTRACK_HD inline double pow_(double x, double y) { return pow(x, y); }
+// std::max / std::min semantics: the first argument unless the second is larger / smaller.
+template <class T>
+RAYTRACK_HD inline T max_(T a, T b) { return a < b ? b : a; }
+template <class T>
+RAYTRACK_HD inline T min_(T a, T b) { return b < a ? b : a; }
+
+// A forward-mode dual number: a value and its derivatives along kTangents directions. Every
+// value is computed by exactly the operations the plain code applies to it, so the value part
+// of a Jacobian evaluation is the plain prediction.
+template <class T>
+struct Dual {
+  T v;
+  T d[kTangents];
+};
+
+template <class T>
+RAYTRACK_HD inline Dual<T> constant(T v) {
+  Dual<T> r;
+  r.v = v;
+  for (int k = 0; k < kTangents; ++k) r.d[k] = T(0);
+  return r;
+}
+template <class T>
+RAYTRACK_HD inline Dual<T> operator-(const Dual<T>& a) {
+  Dual<T> r;
+  r.v = -a.v;
+  for (int k = 0; k < kTangents; ++k) r.d[k] = -a.d[k];
+  return r;
+}
+template <class T>
+RAYTRACK_HD inline Dual<T> operator+(const Dual<T>& a, const Dual<T>& b) {
+  Dual<T> r;
+  r.v = a.v + b.v;
+  for (int k = 0; k < kTangents; ++k) r.d[k] = a.d[k] + b.d[k];
+  return r;
+}
+template <class T>
+RAYTRACK_HD inline Dual<T> operator+(const Dual<T>& a, T b) {
+  Dual<T> r = a;
+  r.v = a.v + b;
+  return r;
+}
+template <class T>
+RAYTRACK_HD inline Dual<T> operator+(T a, const Dual<T>& b) {
+  Dual<T> r = b;
+  r.v = a + b.v;
+  return r;
+}
+template <class T>
+RAYTRACK_HD inline Dual<T> operator-(const Dual<T>& a, const Dual<T>& b) {
+  Dual<T> r;
+  r.v = a.v - b.v;
+  for (int k = 0; k < kTangents; ++k) r.d[k] = a.d[k] - b.d[k];
+  return r;
+}
+template <class T>
+RAYTRACK_HD inline Dual<T> operator-(const Dual<T>& a, T b) {
+  Dual<T> r = a;
+  r.v = a.v - b;
+  return r;
+}
+template <class T>
+RAYTRACK_HD inline Dual<T> operator-(T a, const Dual<T>& b) {
+  Dual<T> r;
+  r.v = a - b.v;
+  for (int k = 0; k < kTangents; ++k) r.d[k] = -b.d[k];
+  return r;
+}
+template <class T>
+RAYTRACK_HD inline Dual<T> operator*(const Dual<T>& a, const Dual<T>& b) {
+  Dual<T> r;
+  r.v = a.v * b.v;
+  for (int k = 0; k < kTangents; ++k) r.d[k] = a.d[k] * b.v + a.v * b.d[k];
+  return r;
+}
+template <class T>
+RAYTRACK_HD inline Dual<T> operator*(const Dual<T>& a, T b) {
+  Dual<T> r;
+  r.v = a.v * b;
+  for (int k = 0; k < kTangents; ++k) r.d[k] = a.d[k] * b;
+  return r;
+}
+template <class T>
+RAYTRACK_HD inline Dual<T> operator*(T a, const Dual<T>& b) {
+  Dual<T> r;
+  r.v = a * b.v;
+  for (int k = 0; k < kTangents; ++k) r.d[k] = a * b.d[k];
+  return r;
+}
+template <class T>
+RAYTRACK_HD inline Dual<T> operator/(const Dual<T>& a, const Dual<T>& b) {
+  Dual<T> r;
+  r.v = a.v / b.v;
+  for (int k = 0; k < kTangents; ++k) r.d[k] = (a.d[k] - r.v * b.d[k]) / b.v;
+  return r;
+}
+template <class T>
+RAYTRACK_HD inline Dual<T> operator/(const Dual<T>& a, T b) {
+  Dual<T> r;
+  r.v = a.v / b;
+  for (int k = 0; k < kTangents; ++k) r.d[k] = a.d[k] / b;
+  return r;
+}
+template <class T>
+RAYTRACK_HD inline Dual<T> operator/(T a, const Dual<T>& b) {
+  Dual<T> r;
+  r.v = a / b.v;
+  for (int k = 0; k < kTangents; ++k) r.d[k] = -r.v * b.d[k] / b.v;
+  return r;
+}
+template <class T>
+RAYTRACK_HD inline Dual<T> sqrt_(const Dual<T>& a) {
+  Dual<T> r;
+  r.v = sqrt_(a.v);
+  const T half_inv = T(0.5) / r.v;
+  for (int k = 0; k < kTangents; ++k) r.d[k] = a.d[k] * half_inv;
+  return r;
+}
+// max(a, floor): the floor (a constant) where it applies, as torch.clamp differentiates it.
+template <class T>
+RAYTRACK_HD inline Dual<T> max_(const Dual<T>& a, T b) {
+  return a.v < b ? constant(b) : a;
+}
+
+// Plain and dual arithmetic behind one name: S is the formulation's scalar (Real, or Dual<Real>
+// for the Jacobian), Net the network's (float, or Dual<float>).
+template <class S>
+struct Traits {
+  using Real = S;
+  using Net = float;
+  RAYTRACK_HD static S constant(Real v) { return v; }
+  RAYTRACK_HD static Real value(const S& s) { return s; }
+  RAYTRACK_HD static Net narrow(const S& s) { return static_cast<float>(s); }
+  RAYTRACK_HD static S widen(const Net& h) { return static_cast<Real>(h); }
+};
+template <class T>
+struct Traits<Dual<T>> {
+  using Real = T;
+  using Net = Dual<float>;
+  RAYTRACK_HD static Dual<T> constant(T v) { return core::constant(v); }
+  RAYTRACK_HD static T value(const Dual<T>& s) { return s.v; }
+  RAYTRACK_HD static Net narrow(const Dual<T>& s) {
+    Net r;
+    r.v = static_cast<float>(s.v);
+    for (int k = 0; k < kTangents; ++k) r.d[k] = static_cast<float>(s.d[k]);
+    return r;
+  }
+  RAYTRACK_HD static Dual<T> widen(const Net& h) {
+    Dual<T> r;
+    r.v = static_cast<T>(h.v);
+    for (int k = 0; k < kTangents; ++k) r.d[k] = static_cast<T>(h.d[k]);
+    return r;
+  }
+};
+
+// Activations (docs/model_bin.md) and their derivatives, in float as the network runs.
+RAYTRACK_HD inline float activate(unsigned code, float x) {
+  switch (code) {
+    case kRelu: return x > 0.0f ? x : 0.0f;
+    case kSilu: return x / (1.0f + expf(-x));
+    case kGelu: return 0.5f * x * (1.0f + erff(x * 0.70710678118654752f));
+    case kTanh: return tanhf(x);
+    default: return x;
+  }
+}
+RAYTRACK_HD inline float activate_slope(unsigned code, float x) {
+  switch (code) {
+    case kRelu: return x > 0.0f ? 1.0f : 0.0f;
+    case kSilu: {
+      const float s = 1.0f / (1.0f + expf(-x));
+      return s * (1.0f + x * (1.0f - s));
+    }
+    case kGelu:  // Phi(x) + x phi(x)
+      return 0.5f * (1.0f + erff(x * 0.70710678118654752f)) +
+             x * 0.39894228040143268f * expf(-0.5f * x * x);
+    case kTanh: {
+      const float t = tanhf(x);
+      return 1.0f - t * t;
+    }
+    default: return 1.0f;
+  }
+}
+RAYTRACK_HD inline Dual<float> activate(unsigned code, const Dual<float>& x) {
+  Dual<float> r;
+  r.v = activate(code, x.v);
+  const float slope = activate_slope(code, x.v);
+  for (int k = 0; k < kTangents; ++k) r.d[k] = slope * x.d[k];
+  return r;
+}
+
+// On-axis field tables at one z: By and dBy/dz linear between nodes, F and H cubic Hermite
+// (slopes By and F), d2By the slope of the dBy/dz interpolant. Past either end By = dBy =
+// d2By = 0, F keeps its end value and H grows linearly with it. (docs/model_bin.md, step 1)
+template <class R>
+struct Point {
+  R by, dby, f, h, d2by;
+};
+
+template <class R>
+struct Axis {
+  R z_first, spacing;
+  int n;  // nodes (>= 2 when the formulation reads the tables)
+  const R* by;
+  const R* dby;  // may be null when nothing reads dBy/dz (every base but expansion)
+  const R* f;
+  const R* h;
+
+  RAYTRACK_HD Point<R> at(R z) const {
+    const R last = static_cast<R>(n) - R(2);
+    const R t = (z - z_first) / spacing;
+    if (t != t) return Point<R>{t, t, t, t, t};  // NaN in, NaN out, never a wild index
+    const R index_d = min_(max_(floor_(t), R(0)), last);
+    const R u = min_(max_(t - index_d, R(0)), R(1));
+    const R outside = (t - index_d - u) * spacing;  // signed mm past the end node
+    const int i = static_cast<int>(index_d);
+    Point<R> p;
+    p.f = hermite(f, by, i, u);
+    p.h = hermite(h, f, i, u) + p.f * outside;
+    const bool inside = outside == R(0);
+    p.by = inside ? by[i] * (R(1) - u) + by[i + 1] * u : R(0);
+    const bool slopes = inside && dby != nullptr;
+    p.dby = slopes ? dby[i] * (R(1) - u) + dby[i + 1] * u : R(0);
+    p.d2by = slopes ? (dby[i + 1] - dby[i]) / spacing : R(0);
+    return p;
+  }
+
+  RAYTRACK_HD R hermite(const R* v, const R* d, int i, R u) const {
+    const R d0 = d[i] * spacing, d1 = d[i + 1] * spacing;
+    const R u2 = u * u, u3 = u2 * u;
+    return (R(2) * u3 - R(3) * u2 + R(1)) * v[i] + (u3 - R(2) * u2 + u) * d0 +
+           (R(-2) * u3 + R(3) * u2) * v[i + 1] + (u3 - u2) * d1;
+  }
+};
+
+struct Layer {
+  int rows, cols;       // out_features, in_features
+  const float* weight;  // rows * cols, row-major: W[o][i] at o * cols + i
+  const float* bias;    // rows
+};
+
+// Everything a prediction reads, as plain numbers and pointers (R: the formulation's type).
+template <class R>
+struct Model {
+  unsigned activation, target, base, inputs;
+  R leg_power, kappa, min_uz_squared, min_leg_m;
+  Axis<R> axis;
+  int n_quad;
+  const R* nodes;    // Gauss-Legendre on [0, 1]
+  const R* weights;  // their weights
+  const float* input_mean;
+  const float* input_std;
+  const float* target_mean;
+  const float* target_std;
+  int n_layers;
+  const Layer* layers;
+
+  RAYTRACK_HD int n_features() const { return inputs == kPhysics ? 14 : 7; }
+};
+
+// The state s = (x, y, tx, ty, qop) as S (plain or dual); z0, z1 plain. (step 2)
+template <class R, class S>
+RAYTRACK_HD void line(const S s[5], R dz, S out[4]) {
+  out[0] = s[0] + s[2] * dz;
+  out[1] = s[1] + s[3] * dz;
+  out[2] = s[2];
+  out[3] = s[3];
+}
+
+// I1 = int By dz (T mm), I2 = int (z1 - z) By dz (T mm^2) between the two table points.
+template <class R>
+RAYTRACK_HD void integrals(const Point<R>& s, const Point<R>& e, R dz, R& i1, R& i2) {
+  i1 = e.f - s.f;
+  i2 = e.h - s.h - s.f * dz;
+}
+
+// First-order kick: slopes and the factor kappa qop N taken at the start.
+template <class R, class S>
+RAYTRACK_HD void kick(const Model<R>& m, const S s[5], R z0, R z1, S out[4]) {
+  const S &x = s[0], &y = s[1], &tx = s[2], &ty = s[3], &qop = s[4];
+  const R dz = z1 - z0;
+  R i1, i2;
+  integrals(m.axis.at(z0), m.axis.at(z1), dz, i1, i2);
+  const S k = m.kappa * qop * sqrt_(R(1) + tx * tx + ty * ty);
+  const S bend_x = -k * (R(1) + tx * tx), bend_y = -k * tx * ty;
+  out[0] = x + tx * dz + bend_x * i2;
+  out[1] = y + ty * dz + bend_y * i2;
+  out[2] = tx + bend_x * i1;
+  out[3] = ty + bend_y * i1;
+}
+
+template <class R, class S>
+RAYTRACK_HD void slopes(const Model<R>& m, const S& ux, const S& uy, S& tx, S& ty) {
+  const S inv_uz = R(1) / sqrt_(max_(R(1) - ux * ux - uy * uy, m.min_uz_squared));
+  tx = ux * inv_uz;
+  ty = uy * inv_uz;
+}
+
+// Exact motion in B = (0, By(z), 0): ux = tx / N changes by -kappa qop (F(z) - F(z0)), uy is
+// constant; the positions are the quadrature of the slopes over the leg.
+template <class R, class S>
+RAYTRACK_HD void axial(const Model<R>& m, const S s[5], R z0, R z1, S out[4]) {
+  const S &x = s[0], &y = s[1], &tx = s[2], &ty = s[3], &qop = s[4];
+  const S inv_n = R(1) / sqrt_(R(1) + tx * tx + ty * ty);
+  const S ux0 = tx * inv_n, uy = ty * inv_n, kq = m.kappa * qop;
+  const R f0 = m.axis.at(z0).f, dz = z1 - z0;
+  S sum_x = Traits<S>::constant(R(0)), sum_y = Traits<S>::constant(R(0));
+  for (int k = 0; k < m.n_quad; ++k) {
+    S txk, tyk;
+    slopes(m, ux0 - kq * (m.axis.at(z0 + dz * m.nodes[k]).f - f0), uy, txk, tyk);
+    sum_x = sum_x + txk * m.weights[k];
+    sum_y = sum_y + tyk * m.weights[k];
+  }
+  S tx1, ty1;
+  slopes(m, ux0 - kq * (m.axis.at(z1).f - f0), uy, tx1, ty1);
+  out[0] = x + dz * sum_x;
+  out[1] = y + dz * sum_y;
+  out[2] = tx1;
+  out[3] = ty1;
+}
+
+// The axial transport plus the field off the symmetry plane (By = f - y^2/2 f'', Bz = y f',
+// f = By on the axis) evaluated at the quadrature nodes of the on-axis trajectory (its slopes,
+// and y with the kick's bending in y) and integrated to first order: d slope = int g dz,
+// d position = int (z1 - z) g dz (field_integrals.expansion_transport).
+template <class R, class S>
+RAYTRACK_HD void expansion(const Model<R>& m, const S s[5], R z0, R z1, S out[4]) {
+  const S &x = s[0], &y = s[1], &tx = s[2], &ty = s[3], &qop = s[4];
+  const S norm = sqrt_(R(1) + tx * tx + ty * ty);
+  const S ux0 = tx / norm, uy = ty / norm, kq = m.kappa * qop;
+  const R dz = z1 - z0;
+  const Point<R> st = m.axis.at(z0);
+  const S bend_y = kq * norm * tx * ty;  // the kick's factor of the y bending
+  const S zero = Traits<S>::constant(R(0));
+  S sum_tx = zero, sum_ty = zero, sum_dtx = zero, sum_dty = zero;
+  S lever_dtx = zero, lever_dty = zero;
+  for (int k = 0; k < m.n_quad; ++k) {
+    const R zk = z0 + dz * m.nodes[k];
+    const Point<R> p = m.axis.at(zk);
+    const S ux = ux0 - kq * (p.f - st.f);
+    const S inv_uz = R(1) / sqrt_(max_(R(1) - ux * ux - uy * uy, m.min_uz_squared));
+    const S txk = ux * inv_uz, tyk = uy * inv_uz;
+    const R lever = p.h - st.h - st.f * (zk - z0);  // int_z0^zk (zk - z) By dz
+    const S yk = y + ty * (zk - z0) - bend_y * lever;
+    const S by_off = R(-0.5) * yk * yk * p.d2by, bz = yk * p.dby;
+    const S kk = kq * inv_uz;  // kappa qop N along the path (N = 1 / uz)
+    const S dtx = kk * (tyk * bz - (R(1) + txk * txk) * by_off);
+    const S dty = -kk * (txk * tyk * by_off + txk * bz);
+    const R w = m.weights[k], lw = m.weights[k] * (R(1) - m.nodes[k]);
+    sum_tx = sum_tx + txk * w;
+    sum_ty = sum_ty + tyk * w;
+    sum_dtx = sum_dtx + dtx * w;
+    sum_dty = sum_dty + dty * w;
+    lever_dtx = lever_dtx + dtx * lw;
+    lever_dty = lever_dty + dty * lw;
+  }
+  S tx1, ty1;
+  slopes(m, ux0 - kq * (m.axis.at(z1).f - st.f), uy, tx1, ty1);
+  out[0] = x + dz * sum_tx + dz * dz * lever_dtx;
+  out[1] = y + dz * sum_ty + dz * dz * lever_dty;
+  out[2] = tx1 + dz * sum_dtx;
+  out[3] = ty1 + dz * sum_dty;
+}
+
+template <class R, class S>
+RAYTRACK_HD void base_prediction(const Model<R>& m, const S s[5], R z0, R z1, S out[4]) {
+  switch (m.base) {
+    case kKick: kick(m, s, z0, z1, out); return;
+    case kAxial: axial(m, s, z0, z1, out); return;
+    case kExpansion: expansion(m, s, z0, z1, out); return;
+    default: line(s, z1 - z0, out); return;
+  }
+}
+
+// One track (docs/model_bin.md, "Forward pass"): the formulation in R from the state s and the
+// leg z0 -> z1, the network in float (a, b: scratch of the widest layer's size), the decoding
+// in R. With S = Dual<R> every output carries its derivatives along the seeded tangents.
+template <class R, class S>
+RAYTRACK_HD void evaluate(const Model<R>& m, const S s[5], R z0, R z1, S out[4],
+                          typename Traits<S>::Net* a, typename Traits<S>::Net* b) {
+  using T = Traits<S>;
+  using Net = typename T::Net;
+  S base_end[kOutputs];
+  base_prediction(m, s, z0, z1, base_end);
+
+  S features[kMaxFeatures];
+  for (int j = 0; j < 5; ++j) features[j] = s[j];
+  features[5] = T::constant(z0);
+  features[6] = T::constant(z1);
+  if (m.inputs == kPhysics) {
+    const R dz = z1 - z0;
+    R i1, i2;
+    integrals(m.axis.at(z0), m.axis.at(z1), dz, i1, i2);
+    S straight[kOutputs];
+    line(s, dz, straight);
+    features[7] = T::constant(dz);
+    features[8] = T::constant(i1);
+    features[9] = T::constant(i2);
+    for (int j = 0; j < kOutputs; ++j) features[10 + j] = base_end[j] - straight[j];
+  }
+
+  // The network in float, as torch runs it: features rounded to float, then standardised.
+  const int nf = m.n_features();
+  for (int i = 0; i < nf; ++i) a[i] = (T::narrow(features[i]) - m.input_mean[i]) / m.input_std[i];
+  for (int k = 0; k < m.n_layers; ++k) {
+    const Layer& l = m.layers[k];
+    const bool last = k + 1 == m.n_layers;
+    for (int o = 0; o < l.rows; ++o) {
+      const float* w = l.weight + o * l.cols;  // row o of W
+      Net acc = Traits<Net>::constant(l.bias[o]);
+      for (int i = 0; i < l.cols; ++i) acc = acc + w[i] * a[i];
+      b[o] = last ? acc : activate(m.activation, acc);
+    }
+    Net* swap = a;
+    a = b;
+    b = swap;
+  }
+
+  // Target scale: 1, or qop, times max(|dz| / 1000, min_leg_m)^(leg_power, leg_power - 1).
+  S scale[kOutputs];
+  for (int j = 0; j < kOutputs; ++j) scale[j] = m.target == kResidualQop ? s[4] : T::constant(R(1));
+  if (m.target != kRaw && m.leg_power != R(0)) {
+    const R leg = max_(fabs_(z1 - z0) / R(1000), m.min_leg_m);
+    const R pos = pow_(leg, m.leg_power), slope = pow_(leg, m.leg_power - R(1));
+    scale[0] = scale[0] * pos;
+    scale[1] = scale[1] * pos;
+    scale[2] = scale[2] * slope;
+    scale[3] = scale[3] * slope;
+  }
+  for (int j = 0; j < kOutputs; ++j) {
+    const S enc = T::widen(a[j]) * static_cast<R>(m.target_std[j]) + static_cast<R>(m.target_mean[j]);
+    out[j] = m.target == kRaw ? enc : base_end[j] + scale[j] * enc;
+  }
+}
+
+// in[7] = x, y, tx, ty, qop, z_start, z_end -> out[4] = x, y, tx, ty at z_end (rounded to float).
+template <class R>
+RAYTRACK_HD void predict(const Model<R>& m, const float in[7], float out[4], float* a, float* b) {
+  R s[5];
+  for (int j = 0; j < 5; ++j) s[j] = static_cast<R>(in[j]);
+  R end[kOutputs];
+  evaluate(m, s, static_cast<R>(in[5]), static_cast<R>(in[6]), end, a, b);
+  for (int j = 0; j < kOutputs; ++j) out[j] = static_cast<float>(end[j]);
+}
+
+// predict, plus jac[5 * a + b] = d out[a] / d in[b] for b < 5 (row-major 4 x 5), exact up to
+// rounding (forward-mode derivatives of the same arithmetic). out is predict's.
+template <class R>
+RAYTRACK_HD void predict_with_jacobian(const Model<R>& m, const float in[7], float out[4],
+                                       float jac[20], Dual<float>* a, Dual<float>* b) {
+  Dual<R> s[5];
+  for (int j = 0; j < 5; ++j) {
+    s[j] = constant(static_cast<R>(in[j]));
+    s[j].d[j] = R(1);
+  }
+  Dual<R> end[kOutputs];
+  evaluate(m, s, static_cast<R>(in[5]), static_cast<R>(in[6]), end, a, b);
+  for (int j = 0; j < kOutputs; ++j) {
+    out[j] = static_cast<float>(end[j].v);
+    for (int k = 0; k < kTangents; ++k) jac[kTangents * j + k] = static_cast<float>(end[j].d[k]);
+  }
+}
+
+}  // namespace core
+// <<< raytrack core: end
 
 struct Layer {
   std::size_t rows = 0;  // out_features
@@ -76,39 +586,15 @@ struct AxisTables {
   // Values at one z (AxisTables.at of raytrack.physics.field_integrals): By and dBy/dz linear
   // between nodes, F and H cubic Hermite (slopes By and F), d2By the slope of the dBy/dz
   // interpolant (constant on each interval). Past either end By = dBy = d2By = 0, F keeps its
-  // end value and H grows linearly with it.
-  struct Point {
-    double by, dby, f, h, d2by;
-  };
+  // end value and H grows linearly with it. Needs at least 2 nodes.
+  using Point = core::Point<double>;
 
-  Point at(double z) const {
-    const double last = static_cast<double>(size()) - 2.0;
-    const double t = (z - z_first) / spacing;
-    if (std::isnan(t)) {  // a NaN input gives NaN out, never an out-of-range index
-      const double nan = std::nan("");
-      return Point{nan, nan, nan, nan, nan};
-    }
-    const double index_d = std::min(std::max(std::floor(t), 0.0), last);
-    const double u = std::min(std::max(t - index_d, 0.0), 1.0);
-    const double outside = (t - index_d - u) * spacing;  // signed mm past the end node
-    const std::size_t i = static_cast<std::size_t>(index_d);
-    Point p;
-    p.f = hermite(f, by, i, u);
-    p.h = hermite(h, f, i, u) + p.f * outside;
-    const bool inside = outside == 0.0;
-    p.by = inside ? by[i] * (1 - u) + by[i + 1] * u : 0.0;
-    p.dby = inside ? dby[i] * (1 - u) + dby[i + 1] * u : 0.0;
-    p.d2by = inside ? (dby[i + 1] - dby[i]) / spacing : 0.0;
-    return p;
-  }
+  Point at(double z) const { return view().at(z); }
 
- private:
-  double hermite(const std::vector<double>& v, const std::vector<double>& d, std::size_t i,
-                 double u) const {
-    const double d0 = d[i] * spacing, d1 = d[i + 1] * spacing;
-    const double u2 = u * u, u3 = u2 * u;
-    return (2 * u3 - 3 * u2 + 1) * v[i] + (u3 - 2 * u2 + u) * d0 + (-2 * u3 + 3 * u2) * v[i + 1] +
-           (u3 - u2) * d1;
+  core::Axis<double> view() const {
+    return core::Axis<double>{z_first,   spacing,   static_cast<int>(size()),
+                              by.data(), dby.empty() ? nullptr : dby.data(),
+                              f.data(),  h.data()};
   }
 };
 
@@ -117,6 +603,7 @@ class Mlp {
   static constexpr std::size_t kInputs = 7;
   static constexpr std::size_t kOutputs = 4;
   static constexpr std::size_t kMaxFeatures = 14;
+  static constexpr std::size_t kJacobian = 20;  // d out[a] / d in[b], a < 4, b < 5
 
   std::uint32_t version = 2;  // the format version the file had
   Activation activation = Activation::Relu;
@@ -151,172 +638,63 @@ class Mlp {
 
   // in: row-major (n, 7); out: row-major (n, 4).
   void forward(const float* in, float* out, std::size_t n) const {
-    const std::size_t width = max_width();
-    std::vector<float> a(width), b(width);
-    for (std::size_t t = 0; t < n; ++t) forward_one(in + t * kInputs, out + t * kOutputs, a, b);
+    std::vector<core::Layer> views;
+    const core::Model<double> m = model_view(views);
+    std::vector<float> a(max_width()), b(max_width());
+    for (std::size_t t = 0; t < n; ++t) {
+      core::predict(m, in + t * kInputs, out + t * kOutputs, a.data(), b.data());
+    }
+  }
+
+  // forward(), plus the Jacobian of every track: jac row-major (n, 4, 5),
+  // jac[20 * t + 5 * a + b] = d out[t, a] / d in[t, b] for b over x, y, tx, ty, q/p.
+  void forward_with_jacobian(const float* in, float* out, float* jac, std::size_t n) const {
+    std::vector<core::Layer> views;
+    const core::Model<double> m = model_view(views);
+    std::vector<core::Dual<float>> a(max_width()), b(max_width());
+    for (std::size_t t = 0; t < n; ++t) {
+      core::predict_with_jacobian(m, in + t * kInputs, out + t * kOutputs, jac + t * kJacobian,
+                                  a.data(), b.data());
+    }
   }
 
   // The base end state (x, y, tx, ty) of one track, double (u: the 7 inputs).
   std::array<double, kOutputs> base_prediction(const double* u) const {
-    switch (base) {
-      case Base::Line: return line(u);
-      case Base::Kick: return kick(u);
-      case Base::Axial: return axial(u);
-      case Base::Expansion: return expansion(u);
-    }
-    return line(u);
+    std::vector<core::Layer> views;
+    const core::Model<double> m = model_view(views);
+    std::array<double, kOutputs> end{};
+    core::base_prediction(m, u, u[5], u[6], end.data());
+    return end;
   }
 
  private:
-  float act(float x) const {
-    switch (activation) {
-      case Activation::Relu: return x > 0.0f ? x : 0.0f;
-      case Activation::Silu: return x / (1.0f + std::exp(-x));
-      case Activation::Gelu: return 0.5f * x * (1.0f + std::erf(x * 0.70710678118654752f));
-      case Activation::Tanh: return std::tanh(x);
+  // The per-track code's view of this model (pointers into it: valid while it is unchanged).
+  core::Model<double> model_view(std::vector<core::Layer>& views) const {
+    views.clear();
+    for (const Layer& l : layers) {
+      views.push_back(core::Layer{static_cast<int>(l.rows), static_cast<int>(l.cols),
+                                  l.weight.data(), l.bias.data()});
     }
-    return x;
-  }
-
-  static std::array<double, kOutputs> line(const double* u) {
-    const double dz = u[6] - u[5];
-    return {u[0] + u[2] * dz, u[1] + u[3] * dz, u[2], u[3]};
-  }
-
-  // I1 = int By dz (T mm), I2 = int (z1 - z) By dz (T mm^2) between the two table points.
-  static void integrals(const AxisTables::Point& s, const AxisTables::Point& e, double dz,
-                        double& i1, double& i2) {
-    i1 = e.f - s.f;
-    i2 = e.h - s.h - s.f * dz;
-  }
-
-  // First-order kick: slopes and the factor kappa qop N taken at the start.
-  std::array<double, kOutputs> kick(const double* u) const {
-    const double x = u[0], y = u[1], tx = u[2], ty = u[3], qop = u[4];
-    const double dz = u[6] - u[5];
-    double i1, i2;
-    integrals(axis.at(u[5]), axis.at(u[6]), dz, i1, i2);
-    const double k = kappa * qop * std::sqrt(1 + tx * tx + ty * ty);
-    const double bend_x = -k * (1 + tx * tx), bend_y = -k * tx * ty;
-    return {x + tx * dz + bend_x * i2, y + ty * dz + bend_y * i2, tx + bend_x * i1,
-            ty + bend_y * i1};
-  }
-
-  void slopes(double ux, double uy, double& tx, double& ty) const {
-    const double inv_uz = 1.0 / std::sqrt(std::max(1 - ux * ux - uy * uy, min_uz_squared));
-    tx = ux * inv_uz;
-    ty = uy * inv_uz;
-  }
-
-  // Exact motion in B = (0, By(z), 0): ux = tx / N changes by -kappa qop (F(z) - F(z0)), uy is
-  // constant; the positions are the quadrature of the slopes over the leg.
-  std::array<double, kOutputs> axial(const double* u) const {
-    const double x = u[0], y = u[1], tx = u[2], ty = u[3], qop = u[4], z0 = u[5], z1 = u[6];
-    const double inv_n = 1.0 / std::sqrt(1 + tx * tx + ty * ty);
-    const double ux0 = tx * inv_n, uy = ty * inv_n, kq = kappa * qop;
-    const double f0 = axis.at(z0).f, dz = z1 - z0;
-    double sum_x = 0.0, sum_y = 0.0;
-    for (std::size_t k = 0; k < nodes.size(); ++k) {
-      double txk, tyk;
-      slopes(ux0 - kq * (axis.at(z0 + dz * nodes[k]).f - f0), uy, txk, tyk);
-      sum_x += txk * weights[k];
-      sum_y += tyk * weights[k];
-    }
-    double tx1, ty1;
-    slopes(ux0 - kq * (axis.at(z1).f - f0), uy, tx1, ty1);
-    return {x + dz * sum_x, y + dz * sum_y, tx1, ty1};
-  }
-
-  // The axial transport plus the field off the symmetry plane (By = f - y^2/2 f'', Bz = y f',
-  // f = By on the axis) evaluated at the quadrature nodes of the on-axis trajectory (its slopes,
-  // and y with the kick's bending in y) and integrated to first order: d slope = int g dz,
-  // d position = int (z1 - z) g dz (field_integrals.expansion_transport).
-  std::array<double, kOutputs> expansion(const double* u) const {
-    const double x = u[0], y = u[1], tx = u[2], ty = u[3], qop = u[4], z0 = u[5], z1 = u[6];
-    const double norm = std::sqrt(1 + tx * tx + ty * ty);
-    const double ux0 = tx / norm, uy = ty / norm, kq = kappa * qop, dz = z1 - z0;
-    const AxisTables::Point s = axis.at(z0);
-    const double bend_y = kq * norm * tx * ty;  // the kick's factor of the y bending
-    double sum_tx = 0.0, sum_ty = 0.0, sum_dtx = 0.0, sum_dty = 0.0;
-    double lever_dtx = 0.0, lever_dty = 0.0;
-    for (std::size_t k = 0; k < nodes.size(); ++k) {
-      const double zk = z0 + dz * nodes[k];
-      const AxisTables::Point p = axis.at(zk);
-      const double ux = ux0 - kq * (p.f - s.f);
-      const double inv_uz = 1.0 / std::sqrt(std::max(1 - ux * ux - uy * uy, min_uz_squared));
-      const double txk = ux * inv_uz, tyk = uy * inv_uz;
-      const double lever = p.h - s.h - s.f * (zk - z0);  // int_z0^zk (zk - z) By dz
-      const double yk = y + ty * (zk - z0) - bend_y * lever;
-      const double by_off = -0.5 * yk * yk * p.d2by, bz = yk * p.dby;
-      const double kk = kq * inv_uz;  // kappa qop N along the path (N = 1 / uz)
-      const double dtx = kk * (tyk * bz - (1 + txk * txk) * by_off);
-      const double dty = -kk * (txk * tyk * by_off + txk * bz);
-      const double w = weights[k], lw = weights[k] * (1 - nodes[k]);
-      sum_tx += txk * w;
-      sum_ty += tyk * w;
-      sum_dtx += dtx * w;
-      sum_dty += dty * w;
-      lever_dtx += dtx * lw;
-      lever_dty += dty * lw;
-    }
-    double tx1, ty1;
-    slopes(ux0 - kq * (axis.at(z1).f - s.f), uy, tx1, ty1);
-    return {x + dz * sum_tx + dz * dz * lever_dtx, y + dz * sum_ty + dz * dz * lever_dty,
-            tx1 + dz * sum_dtx, ty1 + dz * sum_dty};
-  }
-
-  void forward_one(const float* in, float* out, std::vector<float>& a,
-                   std::vector<float>& b) const {
-    double u[kInputs];
-    for (std::size_t i = 0; i < kInputs; ++i) u[i] = static_cast<double>(in[i]);
-    const std::array<double, kOutputs> base_end = base_prediction(u);
-
-    double features[kMaxFeatures];
-    std::copy(u, u + kInputs, features);
-    if (inputs == Inputs::Physics) {
-      const double dz = u[6] - u[5];
-      double i1, i2;
-      integrals(axis.at(u[5]), axis.at(u[6]), dz, i1, i2);
-      const std::array<double, kOutputs> straight = line(u);
-      features[7] = dz;
-      features[8] = i1;
-      features[9] = i2;
-      for (std::size_t j = 0; j < kOutputs; ++j) features[10 + j] = base_end[j] - straight[j];
-    }
-
-    // The network in float, as torch runs it: features rounded to float, then standardised.
-    const std::size_t nf = n_features();
-    for (std::size_t i = 0; i < nf; ++i) {
-      a[i] = (static_cast<float>(features[i]) - input_mean[i]) / input_std[i];
-    }
-    for (std::size_t k = 0; k < layers.size(); ++k) {
-      const Layer& l = layers[k];
-      const bool last = k + 1 == layers.size();
-      for (std::size_t o = 0; o < l.rows; ++o) {
-        const float* w = l.weight.data() + o * l.cols;  // row o of W
-        float s = l.bias[o];
-        for (std::size_t i = 0; i < l.cols; ++i) s += w[i] * a[i];
-        b[o] = last ? s : act(s);
-      }
-      a.swap(b);
-    }
-
-    // Target scale: 1, or qop, times max(|dz| / 1000, min_leg_m)^(leg_power, leg_power - 1).
-    std::array<double, kOutputs> scale{1.0, 1.0, 1.0, 1.0};
-    if (target == Target::ResidualQop) scale.fill(u[4]);
-    if (target != Target::Raw && leg_power != 0.0) {
-      const double leg = std::max(std::fabs(u[6] - u[5]) / 1000.0, min_leg_m);
-      const double pos = std::pow(leg, leg_power), slope = std::pow(leg, leg_power - 1);
-      scale[0] *= pos;
-      scale[1] *= pos;
-      scale[2] *= slope;
-      scale[3] *= slope;
-    }
-    for (std::size_t j = 0; j < kOutputs; ++j) {
-      const double enc = static_cast<double>(a[j]) * static_cast<double>(target_std[j]) +
-                         static_cast<double>(target_mean[j]);
-      out[j] = static_cast<float>(target == Target::Raw ? enc : base_end[j] + scale[j] * enc);
-    }
+    core::Model<double> m{};
+    m.activation = static_cast<unsigned>(activation);
+    m.target = static_cast<unsigned>(target);
+    m.base = static_cast<unsigned>(base);
+    m.inputs = static_cast<unsigned>(inputs);
+    m.leg_power = leg_power;
+    m.kappa = kappa;
+    m.min_uz_squared = min_uz_squared;
+    m.min_leg_m = min_leg_m;
+    m.axis = axis.view();
+    m.n_quad = static_cast<int>(nodes.size());
+    m.nodes = nodes.data();
+    m.weights = weights.data();
+    m.input_mean = input_mean.data();
+    m.input_std = input_std.data();
+    m.target_mean = target_mean.data();
+    m.target_std = target_std.data();
+    m.n_layers = static_cast<int>(views.size());
+    m.layers = views.data();
+    return m;
   }
 };
 
