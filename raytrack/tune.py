@@ -5,8 +5,10 @@
     python -m raytrack.tune --search all --num-samples 40          # presets first, then TPE
     python -m raytrack.tune --search optuna --objective pareto-weights --max-weights 16384
     python -m raytrack.tune --resume --name NAME                   # continue an interrupted one
+    python -m raytrack.tune --search presets --mlflow              # and log the trials to MLflow
 
-Without --data it generates the default dataset first (and reuses it next time).
+Without --data it generates the default dataset first (and reuses it next time). Every search
+ends with a report, STORAGE/NAME/report/index.html (python -m raytrack.report writes it again).
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ from raytrack.data import DatasetError, DatasetSplits, PhaseSpaceError, load, lo
 from raytrack.data.pipeline import generate_dataset
 from raytrack.data.shards import DatasetSpec
 from raytrack.physics import DipoleField
+
+#: --mlflow without a URI (see raytrack.search.tracking.LOCAL; not imported: --help stays fast)
+MLFLOW_LOCAL = "local"
 
 if TYPE_CHECKING:  # imported where used: Ray Tune takes seconds to import, --help should not
     from raytrack.search.experiment import ExperimentOptions
@@ -112,6 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="experiment name (default: SEARCH-DATE-TIME)")
     p.add_argument("--resume", action="store_true", help="continue the experiment --name")
     p.add_argument(
+        "--mlflow",
+        nargs="?",
+        const=MLFLOW_LOCAL,
+        metavar="URI",
+        help="log every trial as an MLflow run to the tracking URI (sqlite:///PATH, "
+        "http://HOST:PORT); without URI to a local store, STORAGE/NAME/mlflow/mlflow.db; "
+        "needs the mlflow extra",
+    )
+    p.add_argument(
         "--address",
         help=f"join a Ray cluster: auto or HOST:PORT; waits up to {JOIN_WAIT_S:.0f} s for a node "
         "that fits a trial (default: start a local Ray)",
@@ -139,12 +153,22 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
     """Every check that needs no Ray: options, search space, dataset, experiment to resume."""
     from raytrack.search.experiment import load_options
     from raytrack.search.space import load_search_space
+    from raytrack.search.tracking import require_mlflow
 
     if args.resume:
         if not args.name:
             raise ValueError("--resume needs --name (the experiment directory under --storage)")
         options = load_options(args.storage, args.name)
+        if args.mlflow and not options.mlflow:
+            raise ValueError(
+                f"--mlflow: {options.path} was started without it, and a resumed experiment "
+                "keeps the options it started with; start a new experiment with --mlflow"
+            )
+        if options.mlflow:
+            require_mlflow()
         return Plan(options, load(options.data_dir), None)
+    if args.mlflow:
+        require_mlflow()
     if args.search != "presets":  # a bad space file is named before anything starts
         load_search_space(args.space, max_weights=args.max_weights)
     dataset = None if args.data else default_dataset(args)
@@ -199,15 +223,32 @@ def options_from_args(
     grace = args.grace_epochs
     if grace is None:  # only an explicit --grace-epochs above --max-epochs is an error
         grace = min(DEFAULT_GRACE_EPOCHS, args.max_epochs)
+    name = args.name or f"{args.search}-{time.strftime('%Y%m%d-%H%M%S')}"
+    mlflow = None
+    if args.mlflow:
+        from raytrack.search.tracking import resolve_uri
+
+        mlflow = resolve_uri(args.mlflow, Path(args.storage) / name)
     return ExperimentOptions(
-        search=args.search, data_dir=data_dir, storage=args.storage,
-        name=args.name or f"{args.search}-{time.strftime('%Y%m%d-%H%M%S')}",
+        search=args.search, data_dir=data_dir, storage=args.storage, name=name, mlflow=mlflow,
         num_samples=args.num_samples, space=args.space, objective=args.objective,
         max_weights=args.max_weights, max_epochs=args.max_epochs, time_budget=args.time_budget,
         grace_epochs=grace, reduction_factor=args.reduction_factor,
         scheduler=args.scheduler, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=gpus or 0.0,
         max_failures=args.max_failures, seed=args.seed,
     )  # fmt: skip
+
+
+def open_mlflow(options: ExperimentOptions) -> None:
+    """Open (or create) the experiment's MLflow experiment now, so that a wrong URI is named
+    before Ray and the trials start."""
+    from raytrack.search.tracking import MlflowStore
+
+    try:
+        MlflowStore(options.mlflow, options.name, options.path)
+    except Exception as err:  # MLflow's own errors (MlflowException, ...)
+        raise ValueError(f"--mlflow {options.mlflow}: {err}") from err
+    print(f"MLflow: every trial is a run of experiment {options.name!r} in {options.mlflow}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -217,6 +258,8 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         plan = plan_from_args(args)
+        if plan.options.mlflow:
+            open_mlflow(plan.options)
         start_ray(args)
         options = plan.options
         gpus = ray.cluster_resources().get("GPU", 0)

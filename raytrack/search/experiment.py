@@ -2,7 +2,10 @@
 
 ``STORAGE/NAME`` holds Ray Tune's own state (trial directories, TensorBoard event files, the
 searcher's state) and raytrack's: ``experiment.json`` (the options, for ``--resume``),
-``leaderboard.csv``/``.json``, ``pareto.csv``/``.json`` (Pareto objectives) and ``best/``.
+``leaderboard.csv``/``.json``, ``pareto.csv``/``.json`` (Pareto objectives), ``best/``, the
+report (``report/index.html``), the Optuna study of an ``optuna``/``all`` search
+(``optuna.journal``, which ``optuna-dashboard`` opens) and, with ``--mlflow`` and no URI, the
+MLflow store (``mlflow/``).
 """
 
 from __future__ import annotations
@@ -46,6 +49,9 @@ from raytrack.search.trial import OBJECTIVE, TrialSettings, resolve_configs, run
 SEARCHES = ("presets", "optuna", "all")
 OBJECTIVES = {"p95": None, "pareto-weights": "weight_count", "pareto-macs": "macs_per_track"}
 EXPERIMENT_FILE = "experiment.json"
+#: The Optuna study of an optuna/all search: Optuna's journal storage, one file, appended to as
+#: trials are asked for, report epochs and end (optuna-dashboard reads it while the search runs).
+STUDY_FILE = "optuna.journal"
 CHECKPOINTS_KEPT = 5
 
 
@@ -71,6 +77,8 @@ class ExperimentOptions:
     gpus_per_trial: float = 0.0
     max_failures: int = 2
     seed: int = 0
+    #: MLflow tracking URI (``--mlflow``), resolved; None: no MLflow
+    mlflow: str | None = None
 
     def __post_init__(self) -> None:
         if self.search not in SEARCHES:
@@ -119,11 +127,36 @@ class ExperimentOptions:
     def device(self) -> str:
         return "cuda" if self.gpus_per_trial > 0 else "cpu"
 
+    @property
+    def study_path(self) -> Path | None:
+        """The Optuna study's file (optuna and all searches), else None."""
+        return None if self.search == "presets" else self.path.resolve() / STUDY_FILE
+
 
 def default_scheduler(search: str) -> str:
     """No early stopping when comparing the presets: each gets the same data and budget. A
     search (optuna, all) samples many variants, where ASHA saves most of the time."""
     return "none" if search == "presets" else "asha"
+
+
+def study_storage(path: str | Path):
+    """The Optuna storage of a study file (``STORAGE/NAME/optuna.journal``)."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+def load_study(experiment: str | Path):
+    """The Optuna study of an ``optuna`` or ``all`` experiment directory, read from its file."""
+    import optuna
+
+    path = Path(experiment) / STUDY_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no Optuna study (only optuna and all searches keep one)")
+    storage = study_storage(path)
+    names = optuna.study.get_all_study_names(storage)  # one: the experiment's
+    return optuna.load_study(study_name=names[0], storage=storage)
 
 
 def load_options(storage: str, name: str) -> ExperimentOptions:
@@ -173,12 +206,57 @@ def run_experiment(
     if cost:
         write_leaderboard(options.path, pareto_front(rows, cost), stem="pareto")
     best = _export_best(rows, results, options, splits, settings, log)
+    _close_abandoned_study_trials(options)
+    report = _write_report(options, best, log)
     log(format_leaderboard(rows))
     log(f"{len(rows)} trials in {time.time() - started:.0f} s; results in {options.path}")
     if best is not None:
         log(format_best(*best))
+    if options.mlflow:
+        from raytrack.search.tracking import finish
+
+        try:
+            finish(options.mlflow, options.name, options.path, rows,
+                   best[0]["trial_id"] if best else None, log=log)  # fmt: skip
+        except Exception as err:  # the search's own results are all written
+            log(f"warning: MLflow: the runs' final status and artifacts not logged: {err}")
+    if report is not None:
+        log(f"Report: {report}")
+    if options.study_path is not None:
+        log(f"Optuna study: optuna-dashboard {options.study_path}")
     log(f"TensorBoard: tensorboard --logdir {options.path}")
     return rows
+
+
+def _write_report(options: ExperimentOptions, best, log) -> Path | None:
+    """report/index.html; the best model's test-split predictions are reused from best/."""
+    from raytrack.report import write_experiment_report
+
+    tracks = None
+    if best is not None and best[2] is not None:
+        tracks = best[2].get("_tracks")
+    try:
+        return write_experiment_report(options.path, best_tracks=tracks, log=log)
+    except Exception as err:  # python -m raytrack.report can write it later
+        log(f"warning: the experiment report was not written ({type(err).__name__}: {err}); "
+            f"python -m raytrack.report {options.path} writes it")  # fmt: skip
+        return None
+
+
+def _close_abandoned_study_trials(options: ExperimentOptions) -> None:
+    """A search interrupted between the searcher asking Optuna for a trial and Tune recording
+    it leaves that trial running in the study file forever; once the search is over, such
+    trials are marked failed, with a note, so that the dashboard shows no phantom trial."""
+    if options.study_path is None or not options.study_path.is_file():
+        return
+    from optuna.trial import TrialState
+
+    study = load_study(options.path)
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study._storage.set_trial_user_attr(
+            trial._trial_id, "raytrack", "abandoned: the search was interrupted before it ran"
+        )
+        study.tell(trial.number, state=TrialState.FAIL)
 
 
 def _settings(options: ExperimentOptions) -> TrialSettings:
@@ -236,12 +314,17 @@ def _searcher(options: ExperimentOptions, settings: TrialSettings, cost: str | N
         default_train = TrainConfig()
         points = [space.point_for(presets[name], default_train) for name in SEARCH_PRESETS]
     metric, mode = ([OBJECTIVE, cost], ["min", "min"]) if cost else (OBJECTIVE, "min")
+    options.path.mkdir(parents=True, exist_ok=True)
     return OptunaSearch(
         space=space.define_by_run,
         metric=metric,
         mode=mode,
         points_to_evaluate=points,
         sampler=space.sampler(options.seed),
+        # in a file, not in memory: optuna-dashboard and optuna.load_study read it; the path is
+        # absolute, as the searcher is pickled for --resume
+        study_name=options.name,
+        storage=study_storage(options.study_path),
     )
 
 
@@ -255,8 +338,16 @@ def _run_config(options: ExperimentOptions, settings: TrialSettings) -> tune.Run
         checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
         # Tune's own console output gives way to raytrack's live table (see search.progress)
         verbose=0,
-        callbacks=[LiveTable(settings)],
+        callbacks=[LiveTable(settings), *_tracking(options, settings)],
     )
+
+
+def _tracking(options: ExperimentOptions, settings: TrialSettings) -> list:
+    if not options.mlflow:
+        return []
+    from raytrack.search.tracking import MlflowTracking
+
+    return [MlflowTracking(options.mlflow, options.name, str(options.path.resolve()), settings)]
 
 
 def _leaderboard(results, options: ExperimentOptions, settings: TrialSettings) -> list[dict]:

@@ -1,0 +1,599 @@
+"""python -m raytrack.report runs/NAME: the experiment report, runs/NAME/report/index.html.
+
+One self-contained page (the figures are embedded; the same PNG files lie beside it):
+
+- validation P95 position error against weight count and against multiply-adds per track, every
+  trial a point coloured by its status, the Pareto front drawn, the 16384-weight (64 KB) limit
+  of LHCb's GPU trigger marked;
+- validation P95 against epoch for every trial (where ASHA stopped a trial, its curve ends);
+- the leaderboard, with units;
+- the best model on the test split: error against momentum and against |dz|, with the
+  straight line beside it.
+
+``python -m raytrack.tune`` writes it at the end of every search; this command writes it again,
+also for a search still running or one that was interrupted: it reads only the experiment
+directory (the trials' ``result.json``, the leaderboard when the search has ended) and, for the
+best model, the latest checkpoint of the best trial when the search left no ``best/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import html
+import json
+import math
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from raytrack.cli import HelpFormatter
+from raytrack.data import DatasetError
+from raytrack.files import replacing
+
+REPORT_DIR = "report"
+#: float32 weights that fit the 64 KB of CUDA constant memory of LHCb's GPU trigger
+TRIGGER_WEIGHTS = 16384
+#: the order of the statuses in legends, and their colours
+STATUS_COLOURS = {
+    "finished": "tab:green",
+    "early_stopped": "tab:cyan",
+    "time_budget": "tab:blue",
+    "stopped_by_asha": "tab:orange",
+    "unfinished": "tab:olive",
+    "failed": "tab:red",
+    "error": "tab:purple",
+    "infeasible": "tab:gray",
+}
+#: What "unfinished" means: the files cannot tell a running trial from an interrupted one.
+UNFINISHED = "unfinished (running, or the search was interrupted)"
+_TRIAL_ID = re.compile(r"_([0-9a-f]{5,}(?:_\d{5})?)_\d+_")
+
+
+@dataclass
+class Trial:
+    """One trial as its directory shows it."""
+
+    trial_id: str
+    directory: Path
+    params: dict[str, Any]
+    results: list[dict[str, Any]]
+    errored: bool
+    curve: list[tuple[int, float]] = field(default_factory=list)  # (epoch, validation P95 mm)
+
+
+@dataclass
+class Experiment:
+    path: Path
+    options: dict[str, Any]
+    dataset: str
+    trials: list[Trial]
+    rows: list[dict[str, Any]]  # ranked leaderboard rows
+    complete: bool  # the search ended and wrote its leaderboard
+
+
+def read_experiment(path: str | Path) -> Experiment:
+    """The experiment directory's options, trials and leaderboard (the written one when it
+    covers every trial, else one built from the trials' results)."""
+    from raytrack.search.experiment import EXPERIMENT_FILE
+
+    path = Path(path)
+    options_file = path / EXPERIMENT_FILE
+    if not options_file.is_file():
+        raise FileNotFoundError(
+            f"{path}: not a raytrack experiment (no {EXPERIMENT_FILE}); give runs/NAME, the "
+            "directory python -m raytrack.tune wrote"
+        )
+    options = json.loads(options_file.read_text())
+    trials = [_read_trial(d) for d in sorted(path.iterdir()) if _is_trial_dir(d)]
+    rows, complete = None, False
+    board = path / "leaderboard.json"
+    if board.is_file():
+        rows = json.loads(board.read_text())
+        complete = {r["trial_id"] for r in rows} >= {t.trial_id for t in trials}
+    if not complete:
+        rows = _rows_from_trials(trials, options)
+    return Experiment(path, options, _dataset_label(options["data_dir"]), trials, rows, complete)
+
+
+def _is_trial_dir(directory: Path) -> bool:
+    """A Tune trial directory: the driver writes params.json and result.json, the trial its
+    checkpoints (a trial killed early may have a checkpoint and nothing else)."""
+    return directory.is_dir() and (
+        (directory / "params.json").is_file()
+        or (directory / "result.json").is_file()
+        or any(directory.glob("checkpoint_*"))
+    )
+
+
+def _read_trial(directory: Path) -> Trial:
+    results = []
+    result_file = directory / "result.json"
+    if result_file.is_file():
+        for line in result_file.read_text().splitlines():
+            with contextlib.suppress(json.JSONDecodeError):  # a line being written now
+                results.append(json.loads(line))
+    trial_id = next((r["trial_id"] for r in results if "trial_id" in r), None)
+    if trial_id is None:
+        match = _TRIAL_ID.search(directory.name)
+        trial_id = match.group(1) if match else directory.name
+    try:
+        params = json.loads((directory / "params.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        params = {}
+    curve: dict[int, float] = {}
+    for result in results:  # a resumed trial repeats epochs: the latest value counts
+        value = result.get("val_pos_p95_mm")
+        if "epoch" in result and isinstance(value, int | float) and math.isfinite(value):
+            curve[int(result["epoch"])] = float(value)
+    errored = (directory / "error.txt").is_file() or (directory / "error.pkl").is_file()
+    return Trial(trial_id, directory, params, results, errored, sorted(curve.items()))
+
+
+def _rows_from_trials(trials: list[Trial], options: dict[str, Any]) -> list[dict[str, Any]]:
+    from raytrack.search.leaderboard import make_row, rank, trial_status
+
+    described = _describer(options)
+    rows = []
+    for trial in trials:
+        last = trial.results[-1] if trial.results else {}
+        ended = last.get("train_done") or last.get("infeasible") or last.get("failed")
+        ended = ended or last.get("epoch", 0) >= options["max_epochs"]
+        if trial.errored or ended:
+            status = trial_status(last, trial.errored, options["max_epochs"])
+        else:  # a trial directory exists once the trial has started
+            status = "unfinished"
+        name, model = described(trial)
+        model = {**model, **{k: last[k] for k in ("weight_count", "macs_per_track") if k in last}}
+        config = {"model": model, "params": trial.params}
+        rows.append(make_row(trial.trial_id, last.get("name", name), status, last, config))
+    return rank(rows)
+
+
+def _describer(options: dict[str, Any]):
+    """config -> (name, model dict) as the search resolves it; ("?", {}) when it cannot."""
+    from raytrack.evaluate import find_run
+    from raytrack.models.run import RUN_FILE, RunSpec
+    from raytrack.search.trial import TrialSettings, resolve_configs
+
+    space = None
+    if options["search"] != "presets":
+        try:
+            from raytrack.search.space import load_search_space
+
+            space = load_search_space(options["space"], max_weights=options.get("max_weights"))
+        except Exception:  # the space file moved: results still name the trials
+            space = None
+    settings = TrialSettings(
+        max_epochs=options["max_epochs"], time_budget=options.get("time_budget"), seed=0,
+        device="cpu", cpus=1, space=space, max_weights=options.get("max_weights"),
+    )  # fmt: skip
+
+    def describe(trial: Trial) -> tuple[str, dict[str, Any]]:
+        try:
+            name, model, _ = resolve_configs(trial.params, settings)
+        except Exception:  # no params.json yet: the run.json of a checkpoint names the model
+            try:
+                spec = RunSpec.from_dict(
+                    json.loads((find_run(trial.directory) / RUN_FILE).read_text())
+                )
+                name, model = spec.name, spec.model
+            except Exception:
+                return "?", {"weight_count": None, "macs_per_track": None}
+        return name, {**model.to_dict(), "weight_count": model.weight_count,
+                      "macs_per_track": model.macs_per_track}  # fmt: skip
+
+    return describe
+
+
+def _dataset_label(data_dir: str) -> str:
+    """The data set as titles name it: its directory, phase space and size."""
+    name = Path(data_dir).name
+    try:
+        manifest = json.loads((Path(data_dir) / "manifest.json").read_text())
+        phase_space = manifest["phase_space"]["name"]
+        samples = manifest["identity"]["samples"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return name
+    return f"{name} ({phase_space} phase space, {samples:,} tracks)"
+
+
+# -- the best model ----------------------------------------------------------------------------
+
+
+@dataclass
+class BestModel:
+    row: dict[str, Any]
+    source: str  # what was evaluated
+    inputs: np.ndarray
+    truth: np.ndarray
+    predicted: np.ndarray
+
+
+def best_model(
+    experiment: Experiment, tracks: dict[str, np.ndarray] | None = None
+) -> BestModel | str:
+    """The best trial's model on the test split, or why there is none. ``tracks`` (inputs,
+    truth, predicted) when the caller has just evaluated best/."""
+    from raytrack.evaluate import find_run
+    from raytrack.models.run import RUN_FILE, RunSpec, checkpoint_path, predict
+    from raytrack.models.training import load_checkpoint, model_from_checkpoint
+
+    row = next((r for r in experiment.rows if r["pos_p95_mm"] is not None), None)
+    if row is None:
+        return "no trial has a validation P95 yet"
+    best = experiment.path / "best"
+    exported = best / "trial.json"
+    if exported.is_file() and json.loads(exported.read_text())["trial_id"] == row["trial_id"]:
+        run, source = best, f"{best} (the exported weights)"
+    else:
+        directory = next(t.directory for t in experiment.trials if t.trial_id == row["trial_id"])
+        try:
+            run = find_run(directory)
+        except FileNotFoundError:
+            return f"the best trial {row['trial_id']} has no checkpoint yet"
+        source = f"{run} (its latest checkpoint, best epoch's weights)"
+    if tracks is not None:
+        return BestModel(row, source, tracks["inputs"], tracks["truth"], tracks["predicted"])
+    from raytrack.data import load
+
+    spec = RunSpec.from_dict(json.loads((run / RUN_FILE).read_text()))
+    try:
+        test = load(spec.data_dir, dtype=np.float64, splits=("test",)).test
+    except (DatasetError, OSError) as err:
+        return f"its data set cannot be read: {err}"
+    model = model_from_checkpoint(load_checkpoint(checkpoint_path(run)))
+    inputs, truth = test.inputs(), test.targets()
+    return BestModel(row, source, inputs, truth, predict(model, inputs))
+
+
+# -- figures -----------------------------------------------------------------------------------
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _title(ax, experiment: Experiment, what: str) -> None:
+    ax.set_title(f"{experiment.path.name}: {what}\ndata: {experiment.dataset}", fontsize=10)
+
+
+def _plain_log(axis) -> None:
+    """Tick labels of a log axis as plain numbers (0.2, 3, 1000), minor ones too when the axis
+    spans less than a decade and would otherwise have no label at all."""
+    from matplotlib.ticker import FuncFormatter
+
+    low, high = sorted(axis.get_view_interval())
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    axis.set_major_formatter(plain)
+    if low > 0 and high / low < 10:
+        axis.set_minor_formatter(plain)
+
+
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    with replacing(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+    return path
+
+
+def plot_p95_against_cost(experiment: Experiment, out: Path, cost: str) -> Path:
+    """Validation P95 against weights or multiply-adds: trials by status, the Pareto front and
+    (for weights) the trigger's limit."""
+    from raytrack.search.leaderboard import pareto_front
+
+    plt = _pyplot()
+    rows = [r for r in experiment.rows if r.get(cost)]
+    fig, ax = plt.subplots(figsize=(8, 5))
+    scored = [r for r in rows if r["pos_p95_mm"] is not None]
+    top = max((r["pos_p95_mm"] for r in scored), default=1.0) * 1.8
+    for status, colour in STATUS_COLOURS.items():
+        have = [r for r in scored if r["status"] == status]
+        if have:
+            x, y = [r[cost] for r in have], [r["pos_p95_mm"] for r in have]
+            ax.scatter(x, y, c=colour, s=36, label=status, zorder=3, edgecolors="k", linewidths=0.4)
+        without = [r for r in rows if r["pos_p95_mm"] is None and r["status"] == status]
+        if without:
+            ax.scatter([r[cost] for r in without], [top] * len(without), c=colour, marker="x",
+                       s=40, label=f"{status} (no P95: drawn at the top)", zorder=3)  # fmt: skip
+    front = pareto_front(scored, cost)
+    if front:
+        ax.plot([r[cost] for r in front], [r["pos_p95_mm"] for r in front], "k--",
+                drawstyle="steps-post", lw=1, label="Pareto front", zorder=2)  # fmt: skip
+    if len(rows) <= 16:
+        for r in scored:
+            ax.annotate(r["name"], (r[cost], r["pos_p95_mm"]), fontsize=7,
+                        xytext=(4, 3), textcoords="offset points")  # fmt: skip
+    if cost == "weight_count":
+        ax.axvline(TRIGGER_WEIGHTS, color="tab:red", ls=":", lw=1.5,
+                   label=f"{TRIGGER_WEIGHTS} weights: 64 KB, LHCb GPU trigger")  # fmt: skip
+        ax.set_xlabel("weights [count]")
+        kb = ax.secondary_xaxis("top", functions=(lambda w: w * 4 / 1024, lambda k: k * 256))
+        kb.set_xlabel("float32 weights [KB]", fontsize=8)
+        what = "validation P95 against weight count"
+    else:
+        ax.set_xlabel("multiply-adds per track [count]")
+        what = "validation P95 against multiply-adds"
+    ax.set(xscale="log", yscale="log", ylabel="validation P95 position error [mm]")
+    _plain_log(ax.yaxis)
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=7, loc="best")
+    _title(ax, experiment, what)
+    name = "p95_vs_weights.png" if cost == "weight_count" else "p95_vs_macs.png"
+    return _save(fig, out / name)
+
+
+def plot_p95_against_epoch(experiment: Experiment, out: Path) -> Path:
+    """Every trial's validation P95 per epoch; a curve ends where its trial stopped (an x where
+    ASHA stopped it)."""
+    plt = _pyplot()
+    status = {r["trial_id"]: r["status"] for r in experiment.rows}
+    fig, ax = plt.subplots(figsize=(8, 5))
+    labelled = set()
+    names = {r["trial_id"]: r["name"] for r in experiment.rows}
+    for trial in experiment.trials:
+        if not trial.curve:
+            continue
+        state = status.get(trial.trial_id, "unfinished")
+        colour = STATUS_COLOURS.get(state, "black")
+        epochs, p95 = zip(*trial.curve, strict=True)
+        label = None if state in labelled else state
+        labelled.add(state)
+        ax.plot(epochs, p95, "-", color=colour, lw=1, alpha=0.8, label=label)
+        ax.plot(epochs[-1:], p95[-1:], "x" if state == "stopped_by_asha" else "o", color=colour,
+                ms=5)  # fmt: skip
+        if len(experiment.trials) <= 16:
+            ax.annotate(names.get(trial.trial_id, "?"), (epochs[-1], p95[-1]), fontsize=7,
+                        xytext=(4, 0), textcoords="offset points", va="center")  # fmt: skip
+    ax.set(xlabel="epoch", ylabel="validation P95 position error [mm]", yscale="log")
+    _plain_log(ax.yaxis)
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(True, which="both", alpha=0.25)
+    if labelled:
+        ax.legend(fontsize=7, title="trial status", title_fontsize=7)
+    _title(ax, experiment, "validation P95 against epoch, every trial")
+    return _save(fig, out / "p95_vs_epoch.png")
+
+
+def _binned(x: np.ndarray, errors: dict[str, np.ndarray], bins: int = 20):
+    """Centres and the mean and P95 of each error array in quantile bins of ``x``."""
+    if np.ptp(x) == 0:  # a fixed leg: one bin
+        index, filled = np.zeros(len(x), dtype=int), [0]
+    else:
+        edges = np.quantile(x, np.linspace(0, 1, bins + 1))
+        index = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, bins - 1)
+        filled = [i for i in range(bins) if (index == i).any()]
+    centres = np.array([np.median(x[index == i]) for i in filled])
+    stats = {
+        key: (
+            np.array([e[index == i].mean() for i in filled]),
+            np.array([np.percentile(e[index == i], 95) for i in filled]),
+        )
+        for key, e in errors.items()
+    }
+    return centres, stats
+
+
+def plot_best_against(experiment: Experiment, best: BestModel, out: Path, what: str) -> Path:
+    """The best model's position error against momentum or |dz|, the straight line beside it."""
+    from raytrack.models.metrics import momentum_gev, position_errors
+    from raytrack.models.mlp import straight_line
+
+    plt = _pyplot()
+    if what == "momentum":
+        x, label = momentum_gev(best.inputs), "momentum p [GeV]"
+    else:
+        x, label = np.abs(best.inputs[:, 6] - best.inputs[:, 5]), "leg length |dz| [mm]"
+    errors = {
+        "model": position_errors(best.predicted, best.truth),
+        "straight line": position_errors(straight_line(best.inputs), best.truth),
+    }
+    centres, stats = _binned(x, errors)
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for key, colour in (("model", "tab:blue"), ("straight line", "tab:gray")):
+        mean, p95 = stats[key]
+        ax.plot(centres, mean, "o-", color=colour, ms=4, label=f"{key}: mean")
+        ax.plot(centres, p95, "s--", color=colour, ms=4, label=f"{key}: P95")
+    ax.set(xlabel=label, ylabel="test position error [mm]", yscale="log")
+    if what == "momentum" or np.ptp(x) > 0:
+        ax.set_xscale("log")
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=7)
+    row = best.row
+    against = "momentum" if what == "momentum" else "|dz|"
+    _title(ax, experiment, f"best model {row['name']} ({row['trial_id']}), error against "
+                           f"{against}, test split")  # fmt: skip
+    return _save(fig, out / f"best_error_vs_{what}.png")
+
+
+# -- the page ----------------------------------------------------------------------------------
+
+#: Leaderboard columns of the page: (header with unit, row key, format)
+TABLE = (
+    ("#", "rank", "{}"),
+    ("name", "name", "{}"),
+    ("trial", "trial_id", "{}"),
+    ("status", "status", "{}"),
+    ("hidden layers", None, None),
+    ("weights [count]", "weight_count", "{:,}"),
+    ("multiply-adds per track [count]", "macs_per_track", "{:,}"),
+    ("epochs", "epochs", "{}"),
+    ("val mean [mm]", "pos_mean_mm", "{:.4f}"),
+    ("val P95 [mm]", "pos_p95_mm", "{:.4f}"),
+    ("val P99 [mm]", "pos_p99_mm", "{:.4f}"),
+    ("val slope mean [1]", "slope_mean", "{:.2e}"),
+    ("val slope P95 [1]", "slope_p95", "{:.2e}"),
+    ("training time [s]", "seconds", "{:.0f}"),
+)
+
+STYLE = """
+body { font-family: sans-serif; margin: 1.5em auto; max-width: 1100px; color: #222; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.2em; margin-top: 1.6em; }
+figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #ddd; }
+figcaption { font-size: 0.85em; color: #555; }
+table { border-collapse: collapse; font-size: 0.8em; }
+th, td { border: 1px solid #ccc; padding: 2px 6px; text-align: right; }
+th { background: #f2f2f2; } td.text { text-align: left; }
+pre { background: #f6f6f6; padding: 0.6em; overflow-x: auto; }
+.note { color: #a33; }
+"""
+
+
+def _figure(path: Path, caption: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    alt = html.escape(caption, quote=True)
+    return (
+        f'<figure><img src="data:image/png;base64,{data}" alt="{alt}" '
+        f'data-file="{html.escape(path.name)}"><figcaption>{html.escape(caption)} '
+        f"(<code>{html.escape(path.name)}</code>)</figcaption></figure>"
+    )
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h, _, _ in TABLE)
+    body = []
+    for row in rows:
+        cells = []
+        for header, key, fmt in TABLE:
+            if key is None:
+                model = row.get("config", {}).get("model", {})
+                text = "-".join(str(w) for w in model.get("hidden", [])) or "-"
+                if model.get("activation"):
+                    text += f" {model['activation']}"
+            else:
+                value = row.get(key)
+                text = "-" if value is None else fmt.format(value)
+            numeric = key in {k for _, k, f in TABLE if f and f != "{}"} or header == "#"
+            cls = "" if numeric else ' class="text"'
+            cells.append(f"<td{cls}>{html.escape(text)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _best_summary(best: BestModel) -> str:
+    from raytrack.models.metrics import position_errors
+    from raytrack.models.mlp import straight_line
+
+    lines = []
+    for label, predicted in (("model", best.predicted),
+                             ("straight line", straight_line(best.inputs))):  # fmt: skip
+        err = position_errors(predicted, best.truth)
+        lines.append(
+            f'<tr><td class="text">{label}</td><td>{err.mean():.4f}</td>'
+            f"<td>{np.percentile(err, 95):.4f}</td><td>{np.percentile(err, 99):.4f}</td></tr>"
+        )
+    return (
+        f"<p>{html.escape(best.row['name'])} ({html.escape(best.row['trial_id'])}), evaluated "
+        f"from {html.escape(best.source)} on the {len(best.truth):,} tracks of the test split "
+        "(never seen in training or selection).</p><table><thead><tr><th></th><th>mean [mm]</th>"
+        f"<th>P95 [mm]</th><th>P99 [mm]</th></tr></thead><tbody>{''.join(lines)}</tbody></table>"
+    )
+
+
+def _commands(experiment: Experiment) -> str:
+    from raytrack.search.experiment import STUDY_FILE
+    from raytrack.search.tracking import ui_command
+
+    commands = [f"tensorboard --logdir {experiment.path}"]
+    if (experiment.path / STUDY_FILE).is_file():
+        commands.append(f"optuna-dashboard {experiment.path.resolve() / STUDY_FILE}")
+    if experiment.options.get("mlflow"):
+        commands.append(ui_command(experiment.options["mlflow"]))
+    return "<pre>" + html.escape("\n".join(commands)) + "</pre>"
+
+
+def write_experiment_report(
+    experiment_dir: str | Path, best_tracks: dict[str, np.ndarray] | None = None, log=print
+) -> Path:
+    """Write ``experiment_dir/report/`` (index.html and its PNG figures); returns index.html.
+
+    ``best_tracks``: the best model's test-split (inputs, truth, predicted) when the caller
+    has them (the search has just evaluated best/); otherwise the best model is evaluated here.
+    """
+    experiment = read_experiment(experiment_dir)
+    out = experiment.path / REPORT_DIR
+    out.mkdir(exist_ok=True)
+    options = experiment.options
+    ended = sum(r["status"] != "unfinished" for r in experiment.rows)
+    state = (
+        "complete"
+        if experiment.complete
+        else f"in progress or interrupted: {ended} of {len(experiment.rows)} trials ended; "
+        f"status {UNFINISHED}"
+    )
+    parts = [
+        f"<h1>raytrack experiment {html.escape(experiment.path.name)}</h1>",
+        f"<p>data: {html.escape(experiment.dataset)}<br>search: {html.escape(options['search'])}"
+        f", objective {html.escape(options['objective'])}, at most {options['max_epochs']} "
+        f"epochs a trial; {len(experiment.rows)} trials ({html.escape(state)})<br>"
+        f"written {time.strftime('%Y-%m-%d %H:%M:%S')} from {html.escape(str(experiment.path))}"
+        "</p>",
+        "<h2>Accuracy against cost</h2>",
+    ]
+    if experiment.rows:
+        for cost, caption in (
+            ("weight_count", "Validation P95 position error of each trial's exported weights "
+             "against its weight count; the dotted line is the 64 KB trigger limit"),
+            ("macs_per_track", "The same against multiply-adds per track"),
+        ):  # fmt: skip
+            parts.append(_figure(plot_p95_against_cost(experiment, out, cost), caption))
+        parts.append("<h2>Learning curves</h2>")
+        caption = "Validation P95 position error of every epoch, every trial"
+        parts.append(_figure(plot_p95_against_epoch(experiment, out), caption))
+    else:
+        parts.append('<p class="note">No trial has started yet.</p>')
+    parts += ["<h2>Leaderboard</h2>", _table(experiment.rows)]
+    parts.append("<h2>Best model</h2>")
+    best = best_model(experiment, best_tracks)
+    if isinstance(best, str):
+        parts.append(f'<p class="note">No best model to show: {html.escape(best)}.</p>')
+    else:
+        parts.append(_best_summary(best))
+        for what, caption in (
+            ("momentum", "Position error against momentum, model and straight line"),
+            ("dz", "Position error against the leg length |dz|, model and straight line"),
+        ):
+            parts.append(_figure(plot_best_against(experiment, best, out, what), caption))
+    parts += ["<h2>Tools</h2>", _commands(experiment)]
+    page = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>raytrack {html.escape(experiment.path.name)}</title>"
+        f"<style>{STYLE}</style></head><body>\n" + "\n".join(parts) + "\n</body></html>\n"
+    )
+    index = out / "index.html"
+    with replacing(index) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    return index
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m raytrack.report", description=__doc__, formatter_class=HelpFormatter
+    )
+    parser.add_argument("experiment", help="an experiment directory of python -m raytrack.tune")
+    args = parser.parse_args(argv)
+    try:
+        index = write_experiment_report(args.experiment)
+    except (FileNotFoundError, DatasetError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"wrote {index}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
