@@ -1,0 +1,465 @@
+"""The GPU-trigger export: one self-contained C++17/CUDA header per model (docs/trigger_header.md).
+
+``python -m raytrack.export RUN_DIR --header OUT.h`` writes a header that holds the model's
+numbers as constant arrays (``__constant__`` under nvcc, ``constexpr`` otherwise) and two
+functions, ``__host__ __device__`` under nvcc::
+
+    void predict(const float in[7], float out[4]);
+    void predict_with_jacobian(const float in[7], float out[4], float jac[20]);
+
+No allocation, no file I/O, no standard library beyond ``<math.h>``. The per-track code is a
+verbatim copy of the ``raytrack core`` block of ``raytrack_mlp.hpp`` (model.bin's C++ reader),
+so both run the same arithmetic; the header only fixes the numbers and the precision of the
+formulation (``float32`` by default, the type a GPU trigger computes in; ``float64`` on request).
+The whole constant data must fit the 64 KB of CUDA constant memory, or the export is refused.
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+import raytrack
+from raytrack.export.model_bin import (
+    ACTIVATION_CODES,
+    BASE_CODES,
+    INCLUDE_DIR,
+    INPUT_CODES,
+    TARGET_CODES,
+    BinModel,
+    read_model_bin,
+)
+from raytrack.files import replacing
+
+#: CUDA constant memory: the most a header's arrays may hold, bytes.
+CONSTANT_MEMORY_BYTES = 65536
+#: The formulation's arithmetic and table storage in the header (the network is float32 always).
+PRECISIONS = {"float32": ("float", 4), "float64": ("double", 8)}
+DEFAULT_NAMESPACE = "raytrack_model"
+CORE_BEGIN = "// >>> raytrack core: begin"
+CORE_END = "// <<< raytrack core: end"
+_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
+_NAMESPACE = re.compile(rf"{_IDENTIFIER}(::{_IDENTIFIER})*")
+# Keywords and the names a namespace must not take (the C++ keywords a user might try, and
+# the reserved forms: double underscores, underscore + capital).
+_KEYWORDS = frozenset(
+    [
+        "alignas",
+        "alignof",
+        "and",
+        "asm",
+        "auto",
+        "bool",
+        "break",
+        "case",
+        "catch",
+        "char",
+        "class",
+        "const",
+        "constexpr",
+        "continue",
+        "decltype",
+        "default",
+        "delete",
+        "do",
+        "double",
+        "else",
+        "enum",
+        "explicit",
+        "export",
+        "extern",
+        "false",
+        "float",
+        "for",
+        "friend",
+        "goto",
+        "if",
+        "inline",
+        "int",
+        "long",
+        "mutable",
+        "namespace",
+        "new",
+        "noexcept",
+        "not",
+        "nullptr",
+        "operator",
+        "or",
+        "private",
+        "protected",
+        "public",
+        "register",
+        "return",
+        "short",
+        "signed",
+        "sizeof",
+        "static",
+        "struct",
+        "switch",
+        "template",
+        "this",
+        "throw",
+        "true",
+        "try",
+        "typedef",
+        "typeid",
+        "typename",
+        "union",
+        "unsigned",
+        "using",
+        "virtual",
+        "void",
+        "volatile",
+        "while",
+        "std",
+        "core",
+    ]
+)
+_PER_LINE = 8
+
+
+class ConstantMemoryError(ValueError):
+    """The model's constant data does not fit the 64 KB of CUDA constant memory."""
+
+
+@dataclass(frozen=True)
+class ConstantData:
+    """What a header's arrays hold, bytes: the network with its normalisation (float32), the
+    field tables and the quadrature (in the formulation's precision)."""
+
+    network: int
+    tables: int
+    quadrature: int
+    weight_count: int
+    table_rows: int
+    table_nodes: int
+    precision: str
+
+    @property
+    def total(self) -> int:
+        return self.network + self.tables + self.quadrature
+
+    def describe(self) -> str:
+        parts = [f"network and normalisation {self.network} bytes ({self.weight_count} weights)"]
+        ctype = PRECISIONS[self.precision][0]
+        if self.tables:
+            parts.append(
+                f"field tables {self.tables} bytes ({self.table_rows} x {self.table_nodes} {ctype})"
+            )
+        if self.quadrature:
+            parts.append(f"quadrature {self.quadrature} bytes")
+        return ", ".join(parts)
+
+
+def _table_rows(model: BinModel) -> list[int]:
+    """Rows of the (4, T) tables the header keeps: By, F, H always (F's and H's Hermite slopes
+    are By and F), dBy/dz only for the expansion base (the only reader of dBy and d2By)."""
+    if model.axis_values.shape[1] == 0:
+        return []
+    return [0, 1, 2, 3] if model.base == "expansion" else [0, 2, 3]
+
+
+def constant_data(model: BinModel, precision: str = "float32") -> ConstantData:
+    """The constant data a header of ``model`` would hold, in bytes."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+    size = PRECISIONS[precision][1]
+    n_floats = len(_network_values(model))
+    rows = _table_rows(model)
+    n_table = model.axis_values.shape[1]
+    return ConstantData(
+        network=4 * n_floats,
+        tables=size * len(rows) * n_table,
+        quadrature=size * 2 * len(model.quadrature_nodes),
+        weight_count=model.weight_count,
+        table_rows=len(rows),
+        table_nodes=n_table,
+        precision=precision,
+    )
+
+
+def check_fits(model: BinModel, precision: str = "float32", name: str = "model") -> ConstantData:
+    """The constant data of ``model``'s header; raises :class:`ConstantMemoryError` (naming both
+    sizes) when it exceeds CUDA's 64 KB of constant memory."""
+    data = constant_data(model, precision)
+    if data.total > CONSTANT_MEMORY_BYTES:
+        hint = " (--precision float32 halves the tables)" if precision == "float64" else ""
+        raise ConstantMemoryError(
+            f"{name}: its constant data is {data.total} bytes, more than the "
+            f"{CONSTANT_MEMORY_BYTES} bytes (64 KB) of CUDA constant memory: {data.describe()}; "
+            f"export a smaller model{hint}"
+        )
+    return data
+
+
+def core_source() -> str:
+    """The device-ready per-track code of raytrack_mlp.hpp (its ``raytrack core`` block)."""
+    text = (INCLUDE_DIR / "raytrack_mlp.hpp").read_text()
+    if text.count(CORE_BEGIN) != 1 or text.count(CORE_END) != 1:
+        raise RuntimeError("raytrack_mlp.hpp: the 'raytrack core' markers are missing or repeated")
+    start = text.index(CORE_BEGIN)
+    return text[start : text.index(CORE_END) + len(CORE_END)] + "\n"
+
+
+def check_namespace(namespace: str) -> str:
+    """A C++ namespace name (``a`` or ``a::b``); raises ValueError otherwise."""
+    parts = namespace.split("::")
+    bad = [p for p in parts if p in _KEYWORDS or "__" in p or re.match(r"_[A-Z]", p)]
+    if not _NAMESPACE.fullmatch(namespace) or bad:
+        raise ValueError(
+            f"namespace {namespace!r} is not a usable C++ namespace name (letters, digits and "
+            "underscores, not starting with a digit, '::' between nested names, no keyword, no "
+            "'__' and no leading underscore + capital)"
+        )
+    return namespace
+
+
+# --- the header text ---------------------------------------------------------------------------
+
+
+def _network_values(model: BinModel) -> np.ndarray:
+    """One float32 array: input_mean, input_std, target_mean, target_std, then per layer its
+    row-major weight and its bias (model.bin's order)."""
+    parts = [model.input_mean, model.input_std, model.target_mean, model.target_std]
+    for w, b in zip(model.weights, model.biases, strict=True):
+        parts += [np.ravel(w), b]
+    return np.concatenate([np.asarray(p, dtype=np.float32).ravel() for p in parts])
+
+
+def _literal(value, precision: str) -> str:
+    """An exact C++ literal: the shortest decimal that reads back to the same float/double."""
+    if not np.isfinite(value):
+        raise ValueError(f"non-finite number {value} in the model: cannot export it")
+    if precision == "float32":
+        text = np.format_float_scientific(np.float32(value), unique=True, trim="-")
+        return text + "f"
+    return repr(float(np.float64(value)))
+
+
+def _array_macro(name: str, values: np.ndarray, precision: str) -> str:
+    literals = [_literal(v, precision) for v in values]
+    lines = [
+        "    " + ", ".join(literals[i : i + _PER_LINE]) for i in range(0, len(literals), _PER_LINE)
+    ]
+    return f"#define {name} \\\n" + ", \\\n".join(lines) + "\n"
+
+
+def header_source(
+    model: BinModel,
+    namespace: str = DEFAULT_NAMESPACE,
+    precision: str = "float32",
+    origin: str = "a raytrack model",
+) -> str:
+    """The text of the trigger header of ``model`` (raises ConstantMemoryError past 64 KB)."""
+    check_namespace(namespace)
+    data = check_fits(model, precision, origin)
+    real, _ = PRECISIONS[precision]
+    tag = re.sub(r"[^A-Z0-9]", "_", namespace.upper())
+    guard = f"RAYTRACK_MODEL_{tag}_H"
+    macro = f"RAYTRACK_MODEL_{tag}_"
+    net = _network_values(model)
+    nf = model.n_features
+    shapes = [w.shape for w in model.weights]
+    widths = [nf, *(rows for rows, _ in shapes)]
+    n_table = model.axis_values.shape[1]
+    rows = _table_rows(model)
+    n_quad = len(model.quadrature_nodes)
+    crc = zlib.crc32(model.to_bytes())
+    origin_line = origin.replace("\n", " ")
+
+    def lit(value) -> str:
+        return _literal(value, precision)
+
+    out: list[str] = []
+    add = out.append
+    add(
+        f"""// Generated by `python -m raytrack.export` (raytrack {raytrack.__version__}) from
+// {origin_line}
+// (its model.bin would have CRC-32 {crc:#010x}). Do not edit: export again.
+//
+// A raytrack track extrapolator for host code and CUDA kernels (docs/trigger_header.md):
+//   base {model.base}, inputs {model.inputs} ({nf} features), target {model.target}, \
+leg_power {model.leg_power:g},
+//   activation {model.activation}, layers {" -> ".join(map(str, [*widths]))}, \
+{model.weight_count} weights and biases.
+// Constant data: {data.total} of {CONSTANT_MEMORY_BYTES} bytes ({data.describe()}).
+// Arithmetic: the formulation (physics base, features, target scale, decoding) and its tables
+// in {real}, the network in float.
+//
+// API, in namespace {namespace}; __host__ __device__ under nvcc, plain functions otherwise:
+//   void predict(const float in[7], float out[4]);
+//   void predict_with_jacobian(const float in[7], float out[4], float jac[20]);
+// in:  x [mm], y [mm], tx, ty, q/p [1/MeV], z_start [mm], z_end [mm]
+// out: x, y [mm], tx, ty at z_end;  jac[5 * a + b] = d out[a] / d in[b], b < 5 (row-major 4 x 5).
+// No allocation, no file I/O, no standard library beyond <math.h>. Compile as C++17; not with
+// -ffast-math / --use_fast_math (the table look-up tests for NaN, the formulation needs IEEE).
+
+#ifndef {guard}
+#define {guard}
+
+#include <math.h>
+
+namespace {namespace} {{
+
+"""
+    )
+    add(core_source())
+    add(
+        f"""
+// The formulation's arithmetic and table storage.
+using Real = {real};
+
+constexpr int kInputs = 7, kOutputs = 4, kJacobianSize = 20;
+constexpr int kLayers = {len(shapes)}, kMaxWidth = {max(widths)}, kFeatures = {nf};
+constexpr int kWeightCount = {model.weight_count};
+constexpr int kConstantBytes = {data.total};
+
+namespace data {{
+
+"""
+    )
+    arrays = [("NET", "float", "kNet", net, "float32")]
+    if rows:
+        table = model.axis_values[rows].ravel()
+        arrays.append(("TABLES", "Real", "kTables", table, precision))
+    if n_quad:
+        quad = np.concatenate([model.quadrature_nodes, model.quadrature_weights])
+        arrays.append(("QUADRATURE", "Real", "kQuadrature", quad, precision))
+    comments = {
+        "kNet": f"input_mean[{nf}], input_std[{nf}], target_mean[4], target_std[4], then per "
+        "layer its weight (row-major, out x in) and bias",
+        "kTables": "on-axis field tables at z_first + i * spacing, one row after the other: "
+        + ", ".join(["By (T)", "dBy/dz (T/mm)", "F (T mm)", "H (T mm^2)"][r] for r in rows),
+        "kQuadrature": f"Gauss-Legendre nodes on [0, 1] ({n_quad}), then their weights",
+    }
+    for suffix, ctype, name, values, prec in arrays:
+        add(_array_macro(macro + suffix, values, prec))
+        add(f"// {comments[name]}\n")
+        add(f"inline constexpr {ctype} {name}[{len(values)}] = {{{macro + suffix}}};\n")
+        add("#if defined(__CUDACC__)\n")
+        add(f"static __constant__ {ctype} {name}Device[{len(values)}] = {{{macro + suffix}}};\n")
+        add("#endif\n")
+        add(f"#undef {macro + suffix}\n\n")
+        add(
+            f"RAYTRACK_HD inline const {ctype}* {name[1].lower() + name[2:]}() {{\n"
+            "#if defined(__CUDA_ARCH__)\n"
+            f"  return {name}Device;\n"
+            "#else\n"
+            f"  return {name};\n"
+            "#endif\n"
+            "}\n\n"
+        )
+
+    # Pointers into the arrays for every layer.
+    offset = 2 * nf + 8  # after the normalisation
+    layer_inits = []
+    for rows_k, cols_k in shapes:
+        weight_at = offset
+        bias_at = offset + rows_k * cols_k
+        offset = bias_at + rows_k
+        layer_inits.append(f"{{{rows_k}, {cols_k}, p + {weight_at}, p + {bias_at}}}")
+    assert offset == len(net)
+    if rows:
+        t = "tables()"
+        row_ptr = {r: f"{t} + {k * n_table}" for k, r in enumerate(rows)}
+        axis = (
+            f"core::Axis<Real>{{{lit(model.axis_z_first)}, {lit(model.axis_spacing)}, {n_table}, "
+            f"{row_ptr[0]}, {row_ptr.get(1, 'nullptr')}, {row_ptr[2]}, {row_ptr[3]}}}"
+        )
+    else:
+        axis = "core::Axis<Real>{Real(0), Real(1), 0, nullptr, nullptr, nullptr, nullptr}"
+    nodes = "quadrature()" if n_quad else "nullptr"
+    weights = f"quadrature() + {n_quad}" if n_quad else "nullptr"
+    add(
+        f"""// Everything a prediction reads; layers: kLayers entries (see layers()).
+RAYTRACK_HD inline core::Model<Real> model(const core::Layer* layers) {{
+  const float* p = net();
+  core::Model<Real> m{{}};
+  m.activation = {ACTIVATION_CODES[model.activation]}u;  // {model.activation}
+  m.target = {TARGET_CODES[model.target]}u;  // {model.target}
+  m.base = {BASE_CODES[model.base]}u;  // {model.base}
+  m.inputs = {INPUT_CODES[model.inputs]}u;  // {model.inputs}
+  m.leg_power = {lit(model.leg_power)};
+  m.kappa = {lit(model.kappa)};  // MeV / (T mm)
+  m.min_uz_squared = {lit(model.min_uz_squared)};
+  m.min_leg_m = {lit(model.min_leg_m)};
+  m.axis = {axis};
+  m.n_quad = {n_quad};
+  m.nodes = {nodes};
+  m.weights = {weights};
+  m.input_mean = p;
+  m.input_std = p + {nf};
+  m.target_mean = p + {2 * nf};
+  m.target_std = p + {2 * nf + 4};
+  m.n_layers = kLayers;
+  m.layers = layers;
+  return m;
+}}
+
+}}  // namespace data
+
+// in[7] = x [mm], y [mm], tx, ty, q/p [1/MeV], z_start [mm], z_end [mm];
+// out[4] = x [mm], y [mm], tx, ty at z_end.
+RAYTRACK_HD inline void predict(const float in[7], float out[4]) {{
+  const float* p = data::net();
+  const core::Layer layers[kLayers] = {{{", ".join(layer_inits)}}};
+  float a[kMaxWidth], b[kMaxWidth];
+  core::predict(data::model(layers), in, out, a, b);
+}}
+
+// predict, plus jac[5 * a + b] = d out[a] / d in[b] for b < 5 (x, y, tx, ty, q/p): the exact
+// derivative of the same arithmetic (forward-mode, not finite differences).
+RAYTRACK_HD inline void predict_with_jacobian(const float in[7], float out[4], float jac[20]) {{
+  const float* p = data::net();
+  const core::Layer layers[kLayers] = {{{", ".join(layer_inits)}}};
+  core::Dual<float> a[kMaxWidth], b[kMaxWidth];
+  core::predict_with_jacobian(data::model(layers), in, out, jac, a, b);
+}}
+
+}}  // namespace {namespace}
+
+#endif  // {guard}
+"""
+    )
+    return "".join(out)
+
+
+def write_header(
+    model: BinModel,
+    path: str | Path,
+    namespace: str = DEFAULT_NAMESPACE,
+    precision: str = "float32",
+    origin: str = "a raytrack model",
+) -> ConstantData:
+    """Write the trigger header of ``model`` to ``path`` atomically; returns its constant data.
+
+    Refuses (:class:`ConstantMemoryError`) a model whose constant data exceeds 64 KB, and writes
+    nothing then."""
+    path = Path(path)
+    text = header_source(model, namespace, precision, origin)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"{path.parent}: no such directory for the header")
+    with replacing(path) as tmp:
+        tmp.write_text(text)
+    return constant_data(model, precision)
+
+
+def load_model(source: str | Path) -> BinModel:
+    """The model of ``source``: a run directory of ``python -m raytrack.train``, a search's
+    ``best/``, a Ray Tune trial directory (its latest checkpoint) or a model.bin file. A run's
+    model is its checkpoint's best weights (what its model.bin and model.onnx hold)."""
+    path = Path(source)
+    if path.is_file():
+        return read_model_bin(path)
+    # Imported here: raytrack.evaluate imports the ONNX export (raytrack.export) itself.
+    from raytrack.evaluate import find_run
+    from raytrack.models.run import checkpoint_path
+    from raytrack.models.training import load_checkpoint, model_from_checkpoint
+
+    run = find_run(path)
+    model = model_from_checkpoint(load_checkpoint(checkpoint_path(run)))
+    return BinModel.from_torch(model)
