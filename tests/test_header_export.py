@@ -324,6 +324,26 @@ def test_header_matches_torch(case, tmp_path: Path) -> None:
     check_against_torch(model, groups, out, jac, JACOBIAN_RTOL[precision], what)
 
 
+def test_float64_header_is_the_model_bin_reader_bit_for_bit(
+    mlp_driver: Path, tmp_path: Path
+) -> None:
+    """Both run the same "raytrack core" code: with the formulation in double, the header's
+    predictions and Jacobians are raytrack_mlp.hpp's, bit for bit."""
+    model = make_model(*FORMULATIONS[0], seed=9)
+    groups = track_groups(seed=90, n=100)
+    inputs = np.concatenate(list(groups.values()))
+    write_model_bin(model, tmp_path / "model.bin")
+    (tmp_path / "tracks.f32").write_bytes(inputs.astype("<f4").tobytes())
+    args = [str(mlp_driver), str(tmp_path / "model.bin"), str(tmp_path / "tracks.f32")]
+    proc = subprocess.run([*args, str(len(inputs))], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    reader = parse_rows(proc.stdout, len(inputs))
+    write_header(BinModel.from_torch(model), tmp_path / "model.h", "m", "float64")
+    header = run_header(tmp_path / "model.h", "m", groups, tmp_path)
+    for got, expected in zip(header, reader, strict=True):
+        np.testing.assert_array_equal(got, expected)
+
+
 def test_jacobian_comparison_sees_a_wrong_base(tmp_path: Path) -> None:
     """Negative control: the same weights relabelled axial (the expansion base without its
     off-plane field) fail the Jacobian comparison of the expansion model."""

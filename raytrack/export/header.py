@@ -286,7 +286,8 @@ def header_source(
 leg_power {model.leg_power:g},
 //   activation {model.activation}, layers {" -> ".join(map(str, [*widths]))}, \
 {model.weight_count} weights and biases.
-// Constant data: {data.total} of {CONSTANT_MEMORY_BYTES} bytes ({data.describe()}).
+// Constant data: {data.total} of {CONSTANT_MEMORY_BYTES} bytes:
+//   {data.describe()}.
 // Arithmetic: the formulation (physics base, features, target scale, decoding) and its tables
 // in {real}, the network in float.
 //
@@ -337,8 +338,8 @@ namespace data {{
         "kQuadrature": f"Gauss-Legendre nodes on [0, 1] ({n_quad}), then their weights",
     }
     for suffix, ctype, name, values, prec in arrays:
-        add(_array_macro(macro + suffix, values, prec))
         add(f"// {comments[name]}\n")
+        add(_array_macro(macro + suffix, values, prec))
         add(f"inline constexpr {ctype} {name}[{len(values)}] = {{{macro + suffix}}};\n")
         add("#if defined(__CUDACC__)\n")
         add(f"static __constant__ {ctype} {name}Device[{len(values)}] = {{{macro + suffix}}};\n")
@@ -375,7 +376,7 @@ namespace data {{
     nodes = "quadrature()" if n_quad else "nullptr"
     weights = f"quadrature() + {n_quad}" if n_quad else "nullptr"
     add(
-        f"""// Everything a prediction reads; layers: kLayers entries (see layers()).
+        f"""// Everything a prediction reads, with the kLayers layers given (pointers into net()).
 RAYTRACK_HD inline core::Model<Real> model(const core::Layer* layers) {{
   const float* p = net();
   core::Model<Real> m{{}};

@@ -505,7 +505,9 @@ RAYTRACK_HD void evaluate(const Model<R>& m, const S s[5], R z0, R z1, S out[4],
 
   // The network in float, as torch runs it: features rounded to float, then standardised.
   const int nf = m.n_features();
-  for (int i = 0; i < nf; ++i) a[i] = (T::narrow(features[i]) - m.input_mean[i]) / m.input_std[i];
+  for (int i = 0; i < nf; ++i) {
+    a[i] = (T::narrow(features[i]) - m.input_mean[i]) / m.input_std[i];
+  }
   for (int k = 0; k < m.n_layers; ++k) {
     const Layer& l = m.layers[k];
     const bool last = k + 1 == m.n_layers;
@@ -522,7 +524,9 @@ RAYTRACK_HD void evaluate(const Model<R>& m, const S s[5], R z0, R z1, S out[4],
 
   // Target scale: 1, or qop, times max(|dz| / 1000, min_leg_m)^(leg_power, leg_power - 1).
   S scale[kOutputs];
-  for (int j = 0; j < kOutputs; ++j) scale[j] = m.target == kResidualQop ? s[4] : T::constant(R(1));
+  for (int j = 0; j < kOutputs; ++j) {
+    scale[j] = m.target == kResidualQop ? s[4] : T::constant(R(1));
+  }
   if (m.target != kRaw && m.leg_power != R(0)) {
     const R leg = max_(fabs_(z1 - z0) / R(1000), m.min_leg_m);
     const R pos = pow_(leg, m.leg_power), slope = pow_(leg, m.leg_power - R(1));
@@ -532,7 +536,8 @@ RAYTRACK_HD void evaluate(const Model<R>& m, const S s[5], R z0, R z1, S out[4],
     scale[3] = scale[3] * slope;
   }
   for (int j = 0; j < kOutputs; ++j) {
-    const S enc = T::widen(a[j]) * static_cast<R>(m.target_std[j]) + static_cast<R>(m.target_mean[j]);
+    const S enc =
+        T::widen(a[j]) * static_cast<R>(m.target_std[j]) + static_cast<R>(m.target_mean[j]);
     out[j] = m.target == kRaw ? enc : base_end[j] + scale[j] * enc;
   }
 }
