@@ -131,3 +131,98 @@ def test_grid_field_gradient_is_the_interpolants():
         for component in range(3):
             central = (up[component] - down[component]) / 2e-3
             assert torch.allclose(derivative[component], central, rtol=1e-6, atol=1e-12)
+
+
+# -- the models' Jacobian ------------------------------------------------------------------
+
+
+def model_inputs(n: int, seed: int) -> torch.Tensor:
+    states, z0, z1 = phase_space_legs(n, seed)
+    z1[:3] = z0[:3]  # zero-length legs too
+    return torch.from_numpy(np.column_stack([states, z0, z1]))
+
+
+def autograd_jacobian(model, inputs: torch.Tensor) -> torch.Tensor:
+    """(N, 4, 5) by torch's own forward-mode autodiff, the reference."""
+    full = torch.func.jacfwd(model)(inputs)  # (N, 4, N, 7): rows are independent
+    rows = torch.arange(len(inputs))
+    return full[rows, :, rows, :5]
+
+
+@pytest.fixture(scope="module")
+def dipole_axis():
+    from raytrack.data.axis import profile_for
+
+    return profile_for(DipoleField(), load_phase_space("default"))
+
+
+def scrambled_model(config, axis, seed: int = 0, gain: float = 2.0):
+    """A model whose network really contributes: random weights (times ``gain``), its
+    normalisation fitted to true end states, no training needed."""
+    from raytrack.models.mlp import Normalisation, TrackMLP
+
+    torch.manual_seed(seed)
+    model = TrackMLP(config, axis=axis).eval()
+    inputs = model_inputs(300, seed)
+    truth = propagate(inputs[:, :5], inputs[:, 5], inputs[:, 6], DipoleField())[:, :4]
+    kept = torch.isfinite(truth).all(1)  # tracks that leave the volume have no end state
+    features, encoded = model.encode(inputs[kept], truth[kept])
+    model.set_normalisation(Normalisation.fit(features.numpy(), encoded.numpy()))
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.mul_(gain)
+    return model
+
+
+@pytest.mark.parametrize("activation", ["silu", "gelu", "tanh", "relu"])
+def test_model_jacobian_is_exact_for_every_formulation(activation, dipole_axis):
+    from raytrack.models.formulation import BASES, INPUT_SETS
+    from raytrack.models.jacobian import forward_with_jacobian
+    from raytrack.models.mlp import TARGET_MODES, ModelConfig
+
+    inputs = model_inputs(40, seed=16)
+    for base in BASES:
+        for features in INPUT_SETS:
+            for target in TARGET_MODES:
+                config = ModelConfig(
+                    hidden=(12, 12),
+                    activation=activation,
+                    base=base,
+                    inputs=features,
+                    target=target,
+                    leg_power=1.5 if target != "raw" else 0.0,
+                )
+                model = scrambled_model(config, dipole_axis).double()
+                end, jac = forward_with_jacobian(model, inputs)
+                assert torch.equal(end, model(inputs))
+                reference = autograd_jacobian(model, inputs)
+                scale = reference.norm(dim=1, keepdim=True).clamp(min=1e-12)
+                assert ((jac - reference).abs() / scale).max() < 1e-9, (base, features, target)
+
+
+@pytest.mark.parametrize(
+    "base,features,target",
+    [
+        ("expansion", "physics", "residual_qop"),
+        ("line", "state", "raw"),
+        ("kick", "state", "residual"),
+    ],
+)
+def test_jacobian_onnx_matches_torch(base, features, target, dipole_axis, tmp_path):
+    from raytrack.export import export_jacobian_onnx, onnx_predict_with_jacobian
+    from raytrack.models.jacobian import forward_with_jacobian
+    from raytrack.models.mlp import ModelConfig
+
+    config = ModelConfig(hidden=(16, 16), base=base, inputs=features, target=target)
+    model = scrambled_model(config, dipole_axis, gain=1.0)
+    path = tmp_path / "model_jacobian.onnx"
+    export_jacobian_onnx(model, path)
+    inputs = model_inputs(500, seed=17).float()
+    end, jac = onnx_predict_with_jacobian(path, inputs.numpy())
+    assert end.shape == (500, 4) and jac.shape == (500, 4, 5) and jac.dtype == np.float32
+    with torch.no_grad():
+        torch_end, torch_jac = forward_with_jacobian(model, inputs)
+    assert np.allclose(end, torch_end.numpy(), rtol=1e-5, atol=1e-3)
+    # Float32 tolerance, relative to each Jacobian column's size.
+    scale = np.linalg.norm(torch_jac.numpy(), axis=1, keepdims=True) + 1e-6
+    assert np.max(np.abs(jac - torch_jac.numpy()) / scale) < 1e-4

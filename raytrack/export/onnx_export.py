@@ -24,10 +24,12 @@ import numpy as np
 import torch
 
 from raytrack.files import replacing
+from raytrack.models.jacobian import JacobianModel
 from raytrack.models.mlp import N_INPUTS, N_OUTPUTS, TrackMLP
 
 INPUT_NAME = "state"
 OUTPUT_NAME = "state_end"
+JACOBIAN_NAME = "jacobian"
 DEFAULT_OPSET = 18
 
 
@@ -40,7 +42,23 @@ def export_onnx(
         _check_self_contained(tmp)
 
 
-def _export_to(model: TrackMLP, path: Path, opset_version: int) -> None:
+def export_jacobian_onnx(
+    model: TrackMLP, path: str | os.PathLike, opset_version: int = DEFAULT_OPSET
+) -> None:
+    """Export ``model`` with its Jacobian to ``path`` (``model_jacobian.onnx``), atomically.
+
+    Input ``state`` (N, 7); outputs ``state_end`` (N, 4) and ``jacobian`` (N, 4, 5), float32,
+    ``jacobian[i, a, b] = d state_end_a / d state_b`` over x, y, tx, ty, qop (see
+    :mod:`raytrack.models.jacobian`).
+    """
+    with replacing(path) as tmp:
+        _export_to(model, tmp, opset_version, with_jacobian=True)
+        _check_self_contained(tmp)
+
+
+def _export_to(
+    model: TrackMLP, path: Path, opset_version: int, with_jacobian: bool = False
+) -> None:
     example = torch.zeros(2, N_INPUTS, dtype=torch.float32)
     example[:, 4] = 1e-4  # a plausible q/p; values do not matter for tracing
     batch = torch.export.Dim("batch")
@@ -49,11 +67,11 @@ def _export_to(model: TrackMLP, path: Path, opset_version: int) -> None:
     try:
         with _quiet_exporter():
             torch.onnx.export(
-                model,
+                JacobianModel(model).eval() if with_jacobian else model,
                 (example,),
                 str(path),
                 input_names=[INPUT_NAME],
-                output_names=[OUTPUT_NAME],
+                output_names=[OUTPUT_NAME, JACOBIAN_NAME] if with_jacobian else [OUTPUT_NAME],
                 dynamic_shapes=({0: batch},),
                 opset_version=opset_version,
                 dynamo=True,
@@ -118,3 +136,15 @@ def onnx_predict(
     if out.shape != (inputs.shape[0], N_OUTPUTS):
         raise RuntimeError(f"{path}: output shape {out.shape}, expected ({inputs.shape[0]}, 4)")
     return out
+
+
+def onnx_predict_with_jacobian(
+    path: str | os.PathLike, inputs: np.ndarray, intra_op_num_threads: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Run ``model_jacobian.onnx`` on (N, 7) inputs: (N, 4) end states, (N, 4, 5) Jacobians."""
+    inputs = np.ascontiguousarray(inputs, dtype=np.float32)
+    if inputs.ndim != 2 or inputs.shape[1] != N_INPUTS:
+        raise ValueError(f"inputs must have shape (N, {N_INPUTS}), got {inputs.shape}")
+    session = onnx_session(path, intra_op_num_threads)
+    end, jac = session.run([OUTPUT_NAME, JACOBIAN_NAME], {INPUT_NAME: inputs})
+    return end, jac

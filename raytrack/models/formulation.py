@@ -47,7 +47,7 @@ def straight_line(inputs):
     """(N, 4) straight-line extrapolation of (N, 7) inputs; NumPy or torch."""
     x, y, tx, ty, _, z0, z1 = (inputs[:, k] for k in range(N_INPUTS))
     dz = z1 - z0
-    stack = torch.stack if isinstance(inputs, torch.Tensor) else np.stack
+    stack = np.stack if isinstance(inputs, np.ndarray) else torch.stack
     return stack([x + tx * dz, y + ty * dz, tx, ty], 1)
 
 

@@ -7,6 +7,7 @@ Training, export and evaluation are tied together one layer up, in :mod:`raytrac
     checkpoint.pt    the latest state (resume from it), tensors and plain types only
     history.json     metrics of every epoch
     model.onnx       exports of the best weights: (N, 7) float32 in, (N, 4) out, physical units
+    model_jacobian.onnx  the same, plus the transport Jacobian (N, 4, 5) (raytrack.models.jacobian)
     model.bin        the documented binary format (docs/model_bin.md)
     metadata.json    architecture, normalisation, dataset hash, metrics, weight count, version
     evaluation/      report.json and PNG plots (python -m raytrack.evaluate)
