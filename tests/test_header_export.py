@@ -581,14 +581,18 @@ __global__ void extrapolate(const float* in, float* out, float* jac, int n) {
 """
 
 
-def test_nvcc_compiles_a_kernel_calling_both_functions(tmp_path: Path) -> None:
+def test_nvcc_compiles_a_kernel_calling_both_functions(tmp_path: Path, monkeypatch) -> None:
     """To PTX (nvcc's front end and NVVM), and to an object with device code (ptxas) and host
-    code, warnings as errors: the weights land in constant memory, read with ld.const."""
+    code, warnings as errors: the numbers land in constant memory, read with ld.const, and the
+    constant bank holds exactly the two headers' kConstantBytes. A header forced past 64 KB
+    is what ptxas itself refuses."""
     nvcc = find_nvcc()
     if nvcc is None:
         pytest.skip("no nvcc: pip install nvidia-cuda-nvcc (the test extra) provides one")
-    write_header(BinModel.from_torch(make_model(*FORMULATIONS[0])), tmp_path / "model.h")
-    write_header(BinModel.from_torch(make_model(*FORMULATIONS[1])), tmp_path / "line.h", "line")
+    model = BinModel.from_torch(make_model(*FORMULATIONS[0]))
+    line = BinModel.from_torch(make_model(*FORMULATIONS[1]))
+    sizes = write_header(model, tmp_path / "model.h").total
+    sizes += write_header(line, tmp_path / "line.h", "line").total
     (tmp_path / "kernel.cu").write_text(KERNEL)
     flags = ["-std=c++17", "--Werror", "all-warnings", str(tmp_path / "kernel.cu")]
     ptx = tmp_path / "kernel.ptx"
@@ -603,7 +607,19 @@ def test_nvcc_compiles_a_kernel_calling_both_functions(tmp_path: Path) -> None:
     assert "ld.const" in text
     obj = tmp_path / "kernel.o"
     result = subprocess.run(
-        [nvcc, "-c", "-arch=sm_80", *flags, "-o", str(obj)], capture_output=True, text=True
+        [nvcc, "-c", "-arch=sm_80", "-Xptxas", "-v", *flags, "-o", str(obj)],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, f"nvcc -c failed:\n{result.stderr}"
     assert obj.stat().st_size > 0
+    assert f"{sizes} bytes cmem[3]" in result.stderr, result.stderr
+
+    # The limit is the hardware's: without the check, ptxas refuses the same model.
+    big = BinModel.from_torch(make_model("line", "state", "residual", 0.0, "relu", (128, 120)))
+    monkeypatch.setattr("raytrack.export.header.CONSTANT_MEMORY_BYTES", 1 << 30)
+    write_header(big, tmp_path / "model.h")
+    result = subprocess.run(
+        [nvcc, "-c", "-arch=sm_80", *flags, "-o", str(obj)], capture_output=True, text=True
+    )
+    assert "too much global constant data" in result.stderr, result.stderr
