@@ -99,6 +99,49 @@ def activation_derivative(layer: nn.Module, z: torch.Tensor) -> torch.Tensor:
     raise TypeError(f"no derivative for the activation {layer!r}")
 
 
+#: Typical 1-sigma start uncertainties of a fitted track (x, y in mm; tx, ty; qop relative): they
+#: weigh the Jacobian's columns in the Jacobian-matching loss, so that a column counts by how
+#: much position (or slope) error it would propagate in a fit.
+TYPICAL_SIGMA = (0.1, 0.1, 1e-4, 1e-4)
+TYPICAL_SIGMA_QOP_RELATIVE = 0.005
+
+
+def typical_sigma(inputs: torch.Tensor) -> torch.Tensor:
+    """(N, 5) typical start uncertainties of (N, 7) inputs (:data:`TYPICAL_SIGMA`)."""
+    fixed = torch.tensor(TYPICAL_SIGMA, dtype=inputs.dtype, device=inputs.device)
+    qop = TYPICAL_SIGMA_QOP_RELATIVE * inputs[:, 4:5].abs()
+    return torch.cat((fixed.expand(len(inputs), -1), qop), 1)
+
+
+def standardised_with_jacobian_error(
+    model: TrackMLP, inputs: torch.Tensor, true_jacobian: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The network's standardised output (N, 4) and the Jacobian mismatch (N, 4, 5), both in
+    the units of the training loss, differentiable by the weights.
+
+    The mismatch ``(J_model - J_true)[a, b] * sigma_b / (scale_a * target_std_a)`` is the
+    error column b would propagate into output a for a typical start uncertainty sigma_b,
+    in the standardised units in which the loss measures position errors: weight 1 makes a
+    propagated error count as much as the same position error.
+    """
+    (features, base, scale), (d_features, d_base, d_scale) = _formulation_tangents(
+        model, inputs.double()
+    )
+    standardised, d_standardised = _network_tangents(model, features, d_features)
+    target_std = model.target_std.double()
+    encoded = standardised.double() * target_std + model.target_mean.double()
+    if model.config.target == "raw":
+        jac = d_standardised.double() * target_std[:, None]
+        unit = target_std.expand_as(base)
+    else:
+        d_encoded = d_standardised.double() * target_std[:, None]
+        jac = d_base + d_scale * encoded[..., None] + scale[..., None] * d_encoded
+        unit = scale * target_std
+    sigma = typical_sigma(inputs.double())
+    mismatch = (jac - true_jacobian.double()) * sigma[:, None, :] / unit[..., None]
+    return standardised, mismatch
+
+
 class JacobianModel(nn.Module):
     """A TrackMLP whose forward returns ``(state_end, jacobian)``: what the ONNX export holds."""
 
@@ -110,4 +153,11 @@ class JacobianModel(nn.Module):
         return forward_with_jacobian(self.model, inputs)
 
 
-__all__ = ["N_DIFFERENTIATED", "N_OUTPUTS", "JacobianModel", "forward_with_jacobian"]
+__all__ = [
+    "N_DIFFERENTIATED",
+    "N_OUTPUTS",
+    "JacobianModel",
+    "forward_with_jacobian",
+    "standardised_with_jacobian_error",
+    "typical_sigma",
+]

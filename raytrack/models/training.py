@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from raytrack.files import replacing
+from raytrack.models.jacobian import standardised_with_jacobian_error
 from raytrack.models.metrics import position_errors, slope_errors
 from raytrack.models.mlp import (
     N_INPUTS,
@@ -70,6 +71,9 @@ class TrainConfig:
     seed: int = 0
     time_budget: float | None = None  # seconds of training; the cosine schedule follows it
     precision: str = "fp32"
+    # Sobolev training: weight of a Jacobian-matching term in the loss (0: off). Needs a dataset
+    # generated with --jacobian; see raytrack.models.jacobian.standardised_with_jacobian_error.
+    jacobian_weight: float = 0.0
 
     def __post_init__(self) -> None:
         checks = {
@@ -82,6 +86,7 @@ class TrainConfig:
             "grad_clip": self.grad_clip > 0,
             "patience": self.patience >= 1,
             "time_budget": self.time_budget is None or self.time_budget > 0,
+            "jacobian_weight": self.jacobian_weight >= 0,
         }
         for name, ok in checks.items():
             if not ok:
@@ -121,13 +126,16 @@ def train_model(
     validation: tuple[np.ndarray, np.ndarray],
     *,
     axis: AxisProfile | None = None,
+    jacobians: np.ndarray | None = None,
     device: str = "cpu",
     checkpoint_dir: str | Path | None = None,
     callback: EpochCallback | None = None,
 ) -> TrainResult:
     """Train ``model_config`` on (inputs (N, 7), targets (N, 4)) arrays (float32 or float64).
 
-    ``axis``: the dataset's on-axis field profile, for formulations that read it. With
+    ``axis``: the dataset's on-axis field profile, for formulations that read it.
+    ``jacobians``: the training split's (N, 4, 5) transport Jacobians, needed when
+    ``train_config.jacobian_weight`` is not 0 (datasets generated with --jacobian). With
     ``checkpoint_dir``, a checkpoint is written there after every epoch and, when one is
     already there, training resumes from it. The returned model holds the best weights (lowest
     validation loss).
@@ -135,8 +143,15 @@ def train_model(
     dev = torch.device(device)
     _configure_precision(train_config, dev)
     torch.manual_seed(train_config.seed)
+    if train_config.jacobian_weight and jacobians is None:
+        raise ValueError(
+            "training option jacobian_weight needs the transport Jacobians of the training "
+            "tracks: generate the dataset with python -m raytrack.generate --jacobian"
+        )
     model = TrackMLP(model_config, axis=axis).to(dev)
     loop = _Loop(model, model_config, train_config, train, validation, dev)
+    if train_config.jacobian_weight:
+        loop.jacobians = _float32_tensor(jacobians).to(dev)
     ckpt_path = None
     if checkpoint_dir is not None:
         Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
@@ -174,6 +189,7 @@ class _Loop:
         self.stale_epochs = 0
         self.plateau_scale = 1.0
         self.status, self.reason = "", ""  # set when the run has ended
+        self.jacobians: torch.Tensor | None = None  # (N, 4, 5) with jacobian_weight only
 
     def _fit_and_prepare(self, split) -> tuple[torch.Tensor, torch.Tensor]:
         """The training split's inputs (as given, float32), its extra features and its
@@ -245,7 +261,10 @@ class _Loop:
             for group in self.optimizer.param_groups:
                 group["lr"] = self.learning_rate()
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=autocast):
-                loss = nn.functional.mse_loss(self.model.standardised(x).float(), t)
+                if self.jacobians is None:
+                    loss = nn.functional.mse_loss(self.model.standardised(x).float(), t)
+                else:
+                    loss = self._sobolev_loss(rows, t)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip, foreach=True)
@@ -253,6 +272,16 @@ class _Loop:
             total += loss.detach() * len(x)
             self.step += 1
         return float(total) / len(order)
+
+    def _sobolev_loss(self, rows: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The position loss plus ``jacobian_weight`` times the mean square Jacobian mismatch
+        (propagated errors in the loss's units). The formulation's tangents are recomputed per
+        batch: storing them would take 110 floats a track."""
+        out, mismatch = standardised_with_jacobian_error(
+            self.model, self.x_inputs[rows], self.jacobians[rows]
+        )
+        position = nn.functional.mse_loss(out.float(), targets)
+        return position + self.config.jacobian_weight * mismatch.float().pow(2).mean()
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
