@@ -40,6 +40,7 @@ from raytrack.export.header import (
 from raytrack.export.model_bin import BinModel
 from raytrack.files import write_json_atomic
 from raytrack.models.formulation import Formulation
+from raytrack.models.jacobian import forward_with_jacobian
 from raytrack.models.mlp import ModelConfig, Normalisation, TrackMLP
 from raytrack.models.run import RUN_FILE, RunSpec
 from raytrack.models.training import CHECKPOINT_NAME, TrainConfig, train_model
@@ -525,6 +526,12 @@ def test_export_from_a_search_best_dir_and_a_trial_dir(tmp_path: Path, capsys) -
     groups = {"any": draw_tracks(200, 32), "fixed": draw_tracks(100, 33, "fixed")}
     out, _, jac = run_header(tmp_path / "best.h", "raytrack_model", groups, tmp_path)
     check_against_torch(result.model, groups, out, jac, JACOBIAN_RTOL["float32"], "best/")
+    # ... and the torch model's own forward_with_jacobian (what model_jacobian.onnx exports).
+    inputs = np.concatenate(list(groups.values()))
+    with torch.no_grad():
+        end, ref = forward_with_jacobian(result.model, torch.from_numpy(inputs))
+    assert mismatch(out, end.numpy()) <= 1.0
+    assert jacobian_error(jac, ref.double().numpy()).max() <= JACOBIAN_RTOL["float32"]
 
 
 def test_cli_errors_name_the_problem(tmp_path: Path, capsys) -> None:
@@ -623,3 +630,33 @@ def test_nvcc_compiles_a_kernel_calling_both_functions(tmp_path: Path, monkeypat
         [nvcc, "-c", "-arch=sm_80", *flags, "-o", str(obj)], capture_output=True, text=True
     )
     assert "too much global constant data" in result.stderr, result.stderr
+
+
+# --- (6) the examples of docs/trigger_header.md compile as written --------------------------------
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "trigger_header.md"
+
+
+def doc_example(first_line: str) -> str:
+    """The ```cpp block of docs/trigger_header.md that starts with ``first_line``."""
+    for block in re.findall(r"```cpp\n(.*?)```", DOC.read_text(), re.S):
+        if block.startswith(first_line):
+            return block
+    raise AssertionError(f"{DOC}: no cpp example starting {first_line!r}")
+
+
+def test_the_documented_examples_compile_and_run(tmp_path: Path) -> None:
+    write_header(BinModel.from_torch(make_model(*FORMULATIONS[0])), tmp_path / "model.h")
+    exe = build(doc_example("// host.cpp"), tmp_path, "host", f"-I{tmp_path}")
+    proc = subprocess.run([str(exe)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert re.match(r"x -?\d+\.\d{3} mm  y -?\d+\.\d{3} mm", proc.stdout), proc.stdout
+    nvcc = find_nvcc()
+    if nvcc is None:
+        pytest.skip("no nvcc for the kernel example")
+    (tmp_path / "kernel.cu").write_text(doc_example("// kernel.cu"))
+    cmd = [nvcc, "-std=c++17", "-O3", "-arch=sm_80", "-c", str(tmp_path / "kernel.cu")]
+    result = subprocess.run(
+        [*cmd, "-o", str(tmp_path / "kernel.o")], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr

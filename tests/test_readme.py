@@ -23,6 +23,7 @@ def test_every_entry_point_in_the_readme_answers_help():
         "raytrack.bench",
         "raytrack.train",
         "raytrack.evaluate",
+        "raytrack.export",
     )
     for module in modules:
         assert f"python -m {module}" in readme
