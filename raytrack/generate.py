@@ -2,6 +2,7 @@
 
     python -m raytrack.generate --samples 1000000 --out data/default
     python -m raytrack.generate --samples 200000 --out data/classic --phase-space classic
+    python -m raytrack.generate --samples 1000000 --out data/default-jac --jacobian
 
 Run the same command again after an interruption to finish the missing shards.
 """
@@ -63,6 +64,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--device", default="cpu", help="cpu or cuda (torch device of the integration)"
     )
     parser.add_argument(
+        "--jacobian",
+        action="store_true",
+        help="also store the transport Jacobian d end / d start as 20 float64 columns "
+        "J_<out>_<in> (out: x, y, tx, ty; in: x, y, tx, ty, qop); a dataset of its own",
+    )
+    parser.add_argument(
         "--address", help="join a Ray cluster: auto or HOST:PORT (default: start a local one)"
     )
     return parser
@@ -84,6 +91,7 @@ def spec_from_args(args: argparse.Namespace) -> DatasetSpec:
         phase_space=load_phase_space(args.phase_space),
         field=field_from_spec(args.field, field_unit=args.field_unit, polarity=args.polarity),
         device=args.device,
+        jacobian=args.jacobian,
     )
 
 
@@ -104,9 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ninterrupted: run the same command again to finish {args.out}", file=sys.stderr)
         return 130
     rows = sum(r["rows"] for r in manifest["shards"].values())
+    with_jacobian = " (with the Jacobian columns)" if spec.jacobian else ""
     print(
-        f"dataset {manifest['dataset_id']}: {rows} tracks in {len(manifest['shards'])} shards "
-        f"in {args.out}; dropped {manifest['dropped'] or 'none'}"
+        f"dataset {manifest['dataset_id']}: {rows} tracks{with_jacobian} in "
+        f"{len(manifest['shards'])} shards in {args.out}; dropped {manifest['dropped'] or 'none'}"
     )
     return 0
 

@@ -7,6 +7,11 @@ schema, row count) before use; a damaged one raises :class:`DatasetError` naming
 Memory: each split is one (N, 11) array, float32 by default (44 bytes a track), filled shard by
 shard, so a load never holds more than one shard in float64. Float32 keeps positions to 0.25
 micrometre at 4 m, far below what the models resolve; ``dtype=np.float64`` loads exact values.
+
+A dataset generated with ``--jacobian`` also holds the transport Jacobian; ``jacobian=True``
+loads it into each split's ``jacobians``, one (N, 4, 5) array of the same ``dtype`` (80 more
+bytes a track in float32: enough for a training loss; an evaluation loads float64). Without it
+those columns are not read, and a dataset without them loads as it always did.
 """
 
 from __future__ import annotations
@@ -23,10 +28,14 @@ from raytrack.data.axis import profile_from_manifest
 from raytrack.data.schema import (
     COLUMNS,
     INPUT_COLUMNS,
+    JACOBIAN_COLUMNS,
+    JACOBIAN_INPUTS,
+    JACOBIAN_OUTPUTS,
     MANIFEST_NAME,
-    SCHEMA,
     DatasetError,
+    dataset_schema,
     file_sha256,
+    has_jacobian,
     read_manifest,
 )
 from raytrack.physics.field_integrals import AxisProfile
@@ -34,11 +43,17 @@ from raytrack.physics.field_integrals import AxisProfile
 
 @dataclass
 class Split:
-    """One split: its tracks as one (N, 11) array in COLUMNS order, and its shard files."""
+    """One split: its tracks as one (N, 11) array in COLUMNS order, and its shard files.
+
+    ``jacobians`` (loaded with ``load(..., jacobian=True)``, else None): (N, 4, 5),
+    ``jacobians[i, a, b] = d [x, y, tx, ty]_end[a] / d [x, y, tx, ty, qop]_start[b]`` (units:
+    mm/mm, mm, mm MeV for positions; 1/mm, 1, MeV for slopes).
+    """
 
     name: str
     files: list[str]
     rows: np.ndarray
+    jacobians: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -72,23 +87,36 @@ class DatasetSplits:
         """The on-axis field profile of the field the dataset was made with."""
         return profile_from_manifest(self.manifest, str(self.manifest_path))
 
+    @property
+    def has_jacobian(self) -> bool:
+        """Whether the dataset holds the Jacobian columns (generated with ``--jacobian``)."""
+        return has_jacobian(self.manifest)
+
 
 def load(
     directory: str | Path,
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
     dtype: type = np.float32,
     splits: tuple[str, ...] = ("train", "validation", "test"),
+    jacobian: bool = False,
 ) -> DatasetSplits:
     """Load ``directory`` (made by ``python -m raytrack.generate``) split by shard.
 
     ``fractions`` are the train/validation/test shares of the shards; validation and test get
     at least one shard each, so a dataset needs at least 3 shards. Splits not named in
-    ``splits`` are left empty (an evaluation reads only the test split).
+    ``splits`` are left empty (an evaluation reads only the test split). ``jacobian``: also
+    load each split's transport Jacobians (``Split.jacobians``, (N, 4, 5) in ``dtype``); a
+    :class:`DatasetError` when the dataset was generated without ``--jacobian``.
     """
     root = Path(directory)
     manifest = read_manifest(root)
     if manifest is None:
         raise DatasetError(f"{root / MANIFEST_NAME}: not found; is {root} a raytrack dataset?")
+    if jacobian and not has_jacobian(manifest):
+        raise DatasetError(
+            f"{root}: this dataset has no Jacobian columns (J_x_x ... J_ty_qop); generate it "
+            "with python -m raytrack.generate --jacobian to load them (load(..., jacobian=True))"
+        )
     if not manifest.get("complete"):
         count = manifest["identity"]["shards"]
         raise DatasetError(
@@ -103,7 +131,9 @@ def load(
         "test": names[n_train + n_val :],
     }
     parts = {
-        key: Split(key, files, _read_rows(root, files if key in splits else [], manifest, dtype))
+        key: Split(
+            key, files, *_read_rows(root, files if key in splits else [], manifest, dtype, jacobian)
+        )
         for key, files in groups.items()
     }
     return DatasetSplits(manifest=manifest, root=str(root), **parts)
@@ -130,21 +160,38 @@ def _split_counts(
     return n_train, n_val, n_test
 
 
-def _read_rows(root: Path, files: list[str], manifest: dict[str, Any], dtype) -> np.ndarray:
-    """The shards' rows in one preallocated array, converted shard by shard."""
-    rows = np.empty((sum(manifest["shards"][name]["rows"] for name in files), len(COLUMNS)), dtype)
+def _read_rows(
+    root: Path, files: list[str], manifest: dict[str, Any], dtype, jacobian: bool
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """The shards' rows in one preallocated array, converted shard by shard, and with
+    ``jacobian`` their Jacobians in another, (N, 4, 5)."""
+    count = sum(manifest["shards"][name]["rows"] for name in files)
+    rows = np.empty((count, len(COLUMNS)), dtype)
+    jacobians = np.empty((count, len(JACOBIAN_COLUMNS)), dtype) if jacobian else None
+    wanted = COLUMNS + JACOBIAN_COLUMNS if jacobian else COLUMNS
+    schema = dataset_schema(has_jacobian(manifest))
     start = 0
     for name in files:
-        table = _read_shard(root / name, manifest["shards"][name])
+        table = _read_shard(root / name, manifest["shards"][name], schema, wanted)
+        stop = start + table.num_rows
         for k, column in enumerate(COLUMNS):
-            rows[start : start + table.num_rows, k] = table.column(column).to_numpy()
-        start += table.num_rows
+            rows[start:stop, k] = table.column(column).to_numpy()
+        if jacobians is not None:
+            for k, column in enumerate(JACOBIAN_COLUMNS):
+                jacobians[start:stop, k] = table.column(column).to_numpy()
+        start = stop
         del table
     pa.default_memory_pool().release_unused()  # Arrow keeps freed buffers otherwise
-    return rows
+    if jacobians is not None:
+        jacobians = jacobians.reshape(count, len(JACOBIAN_OUTPUTS), len(JACOBIAN_INPUTS))
+    return rows, jacobians
 
 
-def _read_shard(path: Path, record: dict[str, Any]) -> pa.Table:
+def _read_shard(
+    path: Path, record: dict[str, Any], schema: pa.Schema, columns: tuple[str, ...]
+) -> pa.Table:
+    """The shard's ``columns``, after checking it against its manifest record and ``schema``
+    (the dataset's whole schema: a shard must have every column, read or not)."""
     if not path.exists():
         raise DatasetError(f"{path}: shard listed in the manifest is missing")
     if file_sha256(path) != record["sha256"]:
@@ -152,11 +199,12 @@ def _read_shard(path: Path, record: dict[str, Any]) -> pa.Table:
             f"{path}: checksum does not match the manifest (damaged or replaced shard)"
         )
     try:
-        table = pq.read_table(path)
+        if not pq.read_schema(path).remove_metadata().equals(schema):
+            names = pq.read_schema(path).names
+            raise DatasetError(f"{path}: schema {names} does not match the dataset schema")
+        table = pq.read_table(path, columns=list(columns))
     except (pa.ArrowInvalid, OSError) as err:
         raise DatasetError(f"{path}: unreadable Parquet ({err})") from None
-    if not table.schema.remove_metadata().equals(SCHEMA):
-        raise DatasetError(f"{path}: schema {table.schema.names} does not match the dataset schema")
     if table.num_rows != record["rows"]:
         raise DatasetError(f"{path}: {table.num_rows} rows, manifest says {record['rows']}")
     return table.replace_schema_metadata(None)

@@ -22,11 +22,11 @@ import raytrack
 from raytrack.cluster import connect
 from raytrack.data.axis import profile_for
 from raytrack.data.schema import (
-    COLUMNS,
     FORMAT_VERSION,
     MANIFEST_NAME,
-    UNITS,
     DatasetError,
+    dataset_columns,
+    dataset_units,
     file_sha256,
     read_manifest,
 )
@@ -92,8 +92,11 @@ def _new_manifest(spec: DatasetSpec, parameters: dict[str, Any]) -> dict[str, An
             # The models' physics base reads this (raytrack.data.axis); not part of the identity.
             "axis_profile": profile_for(spec.field, spec.phase_space).to_dict(),
         },
-        "columns": list(COLUMNS),
-        "units": UNITS,
+        "columns": list(dataset_columns(spec.jacobian)),
+        "units": dataset_units(spec.jacobian),
+        # The transport Jacobian's 20 columns J_<out>_<in> (python -m raytrack.generate
+        # --jacobian); also in the identity, so a dataset with them has another id.
+        "jacobian": spec.jacobian,
         "shards": {},
         "complete": False,
         "dropped": {},

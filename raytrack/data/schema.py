@@ -2,7 +2,9 @@
 
 A dataset directory holds ``manifest.json`` and one Parquet file per shard,
 ``shard-00003-of-00010.parquet``. Every column is float64; units are those of the physics
-module (mm, slopes, 1/MeV).
+module (mm, slopes, 1/MeV). A dataset generated with ``--jacobian`` has 20 more columns,
+``J_<out>_<in>`` = d out_end / d in_start (the transport Jacobian, physics.md 2b) for out in
+x, y, tx, ty and in in x, y, tx, ty, qop, in row-major order (reshape to (N, 4, 5)).
 """
 
 from __future__ import annotations
@@ -34,6 +36,52 @@ UNITS = {
     "tx_end": "1",
     "ty_end": "1",
 }
+
+#: The Jacobian's rows (end coordinates) and columns (start coordinates); the qop row,
+#: (0, 0, 0, 0, 1), is not stored.
+JACOBIAN_OUTPUTS = ("x", "y", "tx", "ty")
+JACOBIAN_INPUTS = ("x", "y", "tx", "ty", "qop")
+#: ``J_<out>_<in>`` in row-major (out, in) order: ``rows.reshape(N, 4, 5)[:, a, b]`` is
+#: d JACOBIAN_OUTPUTS[a]_end / d JACOBIAN_INPUTS[b]_start.
+JACOBIAN_COLUMNS = tuple(f"J_{o}_{i}" for o in JACOBIAN_OUTPUTS for i in JACOBIAN_INPUTS)
+_STATE_UNITS = {"x": "mm", "y": "mm", "tx": "1", "ty": "1", "qop": "1/MeV"}
+
+
+def _ratio_unit(numerator: str, denominator: str) -> str:
+    """The unit of d numerator / d denominator: mm/mm -> 1, mm/(1/MeV) -> mm MeV, ..."""
+    if numerator == denominator:
+        return "1"
+    if denominator == "1":
+        return numerator
+    if denominator == "1/MeV":
+        return "MeV" if numerator == "1" else f"{numerator} MeV"
+    return f"1/{denominator}" if numerator == "1" else f"{numerator}/{denominator}"
+
+
+JACOBIAN_UNITS = {
+    f"J_{o}_{i}": _ratio_unit(_STATE_UNITS[o], _STATE_UNITS[i])
+    for o in JACOBIAN_OUTPUTS
+    for i in JACOBIAN_INPUTS
+}
+JACOBIAN_SCHEMA = pa.schema([(name, pa.float64()) for name in COLUMNS + JACOBIAN_COLUMNS])
+
+
+def dataset_columns(jacobian: bool) -> tuple[str, ...]:
+    """The columns of a dataset with or without the Jacobian."""
+    return COLUMNS + JACOBIAN_COLUMNS if jacobian else COLUMNS
+
+
+def dataset_schema(jacobian: bool) -> pa.Schema:
+    return JACOBIAN_SCHEMA if jacobian else SCHEMA
+
+
+def dataset_units(jacobian: bool) -> dict[str, str]:
+    return {**UNITS, **JACOBIAN_UNITS} if jacobian else dict(UNITS)
+
+
+def has_jacobian(manifest: dict[str, Any]) -> bool:
+    """Whether a dataset (its manifest) was generated with ``--jacobian``."""
+    return bool(manifest.get("identity", {}).get("jacobian", False))
 
 
 class DatasetError(ValueError):

@@ -1,6 +1,7 @@
 """One shard: sample start states, propagate them, keep the good tracks, write Parquet.
 
-A shard's content depends only on (seed, shard index, phase space, field, device kind): its
+A shard's content depends only on (seed, shard index, phase space, field, device kind, and
+whether it stores the Jacobian): its
 random stream is ``numpy.random.default_rng([seed, index])`` and nothing about the run (worker
 count, order of completion, machine size) enters it.
 """
@@ -19,10 +20,11 @@ import torch
 
 from raytrack.data.phase_space import PhaseSpace
 from raytrack.data.schema import (
-    COLUMNS,
     FORMAT_VERSION,
-    SCHEMA,
+    JACOBIAN_COLUMNS,
     canonical_hash,
+    dataset_columns,
+    dataset_schema,
     file_sha256,
     shard_name,
 )
@@ -44,6 +46,8 @@ class DatasetSpec:
     field: Field
     device: str = "cpu"
     tolerance: Tolerance = field(default_factory=Tolerance)
+    #: store the transport Jacobian as the 20 columns JACOBIAN_COLUMNS (``--jacobian``)
+    jacobian: bool = False
 
     def __post_init__(self) -> None:
         if self.samples < 1:
@@ -56,8 +60,13 @@ class DatasetSpec:
             raise ValueError(f"--seed must be a non-negative integer, got {self.seed}")
 
     def identity(self) -> dict[str, Any]:
-        """The plain-data description whose hash names the dataset (manifest 'dataset_id')."""
-        return {
+        """The plain-data description whose hash names the dataset (manifest 'dataset_id').
+
+        A dataset with the Jacobian columns has ``"jacobian": true`` in it (so another id: the
+        two never mix on resume); a plain one has no such key, so its id is the one it had
+        before the option existed.
+        """
+        identity = {
             "format_version": FORMAT_VERSION,
             "samples": self.samples,
             "shards": self.shards,
@@ -72,6 +81,9 @@ class DatasetSpec:
                 "tolerance_slope": self.tolerance.slope,
             },
         }
+        if self.jacobian:
+            identity["jacobian"] = True
+        return identity
 
     @property
     def dataset_id(self) -> str:
@@ -93,17 +105,18 @@ def generate_shard(spec: DatasetSpec, index: int) -> tuple[pa.Table, dict[str, i
     """
     rng = np.random.default_rng([spec.seed, index])
     need = spec.shard_rows(index)
+    columns = dataset_columns(spec.jacobian)
     kept: list[dict[str, np.ndarray]] = []
     dropped: Counter[str] = Counter()
     drawn = 0
     while need > 0:
         batch = spec.phase_space.sample(rng, need + need // 8 + 16)
-        end, status = _propagate_batch(spec, batch)
+        end, status, jac = _propagate_batch(spec, batch)
         good_positions = np.flatnonzero(status == TrackStatus.OK)[:need]
         considered = good_positions[-1] + 1 if len(good_positions) == need else len(status)
         counts = np.bincount(status[:considered].astype(np.int64), minlength=len(TrackStatus))
         dropped.update({TrackStatus(c).name: int(n) for c, n in enumerate(counts) if c and n})
-        kept.append(_rows(batch, end, good_positions))
+        kept.append(_rows(batch, end, jac, good_positions))
         need -= len(good_positions)
         drawn += considered
         if need > 0 and drawn * MIN_SURVIVAL > spec.shard_rows(index) - need + 1:
@@ -111,39 +124,46 @@ def generate_shard(spec: DatasetSpec, index: int) -> tuple[pa.Table, dict[str, i
                 f"phase space {spec.phase_space.name!r}: {dict(dropped)} of {drawn} tracks dropped "
                 "(left the field volume or the slope limits); check its ranges"
             )
-    columns = {name: np.concatenate([part[name] for part in kept]) for name in COLUMNS}
-    return pa.Table.from_pydict(columns, schema=SCHEMA), dict(sorted(dropped.items()))
+    table = {name: np.concatenate([part[name] for part in kept]) for name in columns}
+    return (
+        pa.Table.from_pydict(table, schema=dataset_schema(spec.jacobian)),
+        dict(sorted(dropped.items())),
+    )
 
 
 def _propagate_batch(
     spec: DatasetSpec, batch: dict[str, np.ndarray]
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(end states, status, Jacobians or None) of a batch; ``end`` is the same with or without
+    the Jacobian (propagate integrates it through the same steps)."""
     states = np.stack([batch[k] for k in ("x", "y", "tx", "ty", "qop")], axis=1)
     device = torch.device(spec.device)
-    if device.type == "cpu":
-        return propagate(
-            states,
-            batch["z_start"],
-            batch["z_end"],
-            spec.field,
-            tolerance=spec.tolerance,
-            return_status=True,
-        )
-    end, status = propagate(
-        torch.from_numpy(states).to(device),
-        torch.from_numpy(batch["z_start"]).to(device),
-        torch.from_numpy(batch["z_end"]).to(device),
+    arrays = (states, batch["z_start"], batch["z_end"])
+    if device.type != "cpu":
+        arrays = tuple(torch.from_numpy(a).to(device) for a in arrays)
+    result = propagate(
+        *arrays,
         spec.field,
         tolerance=spec.tolerance,
         return_status=True,
+        return_jacobian=spec.jacobian,
     )
-    return end.cpu().numpy(), status.cpu().numpy()
+    if device.type != "cpu":
+        result = tuple(r.cpu().numpy() for r in result)
+    end, status, jac = result if spec.jacobian else (*result, None)
+    return end, status, jac
 
 
-def _rows(batch: dict[str, np.ndarray], end: np.ndarray, keep: np.ndarray) -> dict[str, np.ndarray]:
+def _rows(
+    batch: dict[str, np.ndarray], end: np.ndarray, jac: np.ndarray | None, keep: np.ndarray
+) -> dict[str, np.ndarray]:
     rows = {name: batch[name][keep] for name in ("x", "y", "tx", "ty", "qop", "z_start", "z_end")}
     for k, name in enumerate(("x_end", "y_end", "tx_end", "ty_end")):
         rows[name] = end[keep, k]
+    if jac is not None:  # the four stored rows of (N, 5, 5), row-major: J_x_x, J_x_y, ...
+        flat = jac[keep, :4, :].reshape(len(keep), len(JACOBIAN_COLUMNS))
+        for k, name in enumerate(JACOBIAN_COLUMNS):
+            rows[name] = flat[:, k]
     return rows
 
 
