@@ -471,11 +471,14 @@ def test_a_model_over_64_kb_is_refused(tmp_path: Path, capsys) -> None:
 
 
 def test_namespaces_are_checked() -> None:
-    for good in ("raytrack_model", "lhcb::trigger::mlp", "_x1"):
+    for good in ("raytrack_model", "lhcb::trigger::mlp", "_x1", "core", "my::raytrack"):
         assert check_namespace(good) == good
     for bad in ("1model", "a b", "a::", "::a", "namespace", "std", "a__b", "_Model", "a-b", ""):
         with pytest.raises(ValueError, match="not a usable C\\+\\+ namespace"):
             check_namespace(bad)
+    for taken in ("raytrack", "raytrack::core", "raytrack::models"):
+        with pytest.raises(ValueError, match="raytrack_mlp.hpp's"):
+            check_namespace(taken)
 
 
 # --- (4) from run directories: a training run, a search's best/, a trial directory --------------

@@ -116,7 +116,6 @@ _KEYWORDS = frozenset(
         "volatile",
         "while",
         "std",
-        "core",
     ]
 )
 _PER_LINE = 8
@@ -214,6 +213,11 @@ def check_namespace(namespace: str) -> str:
             f"namespace {namespace!r} is not a usable C++ namespace name (letters, digits and "
             "underscores, not starting with a digit, '::' between nested names, no keyword, no "
             "'__' and no leading underscore + capital)"
+        )
+    if parts[0] == "raytrack":
+        raise ValueError(
+            f"namespace {namespace!r}: raytrack and its nested names are raytrack_mlp.hpp's "
+            "(its raytrack::core would clash with the header's); choose another"
         )
     return namespace
 
