@@ -6,8 +6,11 @@ same run (machines are shared and noisy: only a ratio measured side by side mean
 ``generate``: tracks/s on one CPU core for :func:`raytrack.physics.propagate` on the classic leg
 (z 3000 -> 7000 mm) and on the variable legs of the default phase space, against a per-track
 scalar RK4 loop with 10 mm steps (the earlier generator's method), and the ratio. The accuracy
-of the run against an integration 1000 times tighter is printed beside it. With a CUDA device,
-the same propagation on the GPU is measured too.
+of the run against an integration 1000 times tighter is printed beside it. Then, on the same
+variable-leg tracks, ``propagate`` with the transport Jacobian (``return_jacobian=True``, what
+``python -m raytrack.generate --jacobian`` runs) against without it: the two take turns, three
+times, each keeps its best time, and the ratio is printed. With a CUDA device, the same
+propagations on the GPU are measured too.
 
     python -m raytrack.bench train [--preset small] [--tracks 100000] [--epochs 2] [--device cpu]
 
@@ -226,7 +229,69 @@ def bench_generate(tracks: int, baseline_tracks: int) -> list[Figure]:
                         f"{gpu_rate / baseline_rate:.0f} x scalar RK4 (one core)",
                     )
                 )
+        figures += bench_jacobian(states, z0, z1, field)
     return figures
+
+
+def bench_jacobian(
+    states: np.ndarray, z0: np.ndarray, z1: np.ndarray, field: DipoleField, rounds: int = 3
+) -> list[Figure]:
+    """``propagate`` with the Jacobian against without, on the same tracks (the variable legs
+    of the default phase space), taking turns ``rounds`` times, best time of each; one core,
+    and per GPU when there is one."""
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    print(
+        f"\npropagate with the Jacobian against without, the same {len(states)} variable-leg "
+        f"tracks, best of {rounds}:\n{'':<10} {'device':<6} {'without':>14} {'with':>14} "
+        f"{'with/without':>13}"
+    )
+    figures = []
+    for device in devices:
+        without, with_jacobian = jacobian_rates(states, z0, z1, field, device, rounds)
+        unit = "tracks/s/core" if device == "cpu" else "tracks/s/GPU"
+        ratio = with_jacobian / without
+        print(
+            f"{'jacobian':<10} {device:<6} {without:14.0f} {with_jacobian:14.0f} {ratio:13.3f}"
+            f"   {unit}: the Jacobian costs {without / with_jacobian:.2f} x the time"
+        )
+        figures.append(
+            Figure(
+                "generate",
+                f"propagate with Jacobian, variable legs, {device}",
+                f"{with_jacobian:.0f} {unit}",
+                f"{ratio:.3f} x without ({without:.0f}; same tracks, same run)",
+            )
+        )
+    return figures
+
+
+def jacobian_rates(
+    states: np.ndarray,
+    z0: np.ndarray,
+    z1: np.ndarray,
+    field: DipoleField,
+    device: str = "cpu",
+    rounds: int = 3,
+) -> tuple[float, float]:
+    """Tracks/s of ``propagate`` without and with ``return_jacobian`` on the same tracks; the
+    two take turns ``rounds`` times and each keeps its best (load comes in bursts)."""
+    arrays: tuple = (states, z0, z1)
+    if device != "cpu":
+        arrays = tuple(torch.from_numpy(v).to(device) for v in arrays)
+
+    def run(jacobian: bool) -> None:
+        propagate(*arrays, field, return_jacobian=jacobian)
+        if device != "cpu":
+            torch.cuda.synchronize()
+
+    if device != "cpu":  # warm-up: kernels, field tables
+        run(False)
+        run(True)
+    best = {False: math.inf, True: math.inf}
+    for _ in range(rounds):
+        for jacobian in (False, True):
+            best[jacobian] = min(best[jacobian], timed(lambda j=jacobian: run(j), repeats=1))
+    return len(states) / best[False], len(states) / best[True]
 
 
 def accuracy(

@@ -15,6 +15,21 @@ def table(output: str, first_words: tuple[str, ...]) -> list[list[str]]:
     return [line.split() for line in output.splitlines() if line.startswith(first_words)]
 
 
+def test_generate_times_propagate_with_the_jacobian_against_without(capsys):
+    from raytrack.physics import DipoleField
+
+    states, z0, z1 = bench.sample_tracks("default", 200, seed=2)
+    figures = bench.bench_jacobian(states, z0, z1, DipoleField(), rounds=1)
+    out = capsys.readouterr().out
+    assert "propagate with the Jacobian against without, the same 200 variable-leg" in out
+    rows = table(out, ("jacobian",))
+    assert [r[1] for r in rows] == ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    without, with_jacobian, ratio = (float(v) for v in rows[0][2:5])
+    assert ratio == pytest.approx(with_jacobian / without, abs=1e-3)
+    assert [f.what for f in figures][0] == "propagate with Jacobian, variable legs, cpu"
+    assert figures[0].against.startswith(f"{rows[0][4]} x without")
+
+
 def test_infer_times_each_model_its_formulation_and_its_physics_free_twin(capsys):
     assert bench.main(["infer", "--tracks", "300", "--presets", "tiny"]) == 0
     out = capsys.readouterr().out
