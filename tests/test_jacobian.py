@@ -226,3 +226,89 @@ def test_jacobian_onnx_matches_torch(base, features, target, dipole_axis, tmp_pa
     # Float32 tolerance, relative to each Jacobian column's size.
     scale = np.linalg.norm(torch_jac.numpy(), axis=1, keepdims=True) + 1e-6
     assert np.max(np.abs(jac - torch_jac.numpy()) / scale) < 1e-4
+
+
+# -- Jacobian-matching (Sobolev) training ----------------------------------------------------
+
+
+def jacobian_training_data(n: int, seed: int):
+    inputs = model_inputs(n, seed).numpy()
+    end, status, jac = propagate(
+        inputs[:, :5],
+        inputs[:, 5],
+        inputs[:, 6],
+        DipoleField(),
+        return_status=True,
+        return_jacobian=True,
+    )
+    ok = status == TrackStatus.OK
+    return inputs[ok].astype(np.float32), end[ok, :4], jac[ok, :4]
+
+
+def test_jacobian_weight_needs_the_jacobians():
+    from raytrack.models.mlp import ModelConfig
+    from raytrack.models.training import TrainConfig, train_model
+
+    inputs, truth, _ = jacobian_training_data(50, seed=18)
+    with pytest.raises(ValueError, match="jacobian_weight.*--jacobian"):
+        train_model(
+            ModelConfig(hidden=(8,)),
+            TrainConfig(epochs=1, jacobian_weight=1.0),
+            (inputs, truth),
+            (inputs, truth),
+            axis=None,
+        )
+
+
+def test_the_mismatch_vanishes_for_the_models_own_jacobian(dipole_axis):
+    from raytrack.models.jacobian import forward_with_jacobian, standardised_with_jacobian_error
+    from raytrack.models.mlp import ModelConfig
+
+    model = scrambled_model(ModelConfig(hidden=(12, 12)), dipole_axis).double()
+    inputs = model_inputs(60, seed=19)
+    _, own = forward_with_jacobian(model, inputs)
+    out, mismatch = standardised_with_jacobian_error(model, inputs, own.detach())
+    assert mismatch.abs().max() < 1e-9
+    _, off = standardised_with_jacobian_error(model, inputs, own.detach() * 1.01)
+    assert off.abs().max() > 1e-6 and off.requires_grad
+
+
+def test_the_jacobian_term_trains_the_models_jacobian(dipole_axis):
+    """Gradient steps on the Jacobian term alone bring the model's Jacobian to the
+    integrator's: the term is differentiable by the weights, through the tangents."""
+    from raytrack.models.jacobian import standardised_with_jacobian_error
+    from raytrack.models.mlp import ModelConfig
+
+    inputs, _, jacobians = jacobian_training_data(300, seed=20)
+    inputs, jacobians = torch.from_numpy(inputs), torch.from_numpy(jacobians)
+    model = scrambled_model(ModelConfig(hidden=(16, 16)), dipole_axis, gain=3.0)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    history = []
+    for _ in range(60):
+        _, mismatch = standardised_with_jacobian_error(model, inputs, jacobians)
+        loss = mismatch.pow(2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        history.append(float(loss))
+    assert history[-1] < 0.5 * history[0], history[::10]
+
+
+def test_training_with_jacobian_weight_adds_the_term(dipole_axis):
+    from raytrack.models.mlp import ModelConfig
+    from raytrack.models.training import TrainConfig, train_model
+
+    train = jacobian_training_data(400, seed=22)
+    losses = {}
+    for weight in (0.0, 1e4):
+        result = train_model(
+            ModelConfig(hidden=(8, 8)),
+            TrainConfig(epochs=2, jacobian_weight=weight),
+            train[:2],
+            train[:2],
+            axis=dipole_axis,
+            jacobians=train[2],
+        )
+        assert result.status == "finished"
+        losses[weight] = result.history[0]["train_loss"]
+    assert losses[1e4] > losses[0.0]  # same seed and batches: the extra term is in the loss

@@ -116,13 +116,15 @@ def typical_sigma(inputs: torch.Tensor) -> torch.Tensor:
 def standardised_with_jacobian_error(
     model: TrackMLP, inputs: torch.Tensor, true_jacobian: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The network's standardised output (N, 4) and the Jacobian mismatch (N, 4, 5), both in
-    the units of the training loss, differentiable by the weights.
+    """The network's standardised output (N, 4) and the Jacobian mismatch (N, 4, 5), both
+    differentiable by the weights.
 
-    The mismatch ``(J_model - J_true)[a, b] * sigma_b / (scale_a * target_std_a)`` is the
-    error column b would propagate into output a for a typical start uncertainty sigma_b,
-    in the standardised units in which the loss measures position errors: weight 1 makes a
-    propagated error count as much as the same position error.
+    The mismatch ``(J_model - J_true)[a, b] * sigma_b / |J_true[a] * sigma|`` is the error
+    column b propagates into output a for a typical start uncertainty sigma
+    (:data:`TYPICAL_SIGMA`), relative to the whole propagated 1-sigma of output a: its sum of
+    squares over b is the squared relative error of the propagated uncertainty a Kalman fit
+    would get. (Relative to each element instead, the many elements near 0, d x / d qop on a
+    leg outside the field, would dominate with errors no fit notices.)
     """
     (features, base, scale), (d_features, d_base, d_scale) = _formulation_tangents(
         model, inputs.double()
@@ -130,16 +132,15 @@ def standardised_with_jacobian_error(
     standardised, d_standardised = _network_tangents(model, features, d_features)
     target_std = model.target_std.double()
     encoded = standardised.double() * target_std + model.target_mean.double()
+    d_encoded = d_standardised.double() * target_std[:, None]
     if model.config.target == "raw":
-        jac = d_standardised.double() * target_std[:, None]
-        unit = target_std.expand_as(base)
+        jac = d_encoded
     else:
-        d_encoded = d_standardised.double() * target_std[:, None]
         jac = d_base + d_scale * encoded[..., None] + scale[..., None] * d_encoded
-        unit = scale * target_std
-    sigma = typical_sigma(inputs.double())
-    mismatch = (jac - true_jacobian.double()) * sigma[:, None, :] / unit[..., None]
-    return standardised, mismatch
+    sigma = typical_sigma(inputs.double())[:, None, :]
+    true_jacobian = true_jacobian.double()
+    propagated = (true_jacobian * sigma).norm(dim=2, keepdim=True)
+    return standardised, (jac - true_jacobian) * sigma / propagated
 
 
 class JacobianModel(nn.Module):

@@ -274,9 +274,9 @@ class _Loop:
         return float(total) / len(order)
 
     def _sobolev_loss(self, rows: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """The position loss plus ``jacobian_weight`` times the mean square Jacobian mismatch
-        (propagated errors in the loss's units). The formulation's tangents are recomputed per
-        batch: storing them would take 110 floats a track."""
+        """The position loss plus ``jacobian_weight`` times the mean square relative error of
+        the propagated uncertainties (see standardised_with_jacobian_error). The formulation's
+        tangents are recomputed per batch: storing them would take 110 floats a track."""
         out, mismatch = standardised_with_jacobian_error(
             self.model, self.x_inputs[rows], self.jacobians[rows]
         )
