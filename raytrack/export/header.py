@@ -46,78 +46,15 @@ _IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
 _NAMESPACE = re.compile(rf"{_IDENTIFIER}(::{_IDENTIFIER})*")
 # Keywords and the names a namespace must not take (the C++ keywords a user might try, and
 # the reserved forms: double underscores, underscore + capital).
-_KEYWORDS = frozenset(
-    [
-        "alignas",
-        "alignof",
-        "and",
-        "asm",
-        "auto",
-        "bool",
-        "break",
-        "case",
-        "catch",
-        "char",
-        "class",
-        "const",
-        "constexpr",
-        "continue",
-        "decltype",
-        "default",
-        "delete",
-        "do",
-        "double",
-        "else",
-        "enum",
-        "explicit",
-        "export",
-        "extern",
-        "false",
-        "float",
-        "for",
-        "friend",
-        "goto",
-        "if",
-        "inline",
-        "int",
-        "long",
-        "mutable",
-        "namespace",
-        "new",
-        "noexcept",
-        "not",
-        "nullptr",
-        "operator",
-        "or",
-        "private",
-        "protected",
-        "public",
-        "register",
-        "return",
-        "short",
-        "signed",
-        "sizeof",
-        "static",
-        "struct",
-        "switch",
-        "template",
-        "this",
-        "throw",
-        "true",
-        "try",
-        "typedef",
-        "typeid",
-        "typename",
-        "union",
-        "unsigned",
-        "using",
-        "virtual",
-        "void",
-        "volatile",
-        "while",
-        "std",
-    ]
+_KEYWORD_TEXT = (
+    "alignas alignof and asm auto bool break case catch char class const constexpr continue "
+    "decltype default delete do double else enum explicit export extern false float for "
+    "friend goto if inline int long mutable namespace new noexcept not nullptr operator or "
+    "private protected public register return short signed sizeof static struct switch "
+    "template this throw true try typedef typeid typename union unsigned using virtual void "
+    "volatile while std"
 )
+_KEYWORDS = frozenset(_KEYWORD_TEXT.split())
 _PER_LINE = 8
 
 
