@@ -44,7 +44,13 @@ def train_run(
     # Every check before the first write: a refused start (bad --data, a run dir of another
     # run) must leave nothing that makes the corrected command look like another run.
     check_run_dir(run_dir, spec)
-    splits = splits or load(spec.data_dir)
+    sobolev = spec.train.jacobian_weight > 0  # Jacobian-matching training needs them
+    splits = splits or load(spec.data_dir, jacobian=sobolev)
+    if sobolev and splits.train.jacobians is None:
+        raise DatasetError(
+            f"{spec.data_dir}: training option jacobian_weight={spec.train.jacobian_weight} "
+            "needs the dataset's Jacobians, and they were not loaded (generate with --jacobian)"
+        )
     prepare_run_dir(run_dir, spec)
     result = train_model(
         spec.model,
@@ -52,6 +58,7 @@ def train_run(
         (splits.train.inputs(), splits.train.targets()),
         (splits.validation.inputs(), splits.validation.targets()),
         axis=splits.axis_profile() if spec.model.needs_field else None,
+        jacobians=splits.train.jacobians if sobolev else None,
         device=spec.device,
         checkpoint_dir=run_dir,
         callback=callback,

@@ -70,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision", choices=PRECISIONS, default=defaults.precision, help="of the matmuls"
     )
     p.add_argument("--seed", type=non_negative_int, default=defaults.seed, help="random seed")
+    p.add_argument(
+        "--jacobian-weight",
+        type=non_negative_float,
+        default=defaults.jacobian_weight,
+        help="weight of the Jacobian-matching loss term (needs data from generate --jacobian)",
+    )
     p.add_argument("--target", choices=TARGET_MODES, help="override the preset's target mode")
     p.add_argument("--activation", help="override the preset's activation")
     p.add_argument("--base", choices=BASES, help="override the preset's physics base")
@@ -109,6 +115,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         time_budget=args.time_budget,
         precision=args.precision,
         seed=args.seed,
+        jacobian_weight=args.jacobian_weight,
     )
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     check_device(device)

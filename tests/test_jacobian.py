@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
+import optuna
 import pytest
 import torch
 
@@ -312,3 +316,46 @@ def test_training_with_jacobian_weight_adds_the_term(dipole_axis):
         assert result.status == "finished"
         losses[weight] = result.history[0]["train_loss"]
     assert losses[1e4] > losses[0.0]  # same seed and batches: the extra term is in the loss
+
+
+def test_train_cli_trains_with_the_datasets_jacobians(
+    ray_cluster, classic_dataset, tmp_path, capsys
+):
+    from raytrack.data.pipeline import generate_dataset
+    from raytrack.data.shards import DatasetSpec
+    from raytrack.train import main as train_main
+
+    data = tmp_path / "data"
+    spec = DatasetSpec(
+        samples=600,
+        shards=3,
+        seed=23,
+        phase_space=load_phase_space("default"),
+        field=DipoleField(),
+        jacobian=True,
+    )
+    generate_dataset(spec, data, log=lambda _: None)
+    common = ["--preset", "trigger", "--epochs", "1", "--jacobian-weight", "100"]
+    refused = tmp_path / "refused"
+    assert train_main(["--data", str(classic_dataset), "--out", str(refused), *common]) == 1
+    assert "--jacobian" in capsys.readouterr().err
+    assert not refused.exists()  # refused before anything was written
+    run = tmp_path / "run"
+    assert train_main(["--data", str(data), "--out", str(run), *common]) == 0
+    assert json.loads((run / "run.json").read_text())["train"]["jacobian_weight"] == 100.0
+    assert (run / "model_jacobian.onnx").exists()
+
+
+def test_jacobian_weight_is_a_search_space_parameter(tmp_path):
+    from raytrack.search.space import load_search_space
+
+    text = (Path(__file__).parents[1] / "search_spaces" / "default.toml").read_text()
+    text += '\n[params.jacobian_weight]\ntype = "float"\nlow = 1.0\nhigh = 10000.0\nlog = true\n'
+    path = tmp_path / "sobolev.toml"
+    path.write_text(text)
+    space = load_search_space(str(path))
+    study = optuna.create_study(sampler=space.sampler(seed=0))
+    trial = study.ask()
+    space.define_by_run(trial)
+    _, train = space.to_configs(trial.params)
+    assert 1.0 <= train["jacobian_weight"] <= 10000.0

@@ -176,8 +176,12 @@ def run_experiment(
 
     ``splits``: the dataset when the caller has already loaded (and so checked) it.
     """
-    splits = splits or load(options.data_dir)  # NumPy arrays: ray.put shares them per node
     settings = _settings(options)
+    # A space that searches jacobian_weight trains on the dataset's Jacobians too.
+    jacobians = settings.space is not None and "jacobian_weight" in settings.space.params
+    if splits is None or (jacobians and splits.train.jacobians is None):
+        # NumPy arrays: ray.put shares them per node
+        splits = load(options.data_dir, jacobian=jacobians)
     trainable = tune.with_resources(
         tune.with_parameters(run_trial, data=splits, settings=settings),
         {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
