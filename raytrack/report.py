@@ -98,7 +98,7 @@ def read_experiment(path: str | Path) -> Experiment:
         rows = json.loads(board.read_text())
         complete = {r["trial_id"] for r in rows} >= {t.trial_id for t in trials}
     if not complete:
-        rows = _rows_from_trials(trials, options)
+        rows = _rows_from_trials(trials, options, _tune_states(path))
     return Experiment(path, options, _dataset_label(options["data_dir"]), trials, rows, complete)
 
 
@@ -136,17 +136,38 @@ def _read_trial(directory: Path) -> Trial:
     return Trial(trial_id, directory, params, results, errored, sorted(curve.items()))
 
 
-def _rows_from_trials(trials: list[Trial], options: dict[str, Any]) -> list[dict[str, Any]]:
+def _tune_states(path: Path) -> dict[str, str]:
+    """Tune's state of each trial (TERMINATED, RUNNING, ERROR, ...) in its latest snapshot of
+    the experiment, which tells a trial that ASHA stopped from one still running; {} when the
+    snapshot cannot be read (Tune's own format, not raytrack's)."""
+    snapshots = sorted(path.glob("experiment_state-*.json"))
+    if not snapshots:
+        return {}
+    try:
+        states = {}
+        for trial, _runtime in json.loads(snapshots[-1].read_text())["trial_data"]:
+            trial = json.loads(trial) if isinstance(trial, str) else trial
+            states[trial["trial_id"]] = trial["status"]
+        return states
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def _rows_from_trials(
+    trials: list[Trial], options: dict[str, Any], states: dict[str, str]
+) -> list[dict[str, Any]]:
     from raytrack.search.leaderboard import make_row, rank, trial_status
 
     described = _describer(options)
     rows = []
     for trial in trials:
         last = trial.results[-1] if trial.results else {}
+        errored = trial.errored or states.get(trial.trial_id) == "ERROR"
         ended = last.get("train_done") or last.get("infeasible") or last.get("failed")
         ended = ended or last.get("epoch", 0) >= options["max_epochs"]
-        if trial.errored or ended:
-            status = trial_status(last, trial.errored, options["max_epochs"])
+        ended = ended or (states.get(trial.trial_id) == "TERMINATED" and last)
+        if errored or ended:
+            status = trial_status(last, errored, options["max_epochs"])
         else:  # a trial directory exists once the trial has started
             status = "unfinished"
         name, model = described(trial)
@@ -282,11 +303,19 @@ def _plain_log(axis) -> None:
 
 
 def _save(fig, path: Path) -> Path:
+    """The PNG, with its title and axis labels also in the file's text chunks (Title,
+    Description), where a test or a catalogue can read them."""
     import matplotlib.pyplot as plt
 
+    ax = fig.axes[0]
+    metadata = {
+        "Title": ax.get_title(),
+        "Description": f"x axis: {ax.get_xlabel()}; y axis: {ax.get_ylabel()}",
+        "Software": "raytrack.report",
+    }
     fig.tight_layout()
     with replacing(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
+        fig.savefig(tmp, dpi=100, format="png", metadata=metadata)
     plt.close(fig)
     return path
 
@@ -359,7 +388,8 @@ def plot_p95_against_epoch(experiment: Experiment, out: Path) -> Path:
         if len(experiment.trials) <= 16:
             ax.annotate(names.get(trial.trial_id, "?"), (epochs[-1], p95[-1]), fontsize=7,
                         xytext=(4, 0), textcoords="offset points", va="center")  # fmt: skip
-    ax.set(xlabel="epoch", ylabel="validation P95 position error [mm]", yscale="log")
+    ax.set(xlabel="epoch [passes over the training split]", yscale="log",
+           ylabel="validation P95 position error [mm]")  # fmt: skip
     _plain_log(ax.yaxis)
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(True, which="both", alpha=0.25)

@@ -62,6 +62,7 @@ def test_presets_on_a_fresh_machine_generate_the_data_first(ray_cluster, tmp_pat
         str(tmp_path),
         "--name",
         "fresh",
+        "--mlflow",
         address=ray_cluster,
     )
     output, _ = process.communicate(timeout=600)
@@ -88,6 +89,36 @@ def test_presets_on_a_fresh_machine_generate_the_data_first(ray_cluster, tmp_pat
     assert all(list(d.glob("events.out.tfevents.*")) for d in trial_dirs)  # TensorBoard
     check_console(output, tmp_path / "fresh", rows)
     check_best_is_a_run(best, rows[0], trial_dirs[0])
+    check_mlflow(tmp_path / "fresh", rows)
+    assert (tmp_path / "fresh" / "report" / "index.html").is_file()  # see tests/test_report.py
+
+
+def check_mlflow(experiment: Path, rows: list[dict]) -> None:
+    """--mlflow (issue 11): a run per preset in the experiment's own store, with its name, its
+    validation P95 of every epoch and its status; the best run holds the exports."""
+    import mlflow
+
+    uri = f"sqlite:///{experiment.resolve() / 'mlflow' / 'mlflow.db'}"
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)  # what mlflow.search_runs reads
+    try:
+        runs = mlflow.search_runs(experiment_names=[experiment.name])
+    finally:
+        mlflow.set_tracking_uri(before)
+    assert sorted(runs["params.name"]) == sorted(SEARCH_PRESETS)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    by_trial = {r["trial_id"]: r for r in rows}
+    for _, run in runs.iterrows():
+        row = by_trial[run["tags.raytrack.trial_id"]]
+        history = client.get_metric_history(run["run_id"], "val_pos_p95_mm")
+        assert [m.step for m in history] == [1, 2]
+        assert run["tags.status"] == row["status"] and run["status"] == "FINISHED"
+        assert int(run["params.weight_count"]) == row["weight_count"]
+        assert int(run["params.macs_per_track"]) == row["macs_per_track"]
+    (best,) = runs[runs["tags.raytrack.best"] == "true"]["run_id"]
+    assert runs.set_index("run_id").loc[best, "tags.raytrack.trial_id"] == rows[0]["trial_id"]
+    artifacts = {a.path for a in client.list_artifacts(best)}
+    assert {"model.onnx", "model.bin", "metadata.json", "evaluation"} <= artifacts
 
 
 def check_console(output: str, experiment: Path, rows: list[dict]) -> None:

@@ -81,8 +81,9 @@ class MlflowStore:
     """The MLflow experiment of one raytrack experiment and its runs, looked up by trial id."""
 
     def __init__(self, uri: str, experiment_name: str, experiment_dir: Path) -> None:
-        _quiet_mlflow()
         from mlflow import MlflowClient
+
+        _quiet_mlflow()  # after the import, which sets MLflow's loggers to INFO
 
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)

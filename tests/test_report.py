@@ -1,0 +1,317 @@
+"""Issue 11, "See the search": the experiment report in a real browser, the Optuna study on
+disk, the report of an interrupted search, MLflow runs across a resume and the --mlflow option.
+
+One small Optuna search on the session's Ray and classic dataset serves the tests here; the
+MLflow runs of a real search are checked on the presets search of tests/test_tune.py (run with
+--mlflow), which the suite runs anyway.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pickle
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from raytrack.search.experiment import STUDY_FILE, ExperimentOptions, run_experiment
+from raytrack.search.tracking import local_uri
+
+REPO = Path(__file__).resolve().parents[1]
+FIGURES = (
+    "p95_vs_weights.png",
+    "p95_vs_macs.png",
+    "p95_vs_epoch.png",
+    "best_error_vs_momentum.png",
+    "best_error_vs_dz.png",
+)
+
+
+def quiet(_message: str) -> None:
+    pass
+
+
+def search(tmp: Path, data: Path, **changes) -> tuple[ExperimentOptions, list[dict]]:
+    settings = dict(search="presets", data_dir=str(data), storage=str(tmp), name="exp",
+                    max_epochs=2, grace_epochs=1)  # fmt: skip
+    options = ExperimentOptions(**{**settings, **changes})
+    return options, run_experiment(options, log=quiet)
+
+
+SMALL_SPACE = """
+name = "small"
+[params.depth]
+type = "int"
+low = 2
+high = 3
+[params.width]
+type = "int"
+per_layer = true
+low = 8
+high = 48
+[params.activation]
+type = "categorical"
+choices = ["relu", "silu"]
+[params.lr]
+type = "float"
+low = 1e-3
+high = 3e-3
+log = true
+"""
+
+
+@pytest.fixture(scope="module")
+def optuna_search(ray_cluster, classic_dataset, tmp_path_factory):
+    """``python -m raytrack.tune --search optuna --num-samples 4 --max-epochs 2`` (ASHA), in a
+    space of small models that train in a blink."""
+    tmp = tmp_path_factory.mktemp("optuna")
+    space = tmp / "small.toml"
+    space.write_text(SMALL_SPACE)
+    return search(tmp, classic_dataset, search="optuna", num_samples=4, space=str(space))
+
+
+# -- MLflow ------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def tracking_uri(uri: str):
+    """mlflow.search_runs reads the global tracking URI (and sets MLFLOW_TRACKING_URI)."""
+    import mlflow
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield mlflow
+    finally:
+        mlflow.set_tracking_uri(before)
+
+
+class FakeTrial:
+    def __init__(self, trial_id: str, preset: str):
+        self.trial_id, self.config, self.status = trial_id, {"preset": preset}, "RUNNING"
+        self.last_result: dict = {}
+
+
+def test_a_resumed_search_continues_the_same_mlflow_runs(tmp_path):
+    """--resume: a new driver unpickles the callback from Tune's state; trials that restart
+    from a checkpoint repeat epochs, which their runs already hold."""
+    import mlflow
+
+    from raytrack.search.tracking import MlflowTracking
+    from raytrack.search.trial import TrialSettings
+
+    uri = local_uri(tmp_path / "exp")
+    settings = TrialSettings(max_epochs=3, time_budget=None, seed=0, device="cpu", cpus=1)
+    callback = MlflowTracking(uri, "exp", str(tmp_path / "exp"), settings)
+    trials = [FakeTrial("t_00000", "tiny"), FakeTrial("t_00001", "small")]
+
+    def epoch(cb, trial, n, **extra):
+        result = {"epoch": n, "val_pos_p95_mm": 1.0 / n, "name": trial.config["preset"], **extra}
+        trial.last_result = result
+        cb.on_trial_result(iteration=n, trials=trials, trial=trial, result=result)
+
+    for trial in trials:
+        callback.on_trial_start(iteration=0, trials=trials, trial=trial)
+        epoch(callback, trial, 1)
+        epoch(callback, trial, 2)
+    resumed = pickle.loads(pickle.dumps(callback))  # the driver was killed; --resume
+    for trial in trials:
+        resumed.on_trial_start(iteration=0, trials=trials, trial=trial)
+        epoch(resumed, trial, 2)  # from the epoch-1 checkpoint: epoch 2 again
+        epoch(resumed, trial, 3, train_done=1.0, train_status="finished")
+        epoch(resumed, trial, 3, train_done=1.0, train_status="finished")  # the final report
+        resumed.on_trial_complete(iteration=3, trials=trials, trial=trial)
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    with tracking_uri(uri):
+        runs = mlflow.search_runs(experiment_names=["exp"])
+    assert sorted(runs["tags.raytrack.trial_id"]) == ["t_00000", "t_00001"]
+    for run_id in runs["run_id"]:
+        steps = [m.step for m in client.get_metric_history(run_id, "val_pos_p95_mm")]
+        assert steps == [1, 2, 3]
+    assert set(runs["tags.status"]) == {"finished"}
+    assert sorted(runs["params.name"]) == ["small", "tiny"]
+
+
+def tune_main(*argv: str) -> int:
+    from raytrack import tune
+
+    try:
+        return tune.main(list(argv))
+    except SystemExit as exit_:
+        return int(exit_.code)
+
+
+def refuse_to_start(*_args, **_kwargs):
+    raise AssertionError("started although --mlflow cannot work")
+
+
+def test_mlflow_not_installed_is_named_before_anything_starts(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "mlflow", None)  # importlib finds no mlflow
+    monkeypatch.setattr("raytrack.tune.start_ray", refuse_to_start)
+    assert tune_main("--mlflow", "--samples", "100", "--storage", str(tmp_path)) == 1
+    err = capsys.readouterr().err
+    assert "--mlflow: MLflow is not installed" in err and 'pip install -e ".[mlflow]"' in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_mlflow_option_takes_a_uri_or_the_local_store(tmp_path, capsys):
+    from raytrack.tune import build_parser, options_from_args
+
+    def mlflow_of(*argv: str) -> str | None:
+        args = build_parser().parse_args([*argv, "--storage", str(tmp_path), "--name", "n"])
+        return options_from_args(args, str(tmp_path)).mlflow
+
+    assert mlflow_of() is None
+    assert mlflow_of("--mlflow") == f"sqlite:///{(tmp_path / 'n' / 'mlflow' / 'mlflow.db')}"
+    assert mlflow_of("--mlflow", "http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+    # a resumed experiment keeps its options: MLflow cannot be added to one started without it
+    started = ExperimentOptions(search="presets", data_dir=str(tmp_path), storage=str(tmp_path),
+                                name="old")  # fmt: skip
+    started.path.mkdir()
+    (started.path / "experiment.json").write_text(json.dumps(started.__dict__))
+    assert tune_main("--resume", "--name", "old", "--storage", str(tmp_path), "--mlflow") == 1
+    assert "was started without it" in capsys.readouterr().err
+
+
+# -- the Optuna study --------------------------------------------------------------------------
+
+
+def test_optuna_study_file_opens_with_load_study_and_holds_every_trial(optuna_search):
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    options, rows = optuna_search
+    path = options.path / STUDY_FILE
+    study = optuna.load_study(
+        study_name=options.name, storage=JournalStorage(JournalFileBackend(str(path)))
+    )
+    assert len(study.trials) == len(rows) == 4
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    for trial in study.trials:  # the study's values are the leaderboard's
+        (row,) = [r for r in rows if trial.params.items() <= r["config"]["params"].items()]
+        assert trial.value == pytest.approx(row["pos_p95_mm"])
+    assert len(study.trials[0].intermediate_values) >= 1  # the epochs, for the dashboard
+
+
+# -- the report --------------------------------------------------------------------------------
+
+
+def chromium() -> str:
+    found = shutil.which("chromium") or shutil.which("chromium-browser")
+    if found is None:
+        pytest.fail(
+            "no chromium: this test opens the report in a real browser; install Debian's "
+            "package (apt-get install chromium), as .ci/run does"
+        )
+    return found
+
+
+def run_chromium(*args: str, profile: Path) -> str:
+    command = [chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+               f"--user-data-dir={profile}", *args]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+PROBE = """<script>
+window.addEventListener("load", () => {
+  const states = Array.from(document.images).map(
+    (img) => (img.complete && img.naturalWidth > 0 ? "loaded " : "broken ") + img.dataset.file);
+  const out = document.createElement("pre");
+  out.id = "image-probe";
+  out.textContent = JSON.stringify(states);
+  document.body.appendChild(out);
+});
+</script>"""
+
+
+def images_in_chromium(index: Path, profile: Path) -> list[str]:
+    """What a real browser makes of every <img> of the page: "loaded NAME" or "broken NAME"."""
+    probe = index.with_name("probe.html")  # beside it: the page as it is, plus the probe
+    probe.write_text(index.read_text().replace("</body>", PROBE + "</body>"))
+    try:
+        dom = run_chromium("--virtual-time-budget=10000", "--dump-dom", probe.as_uri(),
+                           profile=profile)  # fmt: skip
+    finally:
+        probe.unlink()
+    found = re.search(r'<pre id="image-probe">(.*?)</pre>', dom, re.S)
+    assert found, dom[-2000:]
+    return json.loads(found.group(1).replace("&quot;", '"'))
+
+
+def test_report_images_load_in_headless_chromium(optuna_search, tmp_path):
+    from PIL import Image
+
+    options, rows = optuna_search
+    report = options.path / "report"
+    index = report / "index.html"
+    page = index.read_text()
+    assert "<table>" in page and all(r["trial_id"] in page for r in rows)
+    for header in ("weights [count]", "val P95 [mm]", "training time [s]"):
+        assert header in page  # the leaderboard with units
+    assert images_in_chromium(index, tmp_path / "profile") == [f"loaded {f}" for f in FIGURES]
+    dataset = Path(options.data_dir).name
+    for name in FIGURES:  # titled with the experiment and the data set, labelled with units
+        text = Image.open(report / name).text
+        assert (
+            text["Title"].startswith(f"{options.name}: ") and f"data: {dataset}" in text["Title"]
+        ), name
+        assert re.fullmatch(r"x axis: .*\[.+\]; y axis: .*\[mm\]", text["Description"]), name
+    shot = tmp_path / "report.png"
+    run_chromium(f"--screenshot={shot}", "--window-size=1200,2400", index.as_uri(),
+                 profile=tmp_path / "profile")  # fmt: skip
+    image = Image.open(shot).convert("L")
+    assert image.size == (1200, 2400)
+    assert len(set(image.getdata())) > 50  # figures and text, not a blank page
+    if os.environ.get("RAYTRACK_KEEP_SCREENSHOT"):
+        shutil.copy(shot, os.environ["RAYTRACK_KEEP_SCREENSHOT"])
+
+
+def test_report_of_an_interrupted_search(optuna_search, tmp_path):
+    """An interrupted search left no leaderboard, no best/ and no report; one trial was in the
+    middle of its epochs. python -m raytrack.report writes the report from the trials' files."""
+    options, rows = optuna_search
+    experiment = tmp_path / "interrupted"
+    shutil.copytree(options.path, experiment)
+    for name in ("leaderboard.json", "leaderboard.csv"):
+        (experiment / name).unlink()
+    shutil.rmtree(experiment / "best")
+    shutil.rmtree(experiment / "report")
+    cut = next(p for p in experiment.glob("*/result.json") if len(p.read_text().splitlines()) > 1)
+    first = cut.read_text().splitlines()[0]
+    cut.write_text(first + "\n")  # still at its first epoch
+    running = json.loads(first)["trial_id"]
+    for snapshot in experiment.glob("experiment_state-*.json"):  # and running for Tune
+        state = json.loads(snapshot.read_text())
+        for entry in state["trial_data"]:
+            trial = json.loads(entry[0])
+            if trial["trial_id"] == running:
+                entry[0] = json.dumps({**trial, "status": "RUNNING"})
+        snapshot.write_text(json.dumps(state))
+    done = subprocess.run([sys.executable, "-m", "raytrack.report", str(experiment)], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    index = experiment / "report" / "index.html"
+    assert done.stdout.strip() == f"wrote {index}"
+    page = index.read_text()
+    assert "in progress or interrupted: 3 of 4 trials ended" in page
+    assert page.count('<td class="text">unfinished</td>') == 1
+    assert "its latest checkpoint" in page  # the best model, from the best trial's checkpoint
+    assert all(r["trial_id"] in page for r in rows)
+    assert (experiment / STUDY_FILE).name in page  # the optuna-dashboard command
+    assert images_in_chromium(index, tmp_path / "profile") == [f"loaded {f}" for f in FIGURES]
+
+
+def test_report_of_a_directory_that_is_no_experiment(tmp_path, capsys):
+    from raytrack.report import main
+
+    assert main([str(tmp_path)]) == 1
+    assert "not a raytrack experiment" in capsys.readouterr().err
