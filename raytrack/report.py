@@ -575,11 +575,16 @@ def write_experiment_report(
         "<h2>Accuracy against cost</h2>",
     ]
     if experiment.rows:
+        weights = (
+            "Validation P95 position error of each trial's exported weights against its weight "
+            "count; the dotted line: 16384 float32 weights, the 64 KB of constant memory of "
+            "LHCb's GPU trigger (its header's field tables take part of it: "
+            "docs/trigger_header.md)"
+        )
         for cost, caption in (
-            ("weight_count", "Validation P95 position error of each trial's exported weights "
-             "against its weight count; the dotted line is the 64 KB trigger limit"),
+            ("weight_count", weights),
             ("macs_per_track", "The same against multiply-adds per track"),
-        ):  # fmt: skip
+        ):
             parts.append(_figure(plot_p95_against_cost(experiment, out, cost), caption))
         parts.append("<h2>Learning curves</h2>")
         caption = "Validation P95 position error of every epoch, every trial"

@@ -24,6 +24,7 @@ def test_every_entry_point_in_the_readme_answers_help():
         "raytrack.train",
         "raytrack.evaluate",
         "raytrack.export",
+        "raytrack.report",
     )
     for module in modules:
         assert f"python -m {module}" in readme

@@ -315,3 +315,15 @@ def test_report_of_a_directory_that_is_no_experiment(tmp_path, capsys):
 
     assert main([str(tmp_path)]) == 1
     assert "not a raytrack experiment" in capsys.readouterr().err
+
+
+def test_the_readme_shows_every_option_of_tune():
+    from raytrack.tune import build_parser
+
+    readme = (REPO / "README.md").read_text()
+    usage = readme[readme.index("python -m raytrack.tune --search presets|optuna|all") :]
+    usage = usage[: usage.index("```")]
+    for action in build_parser()._actions:
+        for option in action.option_strings:
+            if option.startswith("--") and option != "--help":
+                assert f"[{option}" in usage or f"{option} " in usage, option
