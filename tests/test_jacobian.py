@@ -343,7 +343,35 @@ def test_train_cli_trains_with_the_datasets_jacobians(
     run = tmp_path / "run"
     assert train_main(["--data", str(data), "--out", str(run), *common]) == 0
     assert json.loads((run / "run.json").read_text())["train"]["jacobian_weight"] == 100.0
-    assert (run / "model_jacobian.onnx").exists()
+    three_readers_agree_on_the_jacobian(run, tmp_path)
+
+
+def three_readers_agree_on_the_jacobian(run: Path, work: Path) -> None:
+    """model_jacobian.onnx, the torch model and the trigger header (g++) of a trained run give
+    the same Jacobian to float32 tolerance (each element against its column's largest)."""
+    from test_header_export import run_header
+
+    from raytrack.export import onnx_predict_with_jacobian
+    from raytrack.export.cli import main as export_main
+    from raytrack.models.jacobian import forward_with_jacobian
+    from raytrack.models.training import load_checkpoint, model_from_checkpoint
+
+    model = model_from_checkpoint(load_checkpoint(run / "checkpoint.pt"))
+    inputs = model_inputs(300, seed=24).numpy().astype(np.float32)
+    with torch.no_grad():
+        end, jac = (
+            t.double().numpy() for t in forward_with_jacobian(model, torch.from_numpy(inputs))
+        )
+    onnx_end, onnx_jac = onnx_predict_with_jacobian(run / "model_jacobian.onnx", inputs)
+    assert export_main([str(run), "--header", str(work / "model.h")]) == 0
+    header_end, _, header_jac = run_header(
+        work / "model.h", "raytrack_model", {"all": inputs}, work
+    )
+    scale = np.abs(jac).max(axis=0) + 1e-30
+    for name, got in (("onnx", onnx_jac), ("header", header_jac)):
+        assert np.max(np.abs(got - jac) / scale) < 1e-4, name
+    for got in (onnx_end, header_end):
+        assert np.max(np.abs(got - end) / (np.abs(end).max(axis=0))) < 1e-4
 
 
 def test_jacobian_weight_is_a_search_space_parameter(tmp_path):
