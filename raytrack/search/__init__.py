@@ -1,5 +1,6 @@
 """Hyperparameter search: search spaces as TOML files (``search_spaces/*.toml``), Ray Tune
-trials (``trial.py``), the experiment driver (``experiment.py``) and its leaderboard.
+trials (``trial.py``), the experiment driver (``experiment.py``), its leaderboard and its MLflow
+tracking (``tracking.py``; ``--mlflow``).
 
 A search space, from the bottom up: ``options.py`` (what may be searched), ``params.py`` (one
 ``[params.NAME]`` table: its pydantic model and its Optuna distribution), ``constraints.py``
