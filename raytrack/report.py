@@ -320,6 +320,11 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
+def _label(row: dict[str, Any]) -> str:
+    """A point's label: the preset's name, or the trial id of an Optuna variant."""
+    return row["trial_id"] if row["name"] in ("optuna", "?") else row["name"]
+
+
 def plot_p95_against_cost(experiment: Experiment, out: Path, cost: str) -> Path:
     """Validation P95 against weights or multiply-adds: trials by status, the Pareto front and
     (for weights) the trigger's limit."""
@@ -345,7 +350,7 @@ def plot_p95_against_cost(experiment: Experiment, out: Path, cost: str) -> Path:
                 drawstyle="steps-post", lw=1, label="Pareto front", zorder=2)  # fmt: skip
     if len(rows) <= 16:
         for r in scored:
-            ax.annotate(r["name"], (r[cost], r["pos_p95_mm"]), fontsize=7,
+            ax.annotate(_label(r), (r[cost], r["pos_p95_mm"]), fontsize=7,
                         xytext=(4, 3), textcoords="offset points")  # fmt: skip
     if cost == "weight_count":
         ax.axvline(TRIGGER_WEIGHTS, color="tab:red", ls=":", lw=1.5,
@@ -373,7 +378,7 @@ def plot_p95_against_epoch(experiment: Experiment, out: Path) -> Path:
     status = {r["trial_id"]: r["status"] for r in experiment.rows}
     fig, ax = plt.subplots(figsize=(8, 5))
     labelled = set()
-    names = {r["trial_id"]: r["name"] for r in experiment.rows}
+    names = {r["trial_id"]: _label(r) for r in experiment.rows}
     for trial in experiment.trials:
         if not trial.curve:
             continue
