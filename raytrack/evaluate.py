@@ -4,7 +4,9 @@ RUN_DIR: a run of ``python -m raytrack.train``, a search's ``best/`` (``runs/NAM
 of its Ray Tune trial directories (``runs/NAME/run_trial_...``, evaluated at its last checkpoint).
 Writes ``RUN_DIR/evaluation/report.json`` (position and slope errors of the model and of the
 straight line, overall and in momentum bins) and PNG plots: error histograms, error against
-momentum, error against |dz|, learning curves.
+momentum, error against |dz|, learning curves. When the dataset was generated with
+``--jacobian``, also the model's transport Jacobian against the integrator's (the ``jacobian``
+key, ``jacobian.png``; see :func:`jacobian_report`).
 """
 
 from __future__ import annotations
@@ -20,9 +22,12 @@ import numpy as np
 from raytrack.cli import HelpFormatter, positive_int
 from raytrack.data import DatasetError, load
 from raytrack.data.independent import TIGHTER, independent_tracks
+from raytrack.data.schema import JACOBIAN_INPUTS, JACOBIAN_OUTPUTS, has_jacobian, read_manifest
 from raytrack.export.onnx_export import onnx_predict
 from raytrack.files import write_json_atomic
+from raytrack.models.jacobian import TYPICAL_SIGMA, TYPICAL_SIGMA_QOP_RELATIVE
 from raytrack.models.metrics import (
+    MOMENTUM_BINS_GEV,
     evaluation_report,
     momentum_gev,
     position_errors,
@@ -126,15 +131,169 @@ def _region_bins(inputs, truth, predicted, magnet) -> list[dict[str, Any]]:
     return rows
 
 
+# -- the Jacobian against the integrator's ----------------------------------------------------
+
+#: The floor of the per-element relative error, as a share of the propagated 1-sigma (see
+#: :func:`jacobian_report`).
+JACOBIAN_FLOOR = 0.01
+#: The model Jacobians are computed in batches of this many tracks (memory: hidden x 5 x batch).
+JACOBIAN_BATCH = 16384
+#: What the report says when the dataset has no Jacobian columns.
+NO_JACOBIAN_NOTE = (
+    "no Jacobian report: the dataset has no Jacobian columns; generate one with "
+    "python -m raytrack.generate --jacobian and evaluate on it (--data DIR)"
+)
+
+
+def start_sigmas(inputs: np.ndarray) -> np.ndarray:
+    """(N, 5) the typical uncorrelated start uncertainties of the report (the same as the
+    training's Jacobian term): sigma_x = sigma_y = 0.1 mm, sigma_tx = sigma_ty = 1e-4,
+    sigma_qop = 0.005 |qop|."""
+    fixed = np.broadcast_to(np.asarray(TYPICAL_SIGMA, dtype=np.float64), (len(inputs), 4))
+    qop = TYPICAL_SIGMA_QOP_RELATIVE * np.abs(inputs[:, 4:5])
+    return np.concatenate([fixed, qop], axis=1)
+
+
+def propagated_sigmas(jac: np.ndarray, sigma: np.ndarray) -> np.ndarray:
+    """(N, 4) sqrt of the diagonal of ``J C J^T`` for ``C = diag(sigma^2)``: the 1-sigma of
+    x, y, tx, ty at the end (mm, mm, 1, 1)."""
+    return np.sqrt(np.einsum("nab,nb->na", jac**2, sigma**2))
+
+
+def straight_line_jacobian(inputs: np.ndarray) -> np.ndarray:
+    """(N, 4, 5) the straight line's Jacobian: the identity with d x / d tx = d y / d ty = dz."""
+    jac = np.zeros((len(inputs), 4, 5))
+    jac[:, np.arange(4), np.arange(4)] = 1.0
+    dz = inputs[:, 6] - inputs[:, 5]
+    jac[:, 0, 2] = jac[:, 1, 3] = dz
+    return jac
+
+
+def _quantiles(values: np.ndarray) -> dict[str, float]:
+    return {"median": float(np.median(values)), "p95": float(np.percentile(values, 95))}
+
+
+def _sigma_block(relative: np.ndarray) -> dict[str, Any]:
+    """|sigma / sigma_RK - 1| per end coordinate: median and P95."""
+    return {name: _quantiles(relative[:, k]) for k, name in enumerate(JACOBIAN_OUTPUTS)}
+
+
+def jacobian_report(
+    inputs: np.ndarray, jac_rk: np.ndarray, jac_model: np.ndarray, source: str = ""
+) -> dict[str, Any]:
+    """The model's transport Jacobian (N, 4, 5) against the integrator's, on the same tracks.
+
+    - Per element: ``|J_model - J_RK| / (|J_RK| + floor)`` with, per track, ``floor_ab =
+      0.01 sigma_end_a / sigma_b``: the element size that would carry 1 % of the propagated
+      1-sigma of end coordinate a (many elements are about 0, d x / d y, d tx / d x, d x / d qop
+      on a leg outside the field: against the floor their errors count by what they would do
+      to a fit); median and P95 over the tracks.
+    - The propagated 1-sigma a Kalman fit would get, ``sqrt(diag(J C J^T))``, for the
+      uncorrelated start covariance C of :func:`start_sigmas` (0.1 mm, 0.1 mm, 1e-4, 1e-4,
+      0.005 |qop|): ``|sigma_model / sigma_RK - 1|`` for x, y, tx, ty, median and P95, with
+      the straight line's beside it, overall and in the report's momentum bins.
+    """
+    inputs, jac_rk, jac_model = (
+        np.asarray(a, dtype=np.float64) for a in (inputs, jac_rk, jac_model)
+    )
+    sigma = start_sigmas(inputs)
+    sigma_rk = propagated_sigmas(jac_rk, sigma)
+    floor = JACOBIAN_FLOOR * sigma_rk[:, :, None] / sigma[:, None, :]
+    element = np.abs(jac_model - jac_rk) / (np.abs(jac_rk) + floor)
+    model_rel = np.abs(propagated_sigmas(jac_model, sigma) / sigma_rk - 1.0)
+    line_rel = np.abs(propagated_sigmas(straight_line_jacobian(inputs), sigma) / sigma_rk - 1.0)
+    elements = {
+        f"J_{o}_{i}": _quantiles(element[:, a, b])
+        for a, o in enumerate(JACOBIAN_OUTPUTS)
+        for b, i in enumerate(JACOBIAN_INPUTS)
+    }
+    p = momentum_gev(inputs)
+    bins = []
+    for low, high in zip(MOMENTUM_BINS_GEV[:-1], MOMENTUM_BINS_GEV[1:], strict=True):
+        inside = (p >= low) & (p < high)
+        if inside.any():
+            bins.append(
+                {
+                    "p_low_gev": low,
+                    "p_high_gev": None if np.isinf(high) else high,
+                    "tracks": int(inside.sum()),
+                    "element_relative_error_p95_max": float(
+                        np.percentile(element[inside], 95, axis=0).max()
+                    ),
+                    "sigma_relative_error": _sigma_block(model_rel[inside]),
+                    "straight_line_sigma_relative_error": _sigma_block(line_rel[inside]),
+                }
+            )
+    return {
+        "source": source,
+        "tracks": int(len(inputs)),
+        "definition": (
+            "element: |J_model - J_RK| / (|J_RK| + 0.01 sigma_end_a / sigma_b) per track; "
+            "sigma: |sigma_model / sigma_RK - 1| of sqrt(diag(J C J^T)), C = diag(sigma^2)"
+        ),
+        "start_sigma": {
+            "x_mm": TYPICAL_SIGMA[0],
+            "y_mm": TYPICAL_SIGMA[1],
+            "tx": TYPICAL_SIGMA[2],
+            "ty": TYPICAL_SIGMA[3],
+            "qop_relative": TYPICAL_SIGMA_QOP_RELATIVE,
+            "correlations": 0.0,
+        },
+        "rk_sigma_median": {
+            key: float(np.median(sigma_rk[:, k]))
+            for k, key in enumerate(("x_mm", "y_mm", "tx", "ty"))
+        },
+        "element_relative_error": elements,
+        "sigma_relative_error": _sigma_block(model_rel),
+        "straight_line_sigma_relative_error": _sigma_block(line_rel),
+        "momentum_bins": bins,
+        "_tracks": {"momentum_gev": p, "element": element, "model": model_rel, "line": line_rel},
+    }
+
+
+def model_jacobians(run: Path, inputs: np.ndarray) -> tuple[np.ndarray, str]:
+    """(N, 4, 5) float64 Jacobians of the run's model and what computed them: the shipped
+    ``model_jacobian.onnx`` when the run has one, else the checkpoint's model in torch."""
+    exported = run / "model_jacobian.onnx"
+    parts = []
+    if exported.is_file():
+        from raytrack.export.onnx_export import INPUT_NAME, JACOBIAN_NAME, onnx_session
+
+        session = onnx_session(exported)  # one session for every batch
+        for lo in range(0, len(inputs), JACOBIAN_BATCH):
+            batch = np.ascontiguousarray(inputs[lo : lo + JACOBIAN_BATCH], dtype=np.float32)
+            parts.append(session.run([JACOBIAN_NAME], {INPUT_NAME: batch})[0])
+        source = str(exported)
+    else:
+        import torch
+
+        from raytrack.models.jacobian import forward_with_jacobian
+
+        path = checkpoint_path(run)
+        model = model_from_checkpoint(load_checkpoint(path)).eval()
+        with torch.no_grad():
+            for lo in range(0, len(inputs), JACOBIAN_BATCH):
+                batch = torch.from_numpy(np.ascontiguousarray(inputs[lo : lo + JACOBIAN_BATCH]))
+                parts.append(forward_with_jacobian(model, batch)[1].numpy())
+        source = f"{path} (forward_with_jacobian; the run has no model_jacobian.onnx)"
+    jac = np.concatenate(parts) if parts else np.zeros((0, 4, 5))
+    return jac.astype(np.float64), source
+
+
 def write_report(out_dir: Path, report: dict[str, Any], history: list[dict[str, float]]) -> None:
     """report.json and the PNG plots into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     tracks = report.get("_tracks")
-    write_json_atomic(out_dir / "report.json", {k: v for k, v in report.items() if k != "_tracks"})
+    plain = {k: v for k, v in report.items() if k != "_tracks"}
+    if isinstance(report.get("jacobian"), dict):
+        plain["jacobian"] = {k: v for k, v in report["jacobian"].items() if k != "_tracks"}
+    write_json_atomic(out_dir / "report.json", plain)
     if tracks is not None:
         _plot_histograms(out_dir, **tracks)
         _plot_against(out_dir, "momentum", **tracks)
         _plot_against(out_dir, "dz", **tracks)
+    if isinstance(report.get("jacobian"), dict) and "_tracks" in report["jacobian"]:
+        _plot_jacobian(out_dir, report["jacobian"])
     if history:
         _plot_learning_curves(out_dir, history)
 
@@ -190,6 +349,71 @@ def _plot_against(out_dir: Path, what: str, inputs, truth, predicted) -> None:
         ax.set_xscale("log")
     ax.legend()
     _save(fig, out_dir / f"error_vs_{what}.png")
+
+
+def _plot_jacobian(out_dir: Path, report: dict[str, Any]) -> None:
+    """jacobian.png: the per-element P95 relative error as a 4 x 5 map, and the relative error
+    of the propagated 1-sigma in x and y against momentum (model and straight line)."""
+    from matplotlib.colors import LogNorm
+
+    plt = _pyplot()
+    tracks = report["_tracks"]
+    fig, axes = plt.subplots(1, 2, figsize=(14, 4.8), gridspec_kw={"width_ratios": [1, 1.1]})
+    p95 = np.array(
+        [
+            [report["element_relative_error"][f"J_{o}_{i}"]["p95"] for i in JACOBIAN_INPUTS]
+            for o in JACOBIAN_OUTPUTS
+        ]
+    )
+    shown = np.clip(p95, 1e-6, None)
+    image = axes[0].imshow(
+        shown,
+        cmap="viridis",
+        norm=LogNorm(vmin=shown.min(), vmax=max(shown.max(), shown.min() * 10)),
+    )
+    for a in range(p95.shape[0]):
+        for b in range(p95.shape[1]):
+            dark = shown[a, b] < np.sqrt(shown.min() * shown.max())
+            axes[0].text(b, a, f"{p95[a, b]:.2g}", ha="center", va="center", fontsize=8,
+                         color="white" if dark else "black")  # fmt: skip
+    axes[0].set_xticks(range(len(JACOBIAN_INPUTS)), [f"d/d {i}" for i in JACOBIAN_INPUTS])
+    axes[0].set_yticks(range(len(JACOBIAN_OUTPUTS)), [f"{o}_end" for o in JACOBIAN_OUTPUTS])
+    axes[0].set_title(
+        "P95 over tracks of |J_model - J_RK| / (|J_RK| + floor)\n"
+        "floor: 1 % of the propagated 1-sigma",
+        fontsize=9,
+    )
+    fig.colorbar(image, ax=axes[0], fraction=0.04)
+    p = tracks["momentum_gev"]
+    edges = np.array(MOMENTUM_BINS_GEV)
+    index = np.searchsorted(edges, p, side="right") - 1
+    filled = [i for i in range(len(edges) - 1) if (index == i).any()]
+    centres = [float(np.median(p[index == i])) for i in filled]
+    ax = axes[1]
+    for k, name, colour in ((0, "x", "tab:blue"), (1, "y", "tab:orange")):
+        for key, style, label in (("model", "o-", "model"), ("line", "s:", "straight line")):
+            values = tracks[key][:, k]
+            median = [np.median(values[index == i]) for i in filled]
+            p95_bin = [np.percentile(values[index == i], 95) for i in filled]
+            ax.plot(centres, p95_bin, style, color=colour, label=f"sigma_{name}, {label}: P95")
+            if key == "model":
+                ax.plot(centres, median, "--", color=colour, alpha=0.6,
+                        label=f"sigma_{name}, {label}: median")  # fmt: skip
+    ax.set(xscale="log", yscale="log", xlabel="p [GeV]",
+           ylabel="|sigma_model / sigma_RK - 1|")  # fmt: skip
+    from matplotlib.ticker import FixedLocator, NullFormatter, ScalarFormatter
+
+    ax.xaxis.set_major_locator(FixedLocator([1, 2, 5, 10, 20, 50, 100, 200]))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_title(
+        "propagated 1-sigma in momentum bins\nstart C = diag(0.1 mm, 0.1 mm, 1e-4, 1e-4, "
+        "0.005 |qop|)^2",
+        fontsize=9,
+    )
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    _save(fig, out_dir / "jacobian.png")
 
 
 def _plot_learning_curves(out_dir: Path, history: list[dict[str, float]]) -> None:
@@ -252,7 +476,10 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None) -> dic
     run = find_run(run_dir)
     spec = RunSpec.from_dict(json.loads((run / RUN_FILE).read_text()))
     state = load_checkpoint(checkpoint_path(run))
-    splits = load(data_dir or spec.data_dir, dtype=np.float64, splits=("test",))
+    data = Path(data_dir or spec.data_dir)
+    manifest = read_manifest(data)
+    jacobian = manifest is not None and has_jacobian(manifest)
+    splits = load(data, dtype=np.float64, splits=("test",), jacobian=jacobian)
     report = evaluate_model(
         model_from_checkpoint(state),
         splits.test.inputs(),
@@ -260,6 +487,10 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None) -> dic
         magnet=magnet_extent(splits),
     )
     report["dataset_id"] = splits.dataset_id
+    if jacobian:
+        inputs = splits.test.inputs()
+        jac_model, source = model_jacobians(run, inputs)
+        report["jacobian"] = jacobian_report(inputs, splits.test.jacobians, jac_model, source)
     write_report(run_dir / "evaluation", report, state["history"])
     return report
 
@@ -329,6 +560,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.independent:
         print(f"{report['measured']} on {report['truth']}:")
     print_summary(report)
+    if not args.independent and "jacobian" not in report:
+        print(NO_JACOBIAN_NOTE)
     print(f"wrote {Path(args.run_dir) / 'evaluation'}")
     return 0
 
@@ -363,6 +596,49 @@ def print_summary(report: dict[str, Any]) -> None:
             f"  {row['region']:>20}: mean {row['pos_mean_mm']:.4f} mm, P95 "
             f"{row['pos_p95_mm']:.4f} mm (straight line {row['straight_line_pos_mean_mm']:.4f}, "
             f"{row['straight_line_pos_p95_mm']:.4f}; {row['tracks']} tracks)"
+        )
+    if isinstance(report.get("jacobian"), dict):
+        print_jacobian_summary(report["jacobian"])
+
+
+def print_jacobian_summary(report: dict[str, Any]) -> None:
+    """The ``jacobian`` section: per-element relative error, propagated 1-sigma by momentum."""
+    sigma = report["start_sigma"]
+    print(
+        f"Jacobian d end / d start against the integrator's, {report['tracks']} test tracks "
+        f"({report['source']}):"
+    )
+    print(
+        "  per element |J_model - J_RK| / (|J_RK| + 1 % of sigma_end / sigma_start): P95 (median)"
+    )
+    print("  " + f"{'':8}" + "".join(f"{'d/d ' + i:>21}" for i in JACOBIAN_INPUTS))
+    for o in JACOBIAN_OUTPUTS:
+        cells = (report["element_relative_error"][f"J_{o}_{i}"] for i in JACOBIAN_INPUTS)
+        print("  " + f"{o + '_end':8}" + "".join(
+            f"{c['p95']:>11.2e} ({c['median']:.1e})" for c in cells
+        ))  # fmt: skip
+    rk = report["rk_sigma_median"]
+    print(
+        f"  propagated 1-sigma sqrt(diag(J C J^T)), uncorrelated start sigma_x = sigma_y = "
+        f"{sigma['x_mm']:g} mm, sigma_tx = sigma_ty = {sigma['tx']:g},\n  sigma_qop = "
+        f"{sigma['qop_relative']:g} |qop| (RK's median: sigma_x {rk['x_mm']:.3g} mm, sigma_y "
+        f"{rk['y_mm']:.3g} mm):"
+    )
+
+    print(
+        f"  {'|sigma/sigma_RK - 1|':<20} {'x median':>9} {'x P95':>9} {'y median':>9} "
+        f"{'y P95':>9} {'line x P95':>11} {'line y P95':>11} {'tracks':>7}"
+    )
+    rows = [("all", report["tracks"], report)]
+    for row in report["momentum_bins"]:
+        high = "inf" if row["p_high_gev"] is None else f"{row['p_high_gev']:g}"
+        rows.append((f"p {row['p_low_gev']:g}-{high} GeV", row["tracks"], row))
+    for label, tracks, row in rows:
+        x, y = row["sigma_relative_error"]["x"], row["sigma_relative_error"]["y"]
+        line = row["straight_line_sigma_relative_error"]
+        print(
+            f"  {label:<20} {x['median']:9.2e} {x['p95']:9.2e} {y['median']:9.2e} "
+            f"{y['p95']:9.2e} {line['x']['p95']:11.2e} {line['y']['p95']:11.2e} {tracks:7d}"
         )
 
 
