@@ -38,6 +38,13 @@ def forward_with_jacobian(
     ``end`` is what ``model(inputs)`` gives, in the inputs' dtype; ``jac[i, a, b] =
     d end_a / d input_b`` for b over x, y, tx, ty, qop (mm/mm, mm, mm MeV; 1/mm, 1, MeV).
     """
+    _, end, jac = _outputs_and_jacobian(model, inputs)
+    return end.to(inputs.dtype), jac.to(inputs.dtype)
+
+
+def _outputs_and_jacobian(model: TrackMLP, inputs: torch.Tensor):
+    """The network's standardised output (N, 4), the end states (N, 4) and the Jacobians
+    (N, 4, 5), float64 (the network's part in its own dtype before that)."""
     (features, base, scale), (d_features, d_base, d_scale) = _formulation_tangents(
         model, inputs.double()
     )
@@ -46,11 +53,10 @@ def forward_with_jacobian(
     encoded = standardised.double() * target_std + model.target_mean.double()
     d_encoded = d_standardised.double() * target_std[:, None]
     if model.config.target == "raw":
-        end, jac = encoded, d_encoded
-    else:
-        end = model.formulation.decode(base, scale, encoded)
-        jac = d_base + d_scale * encoded[..., None] + scale[..., None] * d_encoded
-    return end.to(inputs.dtype), jac.to(inputs.dtype)
+        return standardised, encoded, d_encoded
+    end = model.formulation.decode(base, scale, encoded)
+    jac = d_base + d_scale * encoded[..., None] + scale[..., None] * d_encoded
+    return standardised, end, jac
 
 
 def _formulation_tangents(model: TrackMLP, inputs: torch.Tensor):
@@ -126,17 +132,7 @@ def standardised_with_jacobian_error(
     would get. (Relative to each element instead, the many elements near 0, d x / d qop on a
     leg outside the field, would dominate with errors no fit notices.)
     """
-    (features, base, scale), (d_features, d_base, d_scale) = _formulation_tangents(
-        model, inputs.double()
-    )
-    standardised, d_standardised = _network_tangents(model, features, d_features)
-    target_std = model.target_std.double()
-    encoded = standardised.double() * target_std + model.target_mean.double()
-    d_encoded = d_standardised.double() * target_std[:, None]
-    if model.config.target == "raw":
-        jac = d_encoded
-    else:
-        jac = d_base + d_scale * encoded[..., None] + scale[..., None] * d_encoded
+    standardised, _, jac = _outputs_and_jacobian(model, inputs)
     sigma = typical_sigma(inputs.double())[:, None, :]
     true_jacobian = true_jacobian.double()
     propagated = (true_jacobian * sigma).norm(dim=2, keepdim=True)
