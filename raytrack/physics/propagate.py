@@ -288,13 +288,10 @@ def _derivative_and_tangent(y, tangent, z, qop, field: Field):
         kappa * (ty / n2 * a_ty + 2.0 * ty * bx - tx * by),
         KAPPA * norm * a_ty,
     )
-    dk = torch.empty_like(tangent)
-    dk[0], dk[1] = tangent[2], tangent[3]
-    for row, partial in ((2, d_tx), (3, d_ty)):
-        acc = sum(partial[r] * tangent[r] for r in range(4))  # (5, n)
-        acc[4] += partial[4]  # d qop / d start_qop = 1
-        dk[row] = acc
-    return k, dk
+    by_state = torch.stack((torch.stack(d_tx[:4]), torch.stack(d_ty[:4])))  # (2, 4, n)
+    slopes = (by_state.unsqueeze(2) * tangent).sum(1)  # (2, 5, n)
+    slopes[:, 4] += torch.stack((d_tx[4], d_ty[4]))  # d qop / d start_qop = 1
+    return k, torch.cat((tangent[2:4], slopes))
 
 
 def _stages(y, tangent, z, h, qop, field, tableau: Tableau, k1, dk1):
