@@ -81,7 +81,7 @@ class Experiment:
 def read_experiment(path: str | Path) -> Experiment:
     """The experiment directory's options, trials and leaderboard (the written one when it
     covers every trial, else one built from the trials' results)."""
-    from raytrack.search.experiment import EXPERIMENT_FILE
+    from raytrack.search.files import EXPERIMENT_FILE
 
     path = Path(path)
     options_file = path / EXPERIMENT_FILE
@@ -540,7 +540,7 @@ def _best_summary(best: BestModel) -> str:
 
 
 def _commands(experiment: Experiment) -> str:
-    from raytrack.search.experiment import STUDY_FILE
+    from raytrack.search.files import STUDY_FILE
     from raytrack.search.tracking import ui_command
 
     commands = [f"tensorboard --logdir {experiment.path}"]

@@ -34,6 +34,7 @@ from raytrack.models.training import (
     result_from_checkpoint,
 )
 from raytrack.run import write_outputs
+from raytrack.search.files import EXPERIMENT_FILE, STUDY_FILE
 from raytrack.search.leaderboard import (
     format_best,
     format_leaderboard,
@@ -48,10 +49,6 @@ from raytrack.search.trial import OBJECTIVE, TrialSettings, resolve_configs, run
 
 SEARCHES = ("presets", "optuna", "all")
 OBJECTIVES = {"p95": None, "pareto-weights": "weight_count", "pareto-macs": "macs_per_track"}
-EXPERIMENT_FILE = "experiment.json"
-#: The Optuna study of an optuna/all search: Optuna's journal storage, one file, appended to as
-#: trials are asked for, report epochs and end (optuna-dashboard reads it while the search runs).
-STUDY_FILE = "optuna.journal"
 CHECKPOINTS_KEPT = 5
 
 
