@@ -398,3 +398,25 @@ def test_live_table_is_compact_redrawn_on_a_terminal_and_survives_pickling(monke
     table.on_step_end(iteration=1, trials=trials)
     table.on_experiment_end(trials=trials)
     assert screen.getvalue().count("\x1b[5F\x1b[J") == 1  # the last table overwrote the first
+
+
+def test_results_of_a_trial_the_study_file_already_finished_are_not_reported_again(tmp_path):
+    """After a kill the study file can be ahead of Tune's snapshot: --resume reruns a trial the
+    study holds as finished, and its results must not fail the search."""
+    import optuna
+
+    from raytrack.search.experiment import StudyFileSearch, study_storage
+    from raytrack.search.space import load_search_space
+
+    space = load_search_space("default")
+    storage = study_storage(tmp_path / "optuna.journal")
+    searcher = StudyFileSearch(
+        space=space.define_by_run, metric="objective", mode="min",
+        sampler=space.sampler(0), study_name="s", storage=storage,
+    )  # fmt: skip
+    searcher.suggest("trial_a")
+    study = optuna.load_study(study_name="s", storage=storage)
+    study.tell(0, 1.0)  # what the killed search had already written
+    searcher.on_trial_result("trial_a", {"objective": 0.5, "training_iteration": 1})
+    searcher.on_trial_complete("trial_a", {"objective": 0.5})
+    assert study.trials[0].value == 1.0 and study.trials[0].intermediate_values == {}

@@ -21,6 +21,7 @@ from typing import Any
 import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search.optuna import OptunaSearch
 
 from raytrack.data import load
 from raytrack.data.loader import DatasetSplits
@@ -305,9 +306,25 @@ def _trial_count(options: ExperimentOptions) -> int:
     return options.num_samples + (len(SEARCH_PRESETS) if options.search == "all" else 0)
 
 
-def _searcher(options: ExperimentOptions, settings: TrialSettings, cost: str | None):
-    from ray.tune.search.optuna import OptunaSearch
+class StudyFileSearch(OptunaSearch):
+    """Ray's OptunaSearch on a study file that may be ahead of Tune's experiment snapshot.
 
+    The study file is written as results arrive; Tune's snapshot, which --resume restores, is
+    written now and then. A trial that finished between the last snapshot and a kill is run
+    again on resume, and Optuna refuses results for a trial its study already holds as
+    finished: that trial's entry is final, so its repeated results are not reported again.
+    """
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        from optuna.exceptions import UpdateFinishedTrialError
+
+        try:
+            super().on_trial_result(trial_id, result)
+        except UpdateFinishedTrialError:
+            self._completed_trials.add(trial_id)
+
+
+def _searcher(options: ExperimentOptions, settings: TrialSettings, cost: str | None):
     space = settings.space
     points = None
     if options.search == "all":  # the presets first: the searcher continues from what they show
@@ -316,7 +333,7 @@ def _searcher(options: ExperimentOptions, settings: TrialSettings, cost: str | N
         points = [space.point_for(presets[name], default_train) for name in SEARCH_PRESETS]
     metric, mode = ([OBJECTIVE, cost], ["min", "min"]) if cost else (OBJECTIVE, "min")
     options.path.mkdir(parents=True, exist_ok=True)
-    return OptunaSearch(
+    return StudyFileSearch(
         space=space.define_by_run,
         metric=metric,
         mode=mode,
