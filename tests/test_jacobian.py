@@ -206,11 +206,9 @@ def test_model_jacobian_is_exact_for_every_formulation(activation, dipole_axis):
 
 @pytest.mark.parametrize(
     "base,features,target",
-    [
-        ("expansion", "physics", "residual_qop"),
-        ("line", "state", "raw"),
-        ("kick", "state", "residual"),
-    ],
+    # the default formulation, and the straight line on the 7 inputs (no field tables); the
+    # torch Jacobian the graph is traced from is checked for all 48 formulations above
+    [("expansion", "physics", "residual_qop"), ("line", "state", "raw")],
 )
 def test_jacobian_onnx_matches_torch(base, features, target, dipole_axis, tmp_path):
     from raytrack.export import export_jacobian_onnx, onnx_predict_with_jacobian

@@ -77,6 +77,10 @@ def _export_to(
                 dynamo=True,
                 external_data=False,
                 verbose=False,
+                # The Jacobian's graph is half again the model's; the exporter's optimiser
+                # spends 1.5 s on it for nothing ONNX Runtime's own graph optimisations at
+                # session creation do not do as well.
+                optimize=not with_jacobian,
             )
     finally:
         model.train(was_training)
