@@ -3,7 +3,8 @@
     python -m raytrack.train --data data/classic --preset small --out runs/small --time-budget 600
 
 Writes RUN_DIR with the checkpoint, the metrics history, the evaluation report and the exports
-(model.onnx, model.bin, metadata.json). Run the same command again to resume an interrupted run.
+(model.onnx, model_jacobian.onnx, model.bin, metadata.json). Run the same command again to resume
+an interrupted run.
 """
 
 from __future__ import annotations
@@ -149,7 +150,8 @@ def main(argv: list[str] | None = None) -> int:
     if result.status == "failed":
         return 2
     print_summary(json_report(Path(args.out)))
-    print(f"wrote {args.out}: model.onnx, model.bin, metadata.json, evaluation/")
+    exports = "model.onnx, model_jacobian.onnx, model.bin, metadata.json"
+    print(f"wrote {args.out}: {exports}, evaluation/")
     return 0
 
 

@@ -137,7 +137,8 @@ def check_console(output: str, experiment: Path, rows: list[dict]) -> None:
     for label, key in (("model", "model"), ("straight line", "straight_line")):
         errors = report[key]
         assert f"{label:<22} {errors['pos_mean_mm']:10.4f} {errors['pos_p95_mm']:10.4f}" in summary
-    assert f"exports in {best}: model.onnx, model.bin, metadata.json" in summary
+    exports = "model.onnx, model_jacobian.onnx, model.bin, metadata.json"
+    assert f"exports in {best}: {exports}" in summary
     assert tail[-1] == f"TensorBoard: tensorboard --logdir {experiment}"
 
 

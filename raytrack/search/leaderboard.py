@@ -133,7 +133,7 @@ def format_best(row: dict[str, Any], out: Path, report: dict[str, Any] | None) -
                 f"    {label:<22} {errors['pos_mean_mm']:10.4f} {errors['pos_p95_mm']:10.4f}"
             )
     lines.append(
-        f"  exports in {out}: model.onnx, model.bin, metadata.json; "
+        f"  exports in {out}: model.onnx, model_jacobian.onnx, model.bin, metadata.json; "
         "evaluation/ (report.json, plots)"
     )
     return "\n".join(lines)
