@@ -68,6 +68,11 @@ class Field:
                 derivatives.append(tuple(torch.zeros_like(x) if t is None else t for t in tangents))
         return derivatives[0], derivatives[1]
 
+    def evaluate_with_gradient(self, x: torch.Tensor, y: torch.Tensor, z: torch.Tensor):
+        """``(evaluate(x, y, z), gradient(x, y, z))``: one call, so that a field whose two
+        share work (the dipole's profile) does it once on the integrator's Jacobian path."""
+        return self.evaluate(x, y, z), self.gradient(x, y, z)
+
     def describe(self) -> dict[str, Any]:
         raise NotImplementedError
 
@@ -120,22 +125,33 @@ class DipoleField(Field):
         self.b0, self.z0, self.sigma, self.polarity = float(b0), float(z0), float(sigma), polarity
 
     def evaluate(self, x, y, z):
+        return self._field(y, *self._profile(z))
+
+    def gradient(self, x, y, z):
+        return self._gradient(y, *self._profile(z))
+
+    def evaluate_with_gradient(self, x, y, z):
+        profile = self._profile(z)  # one exp for both
+        return self._field(y, *profile), self._gradient(y, *profile)
+
+    def _profile(self, z):
+        """f, f' and f'' of the on-axis profile at z."""
         inv_s2 = 1.0 / (self.sigma * self.sigma)
         u = z - self.z0
         f = (POLARITIES[self.polarity] * self.b0) * torch.exp((-0.5 * inv_s2) * u * u)
         f1 = -inv_s2 * u * f  # f'(z)
         f2 = (inv_s2 * inv_s2 * u * u - inv_s2) * f  # f''(z)
+        return f, f1, f2
+
+    @staticmethod
+    def _field(y, f, f1, f2):
         by = f - 0.5 * y * y * f2
         bz = y * f1
         return torch.zeros_like(by), by, bz
 
-    def gradient(self, x, y, z):
+    @staticmethod
+    def _gradient(y, f, f1, f2):
         # By = f - y^2/2 f'', Bz = y f': no x dependence; dBy/dy = -y f'', dBz/dy = f'.
-        inv_s2 = 1.0 / (self.sigma * self.sigma)
-        u = z - self.z0
-        f = (POLARITIES[self.polarity] * self.b0) * torch.exp((-0.5 * inv_s2) * u * u)
-        f1 = -inv_s2 * u * f
-        f2 = (inv_s2 * inv_s2 * u * u - inv_s2) * f
         zero = torch.zeros_like(f)
         return (zero, zero, zero), (zero, -y * f2, f1)
 

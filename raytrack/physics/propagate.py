@@ -263,10 +263,9 @@ def _derivative_and_tangent(y, tangent, z, qop, field: Field):
     The tangents move with the linearised equations of motion, d(dy)/dz = (df/dy) dy +
     (df/dqop) dqop, where df/dy needs the field's transverse gradient at the same point.
     """
-    b = field.evaluate(y[0], y[1], z)
+    b, ((bx_x, by_x, bz_x), (bx_y, by_y, bz_y)) = field.evaluate_with_gradient(y[0], y[1], z)
     k = _equations_of_motion(y, qop, b)
     bx, by, bz = b
-    (bx_x, by_x, bz_x), (bx_y, by_y, bz_y) = field.gradient(y[0], y[1], z)
     tx, ty = y[2], y[3]
     n2 = 1.0 + tx * tx + ty * ty
     norm = torch.sqrt(n2)
