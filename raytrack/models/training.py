@@ -149,9 +149,7 @@ def train_model(
             "tracks: generate the dataset with python -m raytrack.generate --jacobian"
         )
     model = TrackMLP(model_config, axis=axis).to(dev)
-    loop = _Loop(model, model_config, train_config, train, validation, dev)
-    if train_config.jacobian_weight:
-        loop.jacobians = _float32_tensor(jacobians).to(dev)
+    loop = _Loop(model, model_config, train_config, train, validation, dev, jacobians)
     ckpt_path = None
     if checkpoint_dir is not None:
         Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
@@ -170,7 +168,9 @@ def _configure_precision(config: TrainConfig, device: torch.device) -> None:
 class _Loop:
     """The state of one training run: model, optimiser, schedule, history, best weights."""
 
-    def __init__(self, model, model_config, config, train, validation, device) -> None:
+    def __init__(
+        self, model, model_config, config, train, validation, device, jacobians=None
+    ) -> None:
         self.model, self.config, self.device = model, config, device
         self.model_config = model_config
         self.x_extra, self.t_train = self._fit_and_prepare(train)
@@ -189,7 +189,10 @@ class _Loop:
         self.stale_epochs = 0
         self.plateau_scale = 1.0
         self.status, self.reason = "", ""  # set when the run has ended
-        self.jacobians: torch.Tensor | None = None  # (N, 4, 5) with jacobian_weight only
+        # (N, 4, 5) training-split Jacobians, kept only when the loss uses them
+        self.jacobians: torch.Tensor | None = None
+        if config.jacobian_weight:
+            self.jacobians = _float32_tensor(jacobians).to(device)
 
     def _fit_and_prepare(self, split) -> tuple[torch.Tensor, torch.Tensor]:
         """The training split's inputs (as given, float32), its extra features and its
