@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from raytrack.cli import HelpFormatter, positive_int
 from raytrack.data import DatasetError, load
@@ -25,7 +26,7 @@ from raytrack.data.independent import TIGHTER, independent_tracks
 from raytrack.data.schema import JACOBIAN_INPUTS, JACOBIAN_OUTPUTS, has_jacobian, read_manifest
 from raytrack.export.onnx_export import onnx_predict
 from raytrack.files import write_json_atomic
-from raytrack.models.jacobian import TYPICAL_SIGMA, TYPICAL_SIGMA_QOP_RELATIVE
+from raytrack.models.jacobian import TYPICAL_SIGMA, TYPICAL_SIGMA_QOP_RELATIVE, typical_sigma
 from raytrack.models.metrics import (
     MOMENTUM_BINS_GEV,
     evaluation_report,
@@ -149,9 +150,7 @@ def start_sigmas(inputs: np.ndarray) -> np.ndarray:
     """(N, 5) the typical uncorrelated start uncertainties of the report (the same as the
     training's Jacobian term): sigma_x = sigma_y = 0.1 mm, sigma_tx = sigma_ty = 1e-4,
     sigma_qop = 0.005 |qop|."""
-    fixed = np.broadcast_to(np.asarray(TYPICAL_SIGMA, dtype=np.float64), (len(inputs), 4))
-    qop = TYPICAL_SIGMA_QOP_RELATIVE * np.abs(inputs[:, 4:5])
-    return np.concatenate([fixed, qop], axis=1)
+    return typical_sigma(torch.from_numpy(np.asarray(inputs, dtype=np.float64))).numpy()
 
 
 def propagated_sigmas(jac: np.ndarray, sigma: np.ndarray) -> np.ndarray:
