@@ -65,7 +65,7 @@ class Dual:
         return Dual(self.value.expand(*sizes), self.tangent.expand(*sizes, -1))
 
     def unsqueeze(self, dim: int) -> Dual:
-        return Dual(self.value.unsqueeze(dim), self.tangent.unsqueeze(_tangent_dim(dim, self)))
+        return Dual(self.value.unsqueeze(dim), self.tangent.unsqueeze(_tangent_dim(dim)))
 
     def unbind(self, dim: int) -> tuple:
         return tuple(self[(slice(None),) * dim + (k,)] for k in range(self.value.shape[dim]))
@@ -175,7 +175,7 @@ def _neg(t: torch.Tensor | None) -> torch.Tensor | None:
     return None if t is None else -t
 
 
-def _tangent_dim(dim: int, dual: Dual) -> int:
+def _tangent_dim(dim: int) -> int:
     return dim if dim >= 0 else dim - 1
 
 
@@ -190,14 +190,20 @@ def _clamp(x: Dual, min=None, max=None) -> Dual:
     return Dual(value, x.tangent * _col(inside))
 
 
+def value_of(x: Dual | torch.Tensor) -> torch.Tensor:
+    """The value of a dual, or a plain tensor itself."""
+    return x.value if isinstance(x, Dual) else x
+
+
+def tangent_of(x: Dual | torch.Tensor, width: int) -> torch.Tensor:
+    """The tangents of a dual, or the zero tangents (``width`` directions) of a plain tensor,
+    in the value's full shape (zeros built from the value, so a traced batch stays free)."""
+    if isinstance(x, Dual):
+        return x.tangent.expand(*x.value.shape, width)
+    return (x.unsqueeze(-1) * 0.0).expand(*x.shape, width)
+
+
 def _join(func, parts, dim: int = 0) -> Dual:
-    duals = [p for p in parts if isinstance(p, Dual)]
-    width = duals[0].tangent.shape[-1]
-    tangents = [
-        p.tangent.expand(*p.value.shape, width)
-        if isinstance(p, Dual)
-        else (p.unsqueeze(-1) * 0.0).expand(*p.shape, width)
-        for p in parts
-    ]
-    values = [p.value if isinstance(p, Dual) else p for p in parts]
-    return Dual(func(values, dim), func(tangents, _tangent_dim(dim, duals[0])))
+    width = next(p for p in parts if isinstance(p, Dual)).tangent.shape[-1]
+    tangents = [tangent_of(p, width) for p in parts]
+    return Dual(func([value_of(p) for p in parts], dim), func(tangents, _tangent_dim(dim)))

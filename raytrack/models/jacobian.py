@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from raytrack.models.formulation import N_OUTPUTS
-from raytrack.models.forward_mode import Dual
+from raytrack.models.forward_mode import Dual, tangent_of, value_of
 from raytrack.models.mlp import TrackMLP
 
 #: The start coordinates differentiated: x, y, tx, ty, qop.
@@ -62,14 +62,8 @@ def _outputs_and_jacobian(model: TrackMLP, inputs: torch.Tensor):
 def _formulation_tangents(model: TrackMLP, inputs: torch.Tensor):
     """``prepare``'s outputs and their tangents (N, ..., 5), by forward-mode dual numbers."""
     outputs = model.prepare(Dual.seed(inputs, N_DIFFERENTIATED))
-    values = tuple(o.value if isinstance(o, Dual) else o for o in outputs)
-    tangents = tuple(
-        o.tangent.expand(*o.value.shape, -1)
-        if isinstance(o, Dual)
-        else (o.unsqueeze(-1) * 0.0).expand(*o.shape, N_DIFFERENTIATED)
-        for o in outputs
-    )
-    return values, tangents
+    values = tuple(value_of(o) for o in outputs)
+    return values, tuple(tangent_of(o, N_DIFFERENTIATED) for o in outputs)
 
 
 def _network_tangents(model: TrackMLP, features: torch.Tensor, d_features: torch.Tensor):
