@@ -264,8 +264,6 @@ def model_jacobians(run: Path, inputs: np.ndarray) -> tuple[np.ndarray, str]:
             parts.append(session.run([JACOBIAN_NAME], {INPUT_NAME: batch})[0])
         source = str(exported)
     else:
-        import torch
-
         from raytrack.models.jacobian import forward_with_jacobian
 
         path = checkpoint_path(run)
