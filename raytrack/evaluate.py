@@ -295,7 +295,8 @@ def write_report(out_dir: Path, report: dict[str, Any], history: list[dict[str, 
         _plot_learning_curves(out_dir, history)
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (PNG files, no display)."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: runs on nodes without a display
@@ -305,7 +306,7 @@ def _pyplot():
 
 
 def _plot_histograms(out_dir: Path, inputs, truth, predicted) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     line = straight_line(inputs)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for ax, errors, label in (
@@ -323,7 +324,7 @@ def _plot_histograms(out_dir: Path, inputs, truth, predicted) -> None:
 
 
 def _plot_against(out_dir: Path, what: str, inputs, truth, predicted) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     if what == "momentum":
         x, label = momentum_gev(inputs), "p [GeV]"
     else:
@@ -353,7 +354,7 @@ def _plot_jacobian(out_dir: Path, report: dict[str, Any]) -> None:
     of the propagated 1-sigma in x and y against momentum (model and straight line)."""
     from matplotlib.colors import LogNorm
 
-    plt = _pyplot()
+    plt = pyplot()
     tracks = report["_tracks"]
     fig, axes = plt.subplots(1, 2, figsize=(14, 4.8), gridspec_kw={"width_ratios": [1, 1.1]})
     p95 = np.array(
@@ -414,7 +415,7 @@ def _plot_jacobian(out_dir: Path, report: dict[str, Any]) -> None:
 
 
 def _plot_learning_curves(out_dir: Path, history: list[dict[str, float]]) -> None:
-    plt = _pyplot()
+    plt = pyplot()
     epochs = [h["epoch"] for h in history]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     axes[0].plot(epochs, [h["train_loss"] for h in history], label="train")

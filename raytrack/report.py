@@ -278,12 +278,9 @@ def best_model(
 
 
 def _pyplot():
-    import matplotlib
+    from raytrack.evaluate import pyplot  # lazily: evaluate imports torch
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return pyplot()
 
 
 def _title(ax, experiment: Experiment, what: str) -> None:
