@@ -281,6 +281,17 @@ def run_header(header: Path, namespace: str, groups: dict, work: Path):
     return parse_rows(proc.stdout, len(inputs))
 
 
+def run_mlp_driver(driver: Path, model: TrackMLP, groups: dict, work: Path):
+    """Write the model's model.bin and run raytrack_mlp.hpp's driver on the groups' tracks."""
+    inputs = np.concatenate(list(groups.values()))
+    write_model_bin(model, work / "model.bin")
+    (work / "tracks.f32").write_bytes(inputs.astype("<f4").tobytes())
+    args = [str(driver), str(work / "model.bin"), str(work / "tracks.f32"), str(len(inputs))]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return parse_rows(proc.stdout, len(inputs))
+
+
 @pytest.fixture(scope="module")
 def mlp_driver(tmp_path_factory) -> Path:
     return build(MLP_DRIVER, tmp_path_factory.mktemp("mlp"), "jacobian", f"-I{INCLUDE_DIR}")
@@ -294,13 +305,7 @@ def test_model_bin_reader_jacobian_matches_torch(case, mlp_driver: Path, tmp_pat
     seed = FORMULATIONS.index(case)
     model = make_model(*case, seed=seed)
     groups = track_groups(seed=20 * seed)
-    inputs = np.concatenate(list(groups.values()))
-    write_model_bin(model, tmp_path / "model.bin")
-    (tmp_path / "tracks.f32").write_bytes(inputs.astype("<f4").tobytes())
-    args = [str(mlp_driver), str(tmp_path / "model.bin"), str(tmp_path / "tracks.f32")]
-    proc = subprocess.run([*args, str(len(inputs))], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    out, out2, jac = parse_rows(proc.stdout, len(inputs))
+    out, out2, jac = run_mlp_driver(mlp_driver, model, groups, tmp_path)
     np.testing.assert_array_equal(out2, out)  # the dual numbers' values are forward()'s
     check_against_torch(model, groups, out, jac, JACOBIAN_RTOL["mlp.hpp"], case_id(case))
 
@@ -332,13 +337,7 @@ def test_float64_header_is_the_model_bin_reader_bit_for_bit(
     predictions and Jacobians are raytrack_mlp.hpp's, bit for bit."""
     model = make_model(*FORMULATIONS[0], seed=9)
     groups = track_groups(seed=90, n=100)
-    inputs = np.concatenate(list(groups.values()))
-    write_model_bin(model, tmp_path / "model.bin")
-    (tmp_path / "tracks.f32").write_bytes(inputs.astype("<f4").tobytes())
-    args = [str(mlp_driver), str(tmp_path / "model.bin"), str(tmp_path / "tracks.f32")]
-    proc = subprocess.run([*args, str(len(inputs))], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    reader = parse_rows(proc.stdout, len(inputs))
+    reader = run_mlp_driver(mlp_driver, model, groups, tmp_path)
     write_header(BinModel.from_torch(model), tmp_path / "model.h", "m", "float64")
     header = run_header(tmp_path / "model.h", "m", groups, tmp_path)
     for got, expected in zip(header, reader, strict=True):
