@@ -162,7 +162,7 @@ class AxisTables:
     def at(self, z: torch.Tensor) -> AxisValues:
         """By, dBy/dz (linear between nodes), F and H (cubic Hermite) at z, any shape. Beyond
         the tables By is taken as 0: F stays at its end value and H grows linearly."""
-        n = int(self.values.shape[1])  # a constant even in a trace: the tables never change
+        n = self.values.shape[1]
         t = (z - self.z_first) / self.spacing
         index = torch.clamp(torch.floor(t), 0, n - 2)
         u = torch.clamp(t - index, 0.0, 1.0)
