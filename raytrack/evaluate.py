@@ -575,10 +575,9 @@ def print_summary(report: dict[str, Any]) -> None:
             f"{r['pos_p99_mm']:9.4f} {r['pos_max_mm']:9.4f} {r['slope_mean']:11.2e}"
         )
     for row in report["momentum_bins"]:
-        high = row["p_high_gev"] or "inf"
         r = row["model"]
         print(
-            f"  p {row['p_low_gev']:g}-{high} GeV: mean {r['pos_mean_mm']:.4f} mm, "
+            f"  {momentum_bin_label(row)}: mean {r['pos_mean_mm']:.4f} mm, "
             f"P95 {r['pos_p95_mm']:.4f} mm ({r['tracks']} tracks)"
         )
     for row in report.get("dz_bins", []):
@@ -588,7 +587,7 @@ def print_summary(report: dict[str, Any]) -> None:
         )
     if "region_bins" in report:
         z_in, z_out = report["magnet_extent_mm"]
-        print(f"  legs against the magnet (z {z_in:g} -> {z_out:g} mm, |By| >= half its peak):")
+        print(f"  legs against the magnet (z {z_in:.0f} -> {z_out:.0f} mm, |By| >= half its peak):")
     for row in report.get("region_bins", []):
         print(
             f"  {row['region']:>20}: mean {row['pos_mean_mm']:.4f} mm, P95 "
@@ -597,6 +596,12 @@ def print_summary(report: dict[str, Any]) -> None:
         )
     if isinstance(report.get("jacobian"), dict):
         print_jacobian_summary(report["jacobian"])
+
+
+def momentum_bin_label(row: dict[str, Any]) -> str:
+    """``p 2-5 GeV``, ``p 100-inf GeV``: a momentum bin of the report, as printed."""
+    high = "inf" if row["p_high_gev"] is None else f"{row['p_high_gev']:g}"
+    return f"p {row['p_low_gev']:g}-{high} GeV"
 
 
 def print_jacobian_summary(report: dict[str, Any]) -> None:
@@ -629,8 +634,7 @@ def print_jacobian_summary(report: dict[str, Any]) -> None:
     )
     rows = [("all", report["tracks"], report)]
     for row in report["momentum_bins"]:
-        high = "inf" if row["p_high_gev"] is None else f"{row['p_high_gev']:g}"
-        rows.append((f"p {row['p_low_gev']:g}-{high} GeV", row["tracks"], row))
+        rows.append((momentum_bin_label(row), row["tracks"], row))
     for label, tracks, row in rows:
         x, y = row["sigma_relative_error"]["x"], row["sigma_relative_error"]["y"]
         line = row["straight_line_sigma_relative_error"]

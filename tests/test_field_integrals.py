@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -145,4 +147,27 @@ def test_profile_round_trips_through_its_manifest_record():
     assert np.array_equal(again.by, profile.by) and np.array_equal(again.h, profile.h)
     assert profile.rule == "smooth"
     z_in, z_out = profile.half_maximum_extent()
-    assert 2900 < z_in < 3000 and 7000 < z_out < 7100
+    # Half the Gaussian's peak at z0 -+ sigma sqrt(2 ln 2), not at the nearest 20 mm node.
+    half_width = 1744.0 * np.sqrt(2 * np.log(2))
+    assert abs(z_in - (5007.0 - half_width)) < 0.5 and abs(z_out - (5007.0 + half_width)) < 0.5
+
+
+def test_evaluate_prints_the_magnet_extent_and_momentum_bins_as_the_readme_does(capsys):
+    """``p 2-5 GeV`` (not ``2-5.0``), and the default dipole's z 2954 -> 7060 mm of the README."""
+    from raytrack.data import load_phase_space
+    from raytrack.evaluate import binned_report, print_summary
+
+    sample = load_phase_space("default").sample(np.random.default_rng(3), 2000)
+    inputs = np.stack(
+        [sample[k] for k in ("x", "y", "tx", "ty", "qop", "z_start", "z_end")], axis=1
+    )
+    dz = inputs[:, 6] - inputs[:, 5]
+    truth = np.stack([inputs[:, 0] + inputs[:, 2] * dz, inputs[:, 1] + inputs[:, 3] * dz,
+                      inputs[:, 2], inputs[:, 3]], axis=1)  # fmt: skip
+    magnet = AxisProfile.from_field(DipoleField(), 0.0, 14000.0).half_maximum_extent()
+    print_summary(binned_report(inputs, truth, truth + 0.01, magnet))
+    printed = capsys.readouterr().out
+    assert "p 2-5 GeV" in printed and "p 50-100 GeV" in printed and ".0 GeV" not in printed
+    assert "z 2954 -> 7060 mm" in printed
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "z 2954 -> 7060 mm" in " ".join(readme.split())

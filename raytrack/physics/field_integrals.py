@@ -125,10 +125,24 @@ class AxisProfile:
 
     def half_maximum_extent(self) -> tuple[float, float]:
         """Where |By| on the axis is at least half its peak, mm: "inside the magnet" for the
-        evaluation's leg regions (z 2954 -> 7060 on the default dipole)."""
-        strong = np.flatnonzero(np.abs(self.by) >= 0.5 * np.abs(self.by).max())
-        nodes = self.z_first + self.spacing * strong
-        return float(nodes[0]), float(nodes[-1])
+        evaluation's leg regions (z 2954 -> 7060 on the default dipole, z0 -+ 1.1774 sigma).
+
+        The two crossings are interpolated linearly between the table's nodes, so the extent
+        does not move by up to a node spacing (20 mm) with where the nodes happen to lie."""
+        level = 0.5 * np.abs(self.by).max()
+        strong = np.flatnonzero(np.abs(self.by) >= level)
+        first, last = strong[0], strong[-1]
+        return self._crossing(first - 1, first, level), self._crossing(last + 1, last, level)
+
+    def _crossing(self, outside: int, inside: int, level: float) -> float:
+        """z between two neighbouring nodes where |By| passes ``level`` (the inside node's z
+        when the table ends there)."""
+        z_inside = self.z_first + self.spacing * inside
+        if not 0 <= outside < len(self.by):
+            return float(z_inside)
+        b_out, b_in = abs(self.by[outside]), abs(self.by[inside])
+        fraction = (b_in - level) / (b_in - b_out)
+        return float(z_inside + (outside - inside) * self.spacing * fraction)
 
     def tables(self, dtype=torch.float64, device=None) -> torch.Tensor:
         """(4, n) tensor: rows By, dBy/dz (central differences), F, H (what a model keeps)."""
