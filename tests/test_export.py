@@ -7,7 +7,7 @@ Models are built without training (random weights, the default dipole's on-axis 
 normalisation fitted on synthetic end states), so the tests are fast. Every model has
 non-square layers and non-trivial normalisation, so a transposed weight matrix or a forgotten
 standardisation cannot hide; negative controls show that a column-major weight matrix (the bug
-of an earlier export, physics.md section 6) and a wrong physics base are caught.
+of an earlier export, docs/physics.md section 6) and a wrong physics base are caught.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The on-axis field tables and the transports built on them (physics.md section 2a)."""
+"""The on-axis field tables and the transports built on them (docs/physics.md section 2a)."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def test_field_integrals_equal_direct_integration_both_directions():
         # 1e-5 T mm bends a 2 GeV track by 1.5e-9; 0.01 T mm^2 moves it by 1.5 nm.
         assert float(i1[k]) == pytest.approx(float(expected_i1), rel=1e-8, abs=1e-5)
         assert float(i2[k]) == pytest.approx(float(expected_i2), rel=1e-8, abs=1e-2)
-    # The whole dipole: about 4 T m (physics.md section 3), negative for "down".
+    # The whole dipole: about 4 T m (docs/physics.md section 3), negative for "down".
     assert -4600 < float(i1[0]) < -4300
 
 

@@ -15,7 +15,7 @@ from raytrack.physics import DipoleField, GridField, Tolerance, TrackStatus, pro
 from raytrack.physics.fields import Field
 
 #: The reference: central differences of an integration 1e4 times tighter, steps of 1e-2 mm,
-#: 1e-5 in slope (physics.md section 2b) and 1e-3 relative in q/p: on a short leg far out in
+#: 1e-5 in slope (docs/physics.md section 2b) and 1e-3 relative in q/p: on a short leg far out in
 #: the field's tails the bending is ~1e-11 mm per 1e-5 of q/p, which float64 rounding of
 #: positions of ~1 m cannot resolve; the bending is so close to linear in q/p that the larger
 #: step costs nothing in truncation (2e-6 of a few per cent non-linearity at 2 GeV).

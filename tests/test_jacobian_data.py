@@ -131,7 +131,7 @@ def test_jacobian_report_definitions():
     inputs[:, 4] = rng.choice([-1, 1], 200) / p_mev  # qop
     inputs[:, 6] = rng.uniform(100, 8000, 200)  # z_end; z_start 0
     rk = straight_line_jacobian(inputs)
-    rk[:, 0, 4] = 2e6  # d x / d qop, mm MeV (physics.md 2b)
+    rk[:, 0, 4] = 2e6  # d x / d qop, mm MeV (docs/physics.md section 2b)
     same = jacobian_report(inputs, rk, rk)
     assert same["element_relative_error"]["J_x_qop"] == {"median": 0.0, "p95": 0.0}
     assert same["sigma_relative_error"]["x"]["p95"] == 0.0

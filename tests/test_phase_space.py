@@ -1,4 +1,4 @@
-"""Phase-space files: the built-ins match physics.md, bad files get errors naming file and key."""
+"""Phase-space files: the built-ins match docs/physics.md section 4, bad files get errors naming file and key."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from raytrack.data.phase_space import PhaseSpaceError, load_phase_space
 
 
-def test_default_phase_space_matches_physics_md():
+def test_default_phase_space_matches_docs_physics_section_4():
     sample = load_phase_space("default").sample(np.random.default_rng(0), 20000)
     assert np.abs(sample["x"]).max() <= 900 and np.abs(sample["y"]).max() <= 750
     assert np.abs(sample["tx"]).max() <= 0.3 and np.abs(sample["ty"]).max() <= 0.25

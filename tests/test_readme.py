@@ -114,3 +114,29 @@ def test_tensorboard_installs_with_the_project_as_the_readme_says():
     readme = (REPO / "README.md").read_text()
     assert 'pip install -e ".[tensorboard]"' in readme
     assert "tensorboard --logdir runs/NAME" in readme  # what tune prints at the end
+
+
+def test_every_physics_citation_points_at_a_section_of_docs_physics_md():
+    """The code cites the project's own docs/physics.md, by sections that exist."""
+    import re
+
+    headings = re.findall(r"^#+ (\d+[a-z]?)\. ", (REPO / "docs" / "physics.md").read_text(), re.M)
+    cited = 0
+    for folder in ("raytrack", "tests", "search_spaces", "condor", "docs"):
+        for path in (REPO / folder).rglob("*"):
+            if path.suffix not in {".py", ".md", ".toml", ".hpp", ".sub", ".sh"}:
+                continue
+            if path == Path(__file__).resolve():
+                continue
+            text = path.read_text()
+            for match in re.finditer(r"(\S*)physics\.md\S*?,? section (\d+[a-z]?)", text):
+                assert match[2] in headings, f"{path}: {match[0]} (no such section)"
+                cited += 1
+            for match in re.finditer(r"(\S*)physics\.md", text):
+                # Beside docs/physics.md, its neighbours link it by its own name.
+                assert match[1].endswith("docs/") or path.parent.name == "docs", (
+                    f"{path} cites {match[0]!r}, not docs/physics.md"
+                )
+    readme = (REPO / "README.md").read_text()
+    assert "physics.md 2a" not in readme and "docs/physics.md" in readme
+    assert cited >= 10

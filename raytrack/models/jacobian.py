@@ -1,6 +1,6 @@
 """The models' transport Jacobian: d [x, y, tx, ty]_end / d [x, y, tx, ty, qop]_start.
 
-A Kalman fit moves the covariance with the transport Jacobian (physics.md section 2b), so a
+A Kalman fit moves the covariance with the transport Jacobian (docs/physics.md section 2b), so a
 model that replaces Runge-Kutta must give it too. It is computed exactly, in two parts:
 
 * the formulation (base transport, physics features, target scale) is differentiated in

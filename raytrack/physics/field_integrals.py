@@ -1,4 +1,4 @@
-"""Field integrals along the beam axis and the transport they give (physics.md section 2a).
+"""Field integrals along the beam axis and the transport they give (docs/physics.md section 2a).
 
 A track's bending over a leg is mostly set by how much field lies between its two planes. Two
 cumulative tables of the on-axis field ``By(0, 0, z)`` turn that into look-ups:
@@ -17,7 +17,7 @@ interpolant.
 
 Two transports use them (both in torch, any dtype and device; autograd flows through them):
 
-* :func:`kick_transport`: the first-order kick of physics.md 2a (slopes and the field factor
+* :func:`kick_transport`: the first-order kick of docs/physics.md section 2a (slopes and the field factor
   taken at the start).
 * :func:`axial_transport`: the exact motion in a field ``B = (0, By(z), 0)``. There the
   direction cosine ``ux = tx / N`` changes by exactly ``-KAPPA qop dF`` and ``uy = ty / N``
@@ -223,7 +223,7 @@ def _hermite(v0, v1, d0, d1, u):
 def field_integrals(
     start: AxisValues, end: AxisValues, dz: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """I1 (T mm) and I2 (T mm^2) over legs from ``start`` to ``end`` (physics.md 2a)."""
+    """I1 (T mm) and I2 (T mm^2) over legs from ``start`` to ``end`` (docs/physics.md section 2a)."""
     return end.f - start.f, end.h - start.h - start.f * dz
 
 

@@ -24,7 +24,7 @@ from raytrack.physics.grid_files import GridData, read_cdf_quadrants, read_table
 
 Array = np.ndarray | torch.Tensor
 
-# Gaussian fit of By(0, 0, z) to the LHCb map, "down" polarity (physics.md section 3).
+# Gaussian fit of By(0, 0, z) to the LHCb map, "down" polarity (docs/physics.md section 3).
 LHCB_DIPOLE_B0_T = -1.0182
 LHCB_DIPOLE_Z0_MM = 5007.0
 LHCB_DIPOLE_SIGMA_MM = 1744.0
@@ -103,7 +103,7 @@ class DipoleField(Field):
     """The default field: a Gaussian By profile fitted to the LHCb dipole map.
 
     On the symmetry plane (y = 0) ``By = f(z) = B0 exp(-(z - z0)^2 / (2 sigma^2))``.
-    Off the plane, to second order in y (physics.md section 3)::
+    Off the plane, to second order in y (docs/physics.md section 3)::
 
         Bx = 0,   By = f(z) - y^2/2 f''(z),   Bz = y f'(z)
 

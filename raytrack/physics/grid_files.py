@@ -4,7 +4,7 @@ This module knows file formats only, not field models: it sits below ``fields.py
 :meth:`GridField.from_table` and :meth:`GridField.from_cdf_quadrants` turn what it reads into a
 field. The writers take any callable ``field(x, y, z) -> (bx, by, bz)``.
 
-Two formats (physics.md section 3):
+Two formats (docs/physics.md section 3):
 
 * **LHCb quadrant files** (``field.v5r0.c1..c4.<polarity>.cdf``), as LHCb's
   ``MagneticFieldGridReader`` reads them: header lines up to one starting with ``P``
@@ -40,7 +40,7 @@ FieldFunction = Callable[[np.ndarray, np.ndarray, np.ndarray], Sequence[Any]]
 TABLE_COLUMNS = ("x", "y", "z", "Bx", "By", "Bz")
 
 # Quadrant k (file c<k+1>): sign of the x and y positions, and sign applied to (Bx, By, Bz)
-# to go between the file's mirrored frame and the global frame (physics.md section 3).
+# to go between the file's mirrored frame and the global frame (docs/physics.md section 3).
 _QUADRANT_POSITION_SIGNS = ((1, 1), (-1, 1), (1, -1), (-1, -1))
 _QUADRANT_FIELD_SIGNS = ((1, 1, 1), (-1, 1, 1), (-1, 1, -1), (1, 1, -1))
 # Overlapping axes: write in the order c4, c2, c3, c1 so that c1 wins, as LHCb does.

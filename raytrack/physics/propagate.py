@@ -3,7 +3,7 @@
 One implementation in torch (float64) serves NumPy callers on the CPU and tensor callers on
 any device, so data generation on a GPU node runs the same code as the tests.
 
-Equations of motion (physics.md section 2), with ``N = sqrt(1 + tx^2 + ty^2)``::
+Equations of motion (docs/physics.md section 2), with ``N = sqrt(1 + tx^2 + ty^2)``::
 
     dx/dz = tx                dtx/dz = KAPPA qop N ( tx ty Bx - (1 + tx^2) By + ty Bz)
     dy/dz = ty                dty/dz = KAPPA qop N ((1 + ty^2) Bx - tx ty By - tx Bz)
@@ -37,7 +37,7 @@ class TrackStatus(enum.IntEnum):
 
 @dataclass(frozen=True)
 class Limits:
-    """Field volume and slope limits past which a track is dropped (physics.md section 4)."""
+    """Field volume and slope limits past which a track is dropped (docs/physics.md section 4)."""
 
     max_abs_xy: float = 5000.0  # mm
     max_abs_slope: float = 2.0

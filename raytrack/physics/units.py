@@ -1,4 +1,4 @@
-"""Units and constants (physics.md section 2).
+"""Units and constants (docs/physics.md section 2).
 
 raytrack's internal units: lengths in mm, momenta in MeV (so q/p in 1/MeV), fields in tesla.
 """
