@@ -19,7 +19,9 @@ RAYTRACK_WAIT_TIMEOUT.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import io
 import os
 import secrets
 import shlex
@@ -303,6 +305,12 @@ def run_head(env: dict[str, str]) -> int:
     settings, slot = settings_from_env(env), slot_from_env(env)
     cluster = ClusterDir(Path(settings["cluster_dir"]))
     cluster.create_token()
+    try:  # a DRIVER the search would refuse stops the cluster now, not after the workers came
+        command = driver_command(settings)
+    except DriverError as err:
+        log(f"error: {err}")
+        cluster.finish("exit 2")  # the workers leave, and are not queued again
+        return 2
     tag = node_tag(settings["cluster_id"], os.getpid())
     env = ray_env(env, cluster, tag)
     temp_dir = short_temp_dir(slot, settings["cluster_id"], "head")
@@ -320,7 +328,6 @@ def run_head(env: dict[str, str]) -> int:
         _wait_for_workers(
             address, env, int(settings["min_workers"]), float(settings["wait_timeout"])
         )
-        command = driver_command(settings)
         log(f"driver: {command}")
         driver = subprocess.Popen(
             command, shell=True, env={**env, "RAY_ADDRESS": address}, start_new_session=True
@@ -340,21 +347,70 @@ def run_head(env: dict[str, str]) -> int:
         stop_node(tag, temp_dir)
 
 
+class DriverError(ValueError):
+    """RAYTRACK_DRIVER (the submit file's DRIVER) cannot run: refused before Ray starts."""
+
+
 def driver_command(settings: dict[str, str]) -> str:
     """The driver; a search keeps its experiment in shared storage and resumes it if it exists
-    (the head job runs again after an eviction)."""
+    (the head job runs again after an eviction). Raises :class:`DriverError` for a search
+    command that ``python -m raytrack.tune`` would refuse."""
     command = settings["driver"]
-    if "raytrack.tune" not in command:
+    arguments = tune_arguments(command)
+    if arguments is None:
         return command
-    if "--storage" not in command:
-        command += f" --storage {shlex.quote(settings['storage'])}"
-    if "--name" not in command:
-        command += f" --name {shlex.quote('condor-' + settings['cluster_id'])}"
-    words = shlex.split(command)
-    name, storage = (words[words.index(flag) + 1] for flag in ("--name", "--storage"))
-    if "--resume" not in command and (Path(storage) / name / "experiment.json").exists():
+    args = parse_tune_arguments(command, arguments)
+    storage = args.storage or settings["storage"]
+    name = args.name or "condor-" + settings["cluster_id"]
+    if args.storage is None:
+        command += f" --storage {shlex.quote(storage)}"
+    if args.name is None:
+        command += f" --name {shlex.quote(name)}"
+    if not args.resume and (Path(storage) / name / "experiment.json").exists():
         command += " --resume"
     return command
+
+
+def tune_arguments(command: str) -> list[str] | None:
+    """The words after ``-m raytrack.tune`` in ``command``; None when it runs something else."""
+    try:
+        words = shlex.split(command)
+    except ValueError as err:  # an unclosed quote: the shell would refuse it too
+        raise DriverError(f"DRIVER {command!r}: {err}") from err
+    for i in range(len(words) - 1):
+        if words[i] == "-m" and words[i + 1] == "raytrack.tune":
+            return words[i + 2 :]
+    return None
+
+
+def shell_operators(command: str) -> list[str]:
+    """The shell's operators in ``command`` (``|``, ``&&``, ``;``, ``>``...), quoted text aside."""
+    lexer = shlex.shlex(command, posix=False, punctuation_chars=True)  # keeps quotes on words
+    lexer.whitespace_split = True
+    return [word for word in lexer if set(word) <= set(lexer.punctuation_chars)]
+
+
+def parse_tune_arguments(command: str, arguments: list[str]) -> argparse.Namespace:
+    """``arguments`` read by raytrack.tune's own parser (every spelling it accepts: --name=X,
+    --stor X), with None for a --storage or --name not given."""
+    from raytrack.tune import build_parser  # imports Ray Tune: only for a search driver
+
+    if shell_operators(command):
+        raise DriverError(
+            f"DRIVER {command!r}: a raytrack.tune driver must be that command alone, without "
+            "shell operators (| ; & > <): the head adds --storage, --name and --resume to it, "
+            "and its output already goes to the job's log"
+        )
+    parser = build_parser()
+    parser.set_defaults(storage=None, name=None)
+    errors = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(errors), contextlib.redirect_stdout(errors):
+            return parser.parse_args(arguments)
+    except SystemExit:  # argparse's error (or --help): its message says what is wrong
+        message = errors.getvalue().strip().splitlines()
+        reason = message[-1] if message else "not a raytrack.tune command line"
+        raise DriverError(f"DRIVER {command!r}: {reason}") from None
 
 
 def _wait_for_workers(address: str, env: dict[str, str], wanted: int, timeout: float) -> None:
