@@ -98,10 +98,14 @@ def test_bench_usage_lines_state_the_real_defaults(monkeypatch):
             assert str(default) == shown.replace("_", ""), f"bench {command} --{name}"
 
 
-def test_the_cpu_torch_advice_comes_before_the_commands_it_applies_to():
+def test_the_cpu_torch_advice_comes_before_the_two_commands_it_applies_to():
     readme = (REPO / "README.md").read_text()
-    first_install = readme.index("pip install -e")
+    first_install = readme.index("```bash", readme.index("## Two commands"))
+    # The pinned CPU build first (it comes from a mirror too), PyTorch's index as the alternative.
+    assert readme.index("pip install torch==2.13.0") < readme.index("download.pytorch.org/whl/cpu")
     assert readme.index("download.pytorch.org/whl/cpu") < first_install
+    section = readme.split("## Two commands", 1)[1].split("\n## ", 1)[0]
+    assert section.count("```bash") == 2
 
 
 def test_tensorboard_installs_with_the_project_as_the_readme_says():
