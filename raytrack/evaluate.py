@@ -6,7 +6,9 @@ Writes ``RUN_DIR/evaluation/report.json`` (position and slope errors of the mode
 straight line, overall and in momentum bins) and PNG plots: error histograms, error against
 momentum, error against |dz|, learning curves. When the dataset was generated with
 ``--jacobian``, also the model's transport Jacobian against the integrator's (the ``jacobian``
-key, ``jacobian.png``; see :func:`jacobian_report`).
+key, ``jacobian.png``; see :func:`jacobian_report`). With ``--data`` another dataset than the
+run's, all of it goes to ``RUN_DIR/evaluation-<its directory name>/`` instead: the evaluation on
+the run's own test split stays.
 """
 
 from __future__ import annotations
@@ -465,8 +467,22 @@ def find_run(directory: str | Path) -> Path:
     )
 
 
+def evaluation_dir(run_dir: str | Path, data_dir: str | Path | None = None) -> Path:
+    """Where the evaluation of ``run_dir`` on ``data_dir`` goes: ``evaluation/`` on the run's own
+    dataset, ``evaluation-<dataset directory name>/`` on another one (the run's own stays)."""
+    run_dir = Path(run_dir)
+    if data_dir is None:
+        return run_dir / "evaluation"
+    spec = RunSpec.from_dict(json.loads((find_run(run_dir) / RUN_FILE).read_text()))
+    data = Path(data_dir).resolve()
+    if data == Path(spec.data_dir).resolve():
+        return run_dir / "evaluation"
+    return run_dir / f"evaluation-{data.name}"
+
+
 def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None) -> dict[str, Any]:
-    """Evaluate the best weights of ``run_dir`` on the test split; writes ``evaluation/``.
+    """Evaluate the best weights of ``run_dir`` on the test split; writes ``evaluation/`` (see
+    :func:`evaluation_dir` for another dataset).
 
     ``run_dir``: a run, a search's ``best/`` or a Ray Tune trial directory (see ``find_run``).
     """
@@ -489,7 +505,7 @@ def evaluate_run(run_dir: str | Path, data_dir: str | Path | None = None) -> dic
         inputs = splits.test.inputs()
         jac_model, source = model_jacobians(run, inputs)
         report["jacobian"] = jacobian_report(inputs, splits.test.jacobians, jac_model, source)
-    write_report(run_dir / "evaluation", report, state["history"])
+    write_report(evaluation_dir(run_dir, data_dir), report, state["history"])
     return report
 
 
@@ -498,7 +514,8 @@ def evaluate_independent(
 ) -> dict[str, Any]:
     """Evaluate the run's export on ``count`` fresh tracks of its dataset's phase space, with a
     truth integrated 100 times tighter (raytrack.data.independent); writes
-    ``evaluation/independent.json``. The ONNX file is what is measured when the run has one."""
+    ``independent.json`` in :func:`evaluation_dir`. The ONNX file is what is measured when the
+    run has one."""
     run_dir = Path(run_dir)
     run = find_run(run_dir)
     spec = RunSpec.from_dict(json.loads((run / RUN_FILE).read_text()))
@@ -514,8 +531,9 @@ def evaluate_independent(
     report = binned_report(inputs, truth, predicted, magnet_extent(splits))
     report["measured"] = str(measured)
     report["truth"] = f"{count} fresh tracks, integration {TIGHTER:g} times tighter"
-    (run_dir / "evaluation").mkdir(parents=True, exist_ok=True)
-    write_json_atomic(run_dir / "evaluation" / "independent.json", report)
+    out = evaluation_dir(run_dir, data_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / "independent.json", report)
     return report
 
 
@@ -560,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
     print_summary(report)
     if not args.independent and "jacobian" not in report:
         print(NO_JACOBIAN_NOTE)
-    print(f"wrote {Path(args.run_dir) / 'evaluation'}")
+    print(f"wrote {evaluation_dir(args.run_dir, args.data)}")
     return 0
 
 

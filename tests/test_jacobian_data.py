@@ -217,8 +217,15 @@ def test_evaluate_on_a_dataset_without_jacobian_columns_says_what_it_needs(
 
     plain = tmp_path / "plain"
     generate_dataset(spec_of(60, 3, jacobian=False, seed=5), plain, log=quiet)
+    own = jacobian_run / "evaluation" / "report.json"
+    own_text = own.read_text() if own.exists() else None
     assert evaluate.main([str(jacobian_run), "--data", str(plain)]) == 0
     out = capsys.readouterr().out
     assert "no Jacobian report" in out and "python -m raytrack.generate --jacobian" in out
-    written = json.loads((jacobian_run / "evaluation" / "report.json").read_text())
+    # Issue 17: beside the run's own evaluation, named after the dataset, never over it.
+    assert f"wrote {jacobian_run / 'evaluation-plain'}" in out
+    written = json.loads((jacobian_run / "evaluation-plain" / "report.json").read_text())
     assert "jacobian" not in written and written["model"]["tracks"] == 20
+    assert (own.read_text() if own.exists() else None) == own_text
+    data_dir = json.loads((jacobian_run / "run.json").read_text())["data_dir"]
+    assert evaluate.evaluation_dir(jacobian_run, data_dir) == own.parent  # its own dataset
