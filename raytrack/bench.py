@@ -7,7 +7,8 @@ same run (machines are shared and noisy: only a ratio measured side by side mean
 (z 3000 -> 7000 mm) and on the variable legs of the default phase space, against a per-track
 scalar RK4 loop with 10 mm steps (the earlier generator's method), and the ratio. The accuracy
 of the run against an integration 1000 times tighter is printed beside it. Then, on the same
-variable-leg tracks, ``propagate`` with the transport Jacobian (``return_jacobian=True``, what
+variable-leg tracks, plain ``propagate`` (steps <= 1000 mm) against the 250 mm step cap that the
+Jacobian needs, taking turns, and ``propagate`` with the transport Jacobian (``return_jacobian=True``, what
 ``python -m raytrack.generate --jacobian`` runs) against without it: the two take turns, three
 times, each keeps its best time, and the ratio is printed. With a CUDA device, the same
 propagations on the GPU are measured too.
@@ -66,6 +67,7 @@ import torch
 from raytrack.cli import HelpFormatter, positive_float, positive_int
 from raytrack.data.phase_space import load_phase_space
 from raytrack.physics import DipoleField, Tolerance, TrackStatus, propagate
+from raytrack.physics.propagate import JACOBIAN_MAX_STEP_MM, MAX_STEP_MM
 from raytrack.physics.units import KAPPA
 
 if TYPE_CHECKING:  # imported where used: `bench generate` and --help need no model code
@@ -229,6 +231,7 @@ def bench_generate(tracks: int, baseline_tracks: int) -> list[Figure]:
                         f"{gpu_rate / baseline_rate:.0f} x scalar RK4 (one core)",
                     )
                 )
+        figures += bench_step_cap(states, z0, z1, field)
         figures += bench_jacobian(states, z0, z1, field)
     return figures
 
@@ -287,11 +290,47 @@ def jacobian_rates(
     if device != "cpu":  # warm-up: kernels, field tables
         run(False)
         run(True)
-    best = {False: math.inf, True: math.inf}
+    without, with_jacobian = taking_turns([lambda: run(False), lambda: run(True)], rounds)
+    return len(states) / without, len(states) / with_jacobian
+
+
+def taking_turns(functions: list[Callable[[], object]], rounds: int = 3) -> list[float]:
+    """Best wall time of each function over ``rounds`` rounds in which each runs once in turn
+    (load comes in bursts: taking turns spreads it over all of them)."""
+    best = [math.inf] * len(functions)
     for _ in range(rounds):
-        for jacobian in (False, True):
-            best[jacobian] = min(best[jacobian], timed(lambda j=jacobian: run(j), repeats=1))
-    return len(states) / best[False], len(states) / best[True]
+        for k, function in enumerate(functions):
+            best[k] = min(best[k], timed(function, repeats=1))
+    return best
+
+
+def bench_step_cap(
+    states: np.ndarray, z0: np.ndarray, z1: np.ndarray, field: DipoleField, rounds: int = 3
+) -> list[Figure]:
+    """Plain ``propagate`` at its default step cap against the 250 mm cap that the Jacobian
+    needs (and that plain propagation had too, before it got its own), same tracks, one core."""
+    default, capped = taking_turns(
+        [
+            lambda: propagate(states, z0, z1, field),
+            lambda: propagate(states, z0, z1, field, max_step=JACOBIAN_MAX_STEP_MM),
+        ],
+        rounds,
+    )
+    ratio = capped / default
+    print(
+        f"\npropagate, default steps (<= {MAX_STEP_MM:g} mm) against steps <= "
+        f"{JACOBIAN_MAX_STEP_MM:g} mm, the same {len(states)} variable-leg tracks, best of "
+        f"{rounds}: {len(states) / default:.0f} against {len(states) / capped:.0f} "
+        f"tracks/s/core, {ratio:.2f} x"
+    )
+    return [
+        Figure(
+            "generate",
+            f"propagate, variable legs, steps <= {MAX_STEP_MM:g} mm (default)",
+            f"{len(states) / default:.0f} tracks/s/core",
+            f"{ratio:.2f} x steps <= {JACOBIAN_MAX_STEP_MM:g} mm (same tracks, same run)",
+        )
+    ]
 
 
 def accuracy(

@@ -95,13 +95,16 @@ DOPRI5 = Tableau(
 
 METHODS = {"dopri5": DOPRI5, "rk4": RK4}
 
-#: Largest adaptive step (mm). Far out in the dipole's tails the bending of a step is tiny, so
-#: the absolute tolerances let steps grow long, and with 1000 mm steps the bending there (and
-#: so d end / d qop) was only good to 7e-4 relative, though the state was good to 1e-6 mm.
-#: 250 mm keeps every Jacobian column within 3e-6 of a 1e4 times tighter integration, for
-#: about 1.4 times the steps; it is the default with or without the Jacobian, so asking for
-#: the Jacobian never changes the end state.
-MAX_STEP_MM = 250.0
+#: Largest adaptive step (mm) of plain propagation: the state is good to 1e-6 mm with it
+#: (tests/test_propagate.py), and a smaller cap only costs steps far out in the field's tails.
+MAX_STEP_MM = 1000.0
+#: Largest adaptive step (mm) with ``return_jacobian``. Far out in the dipole's tails the bending
+#: of a step is tiny, so the absolute tolerances let steps grow long, and with 1000 mm steps the
+#: bending there (and so d end / d qop) was only good to 7e-4 relative, though the state was
+#: good to 1e-6 mm. 250 mm keeps every Jacobian column within 3e-6 of a 1e4 times tighter
+#: integration, for about 1.4 times the steps, which plain propagation (and so the generator)
+#: does not pay. With the same ``max_step``, asking for the Jacobian never changes the end state.
+JACOBIAN_MAX_STEP_MM = 250.0
 
 
 def propagate(
@@ -113,7 +116,7 @@ def propagate(
     method: str = "dopri5",
     tolerance: Tolerance = Tolerance(),
     step: float | None = None,
-    max_step: float = MAX_STEP_MM,
+    max_step: float | None = None,
     limits: Limits = Limits(),
     max_iterations: int = 20000,
     chunk_size: int | None = None,
@@ -130,7 +133,8 @@ def propagate(
         tolerance: per-step error bounds of the adaptive method.
         step: fixed step length in mm. Required for "rk4"; given with "dopri5" it turns the
             step control off (used to measure the convergence order).
-        max_step: largest adaptive step, mm (see :data:`MAX_STEP_MM`).
+        max_step: largest adaptive step, mm; by default :data:`MAX_STEP_MM`, and
+            :data:`JACOBIAN_MAX_STEP_MM` with ``return_jacobian``.
         limits: tracks beyond these are flagged (NaN row, status != OK), not returned.
         max_iterations: steps after which unfinished tracks are flagged STEP_LIMIT.
         chunk_size: tracks integrated together (default: 16384 on CPU, 2**20 on CUDA).
@@ -139,7 +143,8 @@ def propagate(
             ``jac[i, a, b] = d end_a / d start_b`` over ``[x, y, tx, ty, qop]`` (the units of
             the states: mm/mm, mm, mm MeV, ...). It is integrated with the state (the
             variational equations, through the same steps), so ``end`` is the same with or
-            without it; flagged tracks get NaN rows here too.
+            without it at the same ``max_step`` (the defaults differ: see
+            :data:`JACOBIAN_MAX_STEP_MM`); flagged tracks get NaN rows here too.
 
     Returns:
         (N, 5) end states of the same kind (NumPy or tensor, same device) as ``states``;
@@ -160,6 +165,8 @@ def propagate(
     z1 = _as_column(z_end, s, "z_end")
     if chunk_size is None:
         chunk_size = 2**20 if s.device.type == "cuda" else 16384
+    if max_step is None:
+        max_step = JACOBIAN_MAX_STEP_MM if return_jacobian else MAX_STEP_MM
 
     end = torch.empty_like(s)
     status = torch.empty(s.shape[0], dtype=torch.int8, device=s.device)
