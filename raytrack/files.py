@@ -62,6 +62,36 @@ def is_temporary(path: Path) -> bool:
     return temporary_target(path) is not None
 
 
+def check_writable(path: str | os.PathLike, option: str, *, is_file: bool = False) -> None:
+    """Raise ``ValueError`` naming ``option`` and ``path`` unless ``path`` can be written: the
+    directory ``path`` (created if missing), or with ``is_file`` a file in ``path``'s directory.
+
+    Meant for a command's output options, before anything starts: otherwise a read-only
+    filesystem (which stops root too) or a path under a regular file is an ``OSError``
+    traceback after minutes of work. Writes nothing that stays: permission bits do not tell
+    (root ignores them, ``os.access`` says yes on sysfs), so a probe file is created in the
+    nearest existing directory and removed at once.
+    """
+    target = Path(path)
+    directory = target.parent if is_file else target
+    where = f"{option} {path}"
+    existing = Path(".")
+    try:
+        if is_file and target.is_dir():
+            raise ValueError(f"{where}: is a directory, not a file")
+        existing = next(p for p in (directory, *directory.parents) if p.exists())
+        if not existing.is_dir():
+            raise ValueError(f"{where}: cannot be written: {existing} is not a directory")
+        handle, probe = tempfile.mkstemp(
+            prefix=".write-check.", suffix=TEMPORARY_SUFFIX, dir=existing
+        )
+    except OSError as err:
+        reason = err.strerror or str(err)
+        raise ValueError(f"{where}: cannot be written in {existing}: {reason}") from None
+    os.close(handle)
+    os.unlink(probe)
+
+
 def read_toml(path: Path, error: type[Exception], what: str) -> dict[str, Any]:
     """A TOML file's content; a missing or malformed file raises ``error`` naming it."""
     try:

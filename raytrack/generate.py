@@ -14,12 +14,13 @@ import math
 import sys
 from typing import Any
 
-from raytrack.cli import HelpFormatter
+from raytrack.cli import HelpFormatter, positive_int
 from raytrack.data.phase_space import PhaseSpaceError, load_phase_space
 from raytrack.data.pipeline import generate_dataset
 from raytrack.data.schema import DatasetError
 from raytrack.data.shards import DatasetSpec
 from raytrack.devices import check_device
+from raytrack.files import check_writable
 from raytrack.physics import field_from_spec
 
 TRACKS_PER_DEFAULT_SHARD = 250_000
@@ -42,7 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--shards", type=int, help="Parquet files (default: max(10, samples/250k))")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
-    parser.add_argument("--workers", type=int, help="parallel tasks (default: every CPU Ray sees)")
+    parser.add_argument(
+        "--workers", type=positive_int, help="parallel tasks (default: every CPU Ray sees)"
+    )
     parser.add_argument(
         "--phase-space",
         default="default",
@@ -102,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         spec = spec_from_args(args)
+        check_writable(args.out, "--out")
         manifest = generate_dataset(
             spec, args.out, workers=args.workers, address=args.address, parameters=parameters
         )

@@ -26,10 +26,11 @@ from raytrack.cli import (
 from raytrack.data import DatasetError
 from raytrack.devices import check_device
 from raytrack.evaluate import print_summary
+from raytrack.files import check_writable
 from raytrack.models.formulation import BASES, INPUT_SETS
 from raytrack.models.mlp import TARGET_MODES
 from raytrack.models.presets import get_preset, load_presets
-from raytrack.models.run import RunSpec
+from raytrack.models.run import RunSpec, check_run_dir, checkpoint_path
 from raytrack.models.training import PRECISIONS, SCHEDULES, TrainConfig
 from raytrack.run import json_report, train_run
 
@@ -132,20 +133,44 @@ def print_epoch(metrics: dict[str, float], _checkpoint) -> None:
     )
 
 
+def checkpoint_epoch(run_dir: str | Path) -> int | None:
+    """The epochs done in ``run_dir``'s checkpoint; None without a readable one."""
+    path = checkpoint_path(run_dir)
+    if not path.is_file():
+        return None
+    try:  # memory-mapped: reads the small pickled part, not the tensors
+        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["epoch"])
+    except Exception:  # a damaged checkpoint is train_run's to report, with its own words
+        return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     try:
         spec = spec_from_args(args)
+        check_writable(args.out, "--out")
         print(
             f"training {spec.name} {list(spec.model.hidden)} ({spec.model.weight_count} weights) "
             f"on {spec.device}"
         )
+        done = checkpoint_epoch(args.out)
+        if done is not None:
+            check_run_dir(Path(args.out), spec)  # another run's checkpoint is refused, not resumed
+            print(f"resuming from epoch {done} (the last checkpoint in {args.out})", flush=True)
         result = train_run(args.out, spec, callback=print_epoch)
     except (ValueError, DatasetError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        # Checkpoints are written atomically after every epoch: nothing is lost but the epoch
+        # in progress, and the same command goes on from the last one.
+        done = checkpoint_epoch(args.out)
+        since = "" if done is None else f" from epoch {done}"
+        message = f"interrupted: run the same command again to resume {args.out}{since}"
+        print(f"\n{message}", file=sys.stderr)
+        return 130
     print(f"run {result.status}{': ' + result.reason if result.reason else ''}")
     if result.status == "failed":
         return 2

@@ -34,7 +34,9 @@ from raytrack.cli import (
 from raytrack.cluster import DEFAULT_DASHBOARD_PORT, connect, dashboard_notice
 from raytrack.data import DatasetError, DatasetSplits, PhaseSpaceError, load, load_phase_space
 from raytrack.data.pipeline import generate_dataset
+from raytrack.data.schema import canonical_hash
 from raytrack.data.shards import DatasetSpec
+from raytrack.files import check_writable
 from raytrack.physics import DipoleField
 
 #: --mlflow without a URI (see raytrack.search.tracking.LOCAL; not imported: --help stays fast)
@@ -155,6 +157,7 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
     from raytrack.search.space import load_search_space
     from raytrack.search.tracking import require_mlflow
 
+    check_writable(args.storage, "--storage")
     if args.resume:
         if not args.name:
             raise ValueError("--resume needs --name (the experiment directory under --storage)")
@@ -187,7 +190,13 @@ def start_ray(args: argparse.Namespace) -> None:
 
 
 def default_dataset_dir(args: argparse.Namespace) -> Path:
-    return Path(args.storage) / "datasets" / f"{args.phase_space}-{args.samples}-seed{args.seed}"
+    """STORAGE/datasets/PHASE-SPACE-SAMPLES-seedSEED, PHASE-SPACE a built-in's name or, for a
+    TOML file, its stem and a hash of its content: two files of one stem never share one."""
+    label = args.phase_space
+    if Path(label).is_file():
+        content = canonical_hash(load_phase_space(label).source)[:8]
+        label = f"{Path(label).stem}-{content}"
+    return Path(args.storage) / "datasets" / f"{label}-{args.samples}-seed{args.seed}"
 
 
 def default_dataset(args: argparse.Namespace) -> DatasetSpec:

@@ -469,6 +469,28 @@ def test_a_model_over_64_kb_is_refused(tmp_path: Path, capsys) -> None:
     assert "68040 bytes, more than the 65536 bytes" in capsys.readouterr().err
 
 
+def test_refusal_says_what_would_fit(tmp_path: Path, capsys) -> None:
+    """Issue 17 item 13: a preset's model (all five are over 64 KB) is refused with what fits:
+    the trigger preset and tune's --max-weights at this formulation's bound (13328 weights and
+    biases for the default one in float32, 10308 in float64: docs/trigger_header.md's table)."""
+    from raytrack.models.presets import get_preset
+
+    large = make_model(*FORMULATIONS[0], hidden=get_preset("large").hidden)
+    write_model_bin(large, tmp_path / "large.bin")
+    args = [str(tmp_path / "large.bin"), "--header", str(tmp_path / "large.h")]
+    assert export_main(args) == 1
+    err = capsys.readouterr().err
+    assert "at most 13328 weights and biases fit" in err
+    trigger = get_preset("trigger").weight_count
+    assert f"`python -m raytrack.train --preset trigger` ({trigger} weights)" in err
+    assert "`python -m raytrack.tune --max-weights 13328`" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "large.h").exists()
+    # In float64 the trigger preset (11764 weights) does not fit: only the bound is given.
+    with pytest.raises(ConstantMemoryError) as refused:
+        header_source(BinModel.from_torch(large), precision="float64")
+    assert "--max-weights 10308" in str(refused.value) and "--preset" not in str(refused.value)
+
+
 def test_namespaces_are_checked() -> None:
     for good in ("raytrack_model", "lhcb::trigger::mlp", "_x1", "core", "my::raytrack"):
         assert check_namespace(good) == good

@@ -23,6 +23,7 @@ from raytrack.export.header import (
     load_model,
     write_header,
 )
+from raytrack.files import check_writable
 
 
 def _namespace(text: str) -> str:
@@ -59,6 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
+        check_writable(args.header, "--header", is_file=True)
         model = load_model(args.run_dir)
         data = write_header(
             model, args.header, args.namespace, args.precision, origin=str(args.run_dir)

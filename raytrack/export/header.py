@@ -127,9 +127,39 @@ def check_fits(model: BinModel, precision: str = "float32", name: str = "model")
         raise ConstantMemoryError(
             f"{name}: its constant data is {data.total} bytes, more than the "
             f"{CONSTANT_MEMORY_BYTES} bytes (64 KB) of CUDA constant memory: {data.describe()}; "
-            f"export a smaller model{hint}"
+            f"export a smaller model{hint}{_what_fits(model, precision)}"
         )
     return data
+
+
+def weights_that_fit(model: BinModel, precision: str = "float32") -> int:
+    """The most weights and biases a model of ``model``'s formulation (its inputs, field tables
+    and quadrature) may have for its header to fit 64 KB (docs/trigger_header.md's table)."""
+    data = constant_data(model, precision)
+    normalisation = len(_network_values(model)) - model.weight_count  # float32 each
+    return (CONSTANT_MEMORY_BYTES - data.tables - data.quadrature) // 4 - normalisation
+
+
+def _what_fits(model: BinModel, precision: str) -> str:
+    """How to get a model that fits, in the commands' own options: the trigger preset (when it
+    is small enough) and tune's --max-weights, with the bound of this formulation."""
+    most = weights_that_fit(model, precision)
+    if most <= 0:
+        return ""
+    # Imported here: the presets need torch, the header alone does not.
+    from raytrack.models.presets import load_presets
+
+    trigger = load_presets().get("trigger")
+    preset = ""
+    if trigger is not None and trigger.weight_count <= most:
+        preset = (
+            f"train with `python -m raytrack.train --preset trigger` "
+            f"({trigger.weight_count} weights) or "
+        )
+    return (
+        f": with this formulation at most {most} weights and biases fit; {preset}search with "
+        f"`python -m raytrack.tune --max-weights {most}`"
+    )
 
 
 def core_source() -> str:
