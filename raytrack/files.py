@@ -79,7 +79,7 @@ def check_writable(path: str | os.PathLike, option: str, *, is_file: bool = Fals
     try:
         if is_file and target.is_dir():
             raise ValueError(f"{where}: is a directory, not a file")
-        existing = next(p for p in (directory, *directory.parents) if p.exists())
+        existing = next((p for p in (directory, *directory.parents) if p.exists()), existing)
         if not existing.is_dir():
             raise ValueError(f"{where}: cannot be written: {existing} is not a directory")
         handle, probe = tempfile.mkstemp(
