@@ -9,6 +9,9 @@ Exporter choice: ``torch.onnx.export(..., dynamo=True)`` (the default and mainta
 torch >= 2.9) with ``dynamic_shapes``. The default opset here is 18, the lowest the dynamo
 exporter implements without a version conversion; there GELU is exported as ``Erf``-based
 arithmetic, which any ONNX Runtime >= 1.14 runs (the fused ``Gelu`` op needs opset 20).
+The exporter writes ``CastLike`` for dtype promotions; ONNX Runtime has no CPU kernel for it and
+warns once per node at session creation, so every ``CastLike`` whose target type the graph
+records is written as the equivalent ``Cast`` (see :func:`cast_like_to_cast`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -26,6 +30,9 @@ import torch
 from raytrack.files import replacing
 from raytrack.models.jacobian import JacobianModel
 from raytrack.models.mlp import N_INPUTS, N_OUTPUTS, TrackMLP
+
+if TYPE_CHECKING:
+    from onnxscript import ir
 
 INPUT_NAME = "state"
 OUTPUT_NAME = "state_end"
@@ -66,24 +73,67 @@ def _export_to(
     model.eval()
     try:
         with _quiet_exporter():
-            torch.onnx.export(
+            program = torch.onnx.export(
                 JacobianModel(model).eval() if with_jacobian else model,
                 (example,),
-                str(path),
                 input_names=[INPUT_NAME],
                 output_names=[OUTPUT_NAME, JACOBIAN_NAME] if with_jacobian else [OUTPUT_NAME],
                 dynamic_shapes=({0: batch},),
                 opset_version=opset_version,
                 dynamo=True,
-                external_data=False,
                 verbose=False,
                 # The Jacobian's graph is half again the model's; the exporter's optimiser
                 # spends 1.5 s on it for nothing ONNX Runtime's own graph optimisations at
                 # session creation do not do as well.
                 optimize=not with_jacobian,
             )
+        cast_like_to_cast(program.model)
+        program.save(str(path), external_data=False)
     finally:
         model.train(was_training)
+
+
+def cast_like_to_cast(model: ir.Model) -> int:
+    """Replace, in place, each ``CastLike(x, like)`` of an ``onnx_ir`` model whose ``like`` has a
+    known element type by ``Cast(x, to=that type)``; returns how many were replaced.
+
+    Without optimisation (the Jacobian's export) the exporter leaves them in the graph, and ONNX
+    Runtime, which has no CPU kernel for ``CastLike``, prints "Could not find a CPU kernel and
+    hence can't constant fold CastLike node" for each at every session creation.
+    """
+    from onnxscript import ir
+
+    replaced = 0
+    for graph in (model.graph, *model.graph.subgraphs()):
+        for node in list(graph):
+            if node.op_type != "CastLike" or node.domain != "":
+                continue
+            like = node.inputs[1]
+            target = _element_type(like)
+            if target is None:  # unknown until run time: CastLike it stays
+                continue
+            cast = ir.node("Cast", [node.inputs[0]], {"to": target}, name=node.name)
+            ir.convenience.replace_nodes_and_values(
+                graph, node, [node], [cast], node.outputs, cast.outputs
+            )
+            replaced += 1
+            # a Constant read only for its type is now unused, which ONNX Runtime warns about
+            producer = like.producer()
+            unused = not like.uses() and not like.is_graph_output()
+            if producer is not None and producer.op_type == "Constant" and unused:
+                graph.remove(producer, safe=True)
+    return replaced
+
+
+def _element_type(value: ir.Value) -> ir.DataType | None:
+    """The element type of an ``onnx_ir`` value: recorded, or that of its ``Constant``."""
+    if value.dtype is not None:
+        return value.dtype
+    producer = value.producer()
+    # the exporter records no type on the outputs of the Constant nodes it writes itself
+    if producer is not None and producer.op_type == "Constant" and "value" in producer.attributes:
+        return producer.attributes["value"].value.dtype
+    return None
 
 
 @contextlib.contextmanager
