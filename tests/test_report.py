@@ -119,8 +119,13 @@ def test_a_resumed_search_continues_the_same_mlflow_runs(tmp_path):
     callback = MlflowTracking(uri, "exp", str(tmp_path / "exp"), settings)
     trials = [FakeTrial("t_00000", "tiny"), FakeTrial("t_00001", "small")]
 
+    p95 = {1: 1.0, 2: 0.5, 3: 0.8}  # epoch 2 is the best: the weights a trial exports
+
     def epoch(cb, trial, n, **extra):
-        result = {"epoch": n, "val_pos_p95_mm": 1.0 / n, "name": trial.config["preset"], **extra}
+        best = min(p95[k] for k in range(1, n + 1))
+        result = {"epoch": n, "val_pos_p95_mm": p95[n], "val_pos_mean_mm": p95[n] / 2,
+                  "best_val_pos_p95_mm": best, "best_val_pos_mean_mm": best / 2,
+                  "name": trial.config["preset"], **extra}  # fmt: skip
         trial.last_result = result
         cb.on_trial_result(iteration=n, trials=trials, trial=trial, result=result)
 
@@ -142,6 +147,11 @@ def test_a_resumed_search_continues_the_same_mlflow_runs(tmp_path):
     for run_id in runs["run_id"]:
         steps = [m.step for m in client.get_metric_history(run_id, "val_pos_p95_mm")]
         assert steps == [1, 2, 3]
+        # Issue 17: the summary shows the exported epoch's figures (the leaderboard's) under
+        # best_val_*, the last epoch's under val_*.
+        summary = client.get_run(run_id).data.metrics
+        assert summary["best_val_pos_p95_mm"] == 0.5 and summary["best_val_pos_mean_mm"] == 0.25
+        assert summary["val_pos_p95_mm"] == 0.8
     assert set(runs["tags.status"]) == {"finished"}
     assert sorted(runs["params.name"]) == ["small", "tiny"]
 

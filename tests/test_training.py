@@ -123,6 +123,21 @@ def test_reproducible_on_cpu_for_a_fixed_seed(splits):
         assert torch.equal(a, b)
 
 
+def test_the_last_epoch_says_why_training_ends(splits):
+    """Issue 17: the callback learns with the last epoch that it is the last (a Tune trial
+    reports it as its last result instead of repeating it); the history stays as it was."""
+    train, validation, _ = splits
+    seen = []
+    done = fit(TINY, dataclasses.replace(QUICK, epochs=2), train, validation,
+               callback=lambda m, c: seen.append(m.get("train_status")))  # fmt: skip
+    assert seen == [None, "finished"] and "train_status" not in done.history[-1]
+    seen.clear()
+    budget = dataclasses.replace(QUICK, epochs=5, time_budget=1e-6)
+    done = fit(TINY, budget, train, validation,
+               callback=lambda m, c: seen.append(m.get("train_status")))  # fmt: skip
+    assert seen == ["time_budget"] and done.status == "time_budget"
+
+
 class StopTrainingError(Exception):
     pass
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +16,7 @@ import pytest
 
 from raytrack.models.presets import SEARCH_PRESETS
 from raytrack.search.experiment import ExperimentOptions, describe_resources, run_experiment
+from raytrack.search.leaderboard import METRIC_COLUMNS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -86,11 +89,28 @@ def test_presets_on_a_fresh_machine_generate_the_data_first(ray_cluster, tmp_pat
     assert (tmp_path / "fresh" / "leaderboard.csv").read_text().startswith("rank,name,")
     trial_dirs = [p for p in (tmp_path / "fresh").iterdir() if p.name.startswith("run_trial")]
     assert len(trial_dirs) == 5
-    assert all(list(d.glob("events.out.tfevents.*")) for d in trial_dirs)  # TensorBoard
+    for d in trial_dirs:  # TensorBoard: one step per epoch (issue 17: not the last one twice)
+        assert event_steps(d, "ray/tune/val_pos_p95_mm") == [1, 2], d.name
     check_console(output, tmp_path / "fresh", rows)
     check_best_is_a_run(best, rows[0], trial_dirs[0])
     check_mlflow(tmp_path / "fresh", rows)
     assert (tmp_path / "fresh" / "report" / "index.html").is_file()  # see tests/test_report.py
+
+
+def event_steps(trial_dir: Path, tag: str) -> list[int]:
+    """The steps of ``tag`` in a trial's TensorBoard event files (TFRecord: length, CRC, event,
+    CRC), read with the protobuf classes of tensorboardX, the writer Ray Tune uses."""
+    from tensorboardX.proto.event_pb2 import Event
+
+    steps = []
+    for path in sorted(trial_dir.glob("events.out.tfevents.*")):
+        data, pos = path.read_bytes(), 0
+        while pos < len(data):
+            size = int.from_bytes(data[pos : pos + 8], "little")
+            event = Event.FromString(data[pos + 12 : pos + 12 + size])
+            pos += 12 + size + 4
+            steps += [event.step for value in event.summary.value if value.tag == tag]
+    return steps
 
 
 def check_mlflow(experiment: Path, rows: list[dict]) -> None:
@@ -115,6 +135,9 @@ def check_mlflow(experiment: Path, rows: list[dict]) -> None:
         assert run["tags.status"] == row["status"] and run["status"] == "FINISHED"
         assert int(run["params.weight_count"]) == row["weight_count"]
         assert int(run["params.macs_per_track"]) == row["macs_per_track"]
+        # The run's summary shows the exported epoch's figures, as the leaderboard (issue 17).
+        for column, metric in METRIC_COLUMNS.items():
+            assert run[f"metrics.{metric}"] == pytest.approx(row[column], rel=1e-12), metric
     (best,) = runs[runs["tags.raytrack.best"] == "true"]["run_id"]
     assert runs.set_index("run_id").loc[best, "tags.raytrack.trial_id"] == rows[0]["trial_id"]
     artifacts = {a.path for a in client.list_artifacts(best)}
@@ -139,7 +162,9 @@ def check_console(output: str, experiment: Path, rows: list[dict]) -> None:
         assert f"{label:<22} {errors['pos_mean_mm']:10.4f} {errors['pos_p95_mm']:10.4f}" in summary
     exports = "model.onnx, model_jacobian.onnx, model.bin, metadata.json"
     assert f"exports in {best}: {exports}" in summary
-    assert tail[-1] == f"TensorBoard: tensorboard --logdir {experiment}"
+    assert tail[-1].startswith(f"TensorBoard: tensorboard --logdir {experiment}")
+    if importlib.util.find_spec("tensorboard") is None and shutil.which("tensorboard") is None:
+        assert 'pip install -e ".[tensorboard]"' in tail[-1]  # issue 17: how to get it
 
 
 def check_best_is_a_run(best: Path, row: dict, trial_dir: Path) -> None:

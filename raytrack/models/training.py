@@ -357,23 +357,27 @@ class _Loop:
             self._track_best(metrics)
             metrics.update({f"best_{k}": self.best[k] for k in VALIDATION_METRICS})
             self.history.append(metrics)
+            ending = self._ending()
             if ckpt_path:
                 save_checkpoint(ckpt_path, self.state())
             if callback:
-                callback(metrics, ckpt_path)
-            if self.stale_epochs >= self.config.patience:
-                status, reason = (
-                    "early_stopped",
-                    f"no better val_loss for {self.stale_epochs} epochs",
-                )
-                break
-            if self.config.time_budget and self.elapsed >= self.config.time_budget:
-                status, reason = (
-                    "time_budget",
-                    f"{self.elapsed:.0f} s of {self.config.time_budget} s",
-                )
+                # The last epoch says so (train_status): a Tune trial then reports it as its last
+                # result, instead of repeating it once training has returned.
+                callback({**metrics, "train_status": ending[0]} if ending else metrics, ckpt_path)
+            if ending:
+                status, reason = ending
                 break
         return status, reason
+
+    def _ending(self) -> tuple[str, str] | None:
+        """(status, reason) when the epoch just done is the last one, else None."""
+        if self.stale_epochs >= self.config.patience:
+            return "early_stopped", f"no better val_loss for {self.stale_epochs} epochs"
+        if self.config.time_budget and self.elapsed >= self.config.time_budget:
+            return "time_budget", f"{self.elapsed:.0f} s of {self.config.time_budget} s"
+        if self.epoch >= self.config.epochs:
+            return "finished", ""
+        return None
 
     def _track_best(self, metrics: dict[str, float]) -> None:
         if not self.best or metrics["val_loss"] < self.best["val_loss"]:

@@ -10,6 +10,7 @@ MLflow store (``mlflow/``).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import shutil
@@ -226,8 +227,20 @@ def run_experiment(
         log(f"Report: {report}")
     if options.study_path is not None:
         log(f"Optuna study: optuna-dashboard {options.study_path}")
-    log(f"TensorBoard: tensorboard --logdir {options.path}")
+    log(f"TensorBoard: {tensorboard_hint(options.path)}")
     return rows
+
+
+def tensorboard_hint(experiment: Path) -> str:
+    """The command that shows the trials' event files, and how to install TensorBoard where it
+    is missing (the plain install leaves it out; Ray Tune writes the files through tensorboardX)."""
+    command = f"tensorboard --logdir {experiment}"
+    if importlib.util.find_spec("tensorboard") or shutil.which("tensorboard"):
+        return command
+    return (
+        f"{command} (TensorBoard is not installed here: pip install -e "
+        '".[tensorboard]" in the checkout, or pip install tensorboard)'
+    )
 
 
 def _write_report(options: ExperimentOptions, best, log) -> Path | None:

@@ -2,7 +2,8 @@
 
 Every trial is one MLflow run in the MLflow experiment named after the raytrack experiment: its
 config as parameters (preset or variant name, widths, model and training options, weight count,
-multiply-adds), each epoch's validation metrics as metric histories (step = epoch), and its
+multiply-adds), each epoch's validation metrics as metric histories (step = epoch; ``val_*`` of
+the epoch, ``best_val_*`` of the best epoch so far, the weights the trial exports), and its
 status as the tag ``status`` (the leaderboard's word). The best trial's exports and evaluation
 are its artifacts.
 
@@ -29,15 +30,19 @@ from ray import tune
 
 from raytrack.models.training import VALIDATION_METRICS
 from raytrack.search.leaderboard import trial_status
-from raytrack.search.trial import OBJECTIVE, TrialSettings, resolve_configs
+from raytrack.search.trial import TrialSettings, resolve_configs
 
 #: ``--mlflow`` given without a URI: a local store under the experiment directory.
 LOCAL = "local"
 STORE_DIR = "mlflow"
 TRIAL_TAG = "raytrack.trial_id"
 STATUS_TAG = "status"
+#: The validation figures of the weights a trial exports (its best epoch so far), as the
+#: leaderboard shows them: a run's summary metrics (the latest value of each key) ``best_val_*``
+#: are the exported epoch's, while ``val_*`` are the last epoch's.
+BEST_METRICS = tuple(f"best_{k}" for k in VALIDATION_METRICS)
 #: Logged every epoch, step = epoch.
-EPOCH_METRICS = ("train_loss", *VALIDATION_METRICS, OBJECTIVE, "lr", "seconds")
+EPOCH_METRICS = ("train_loss", *VALIDATION_METRICS, *BEST_METRICS, "lr", "seconds")
 #: Leaderboard status -> MLflow's run status.
 _RUN_STATUS = {"failed": "FAILED", "error": "FAILED", "unfinished": "KILLED"}
 #: The best trial's files logged as its artifacts (directories whole).
@@ -140,7 +145,7 @@ class MlflowStore:
 
     def log_epoch(self, run_id: str, result: dict[str, Any]) -> None:
         """The metrics of one epoch, unless the run already holds that epoch (a resumed trial
-        repeats the epochs after its checkpoint; a trial's last result repeats its last epoch)."""
+        repeats the epochs after its checkpoint)."""
         from mlflow.entities import Metric
 
         epoch = result.get("epoch")

@@ -99,10 +99,8 @@ def run_trial(config: dict[str, Any], data: DatasetSplits, settings: TrialSettin
     spec = RunSpec(
         data_dir=settings.data_dir, model=model, train=train, name=name, device=settings.device
     )
-    reporter = _Reporter(fixed)
     try:
-        result = train_run(run_dir, spec, splits=data, callback=reporter, export=False)
-        reporter.final(result.status)
+        train_run(run_dir, spec, splits=data, callback=_Reporter(fixed), export=False)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
 
@@ -123,25 +121,25 @@ def _worst() -> dict[str, float]:
 
 
 class _Reporter:
-    """Epoch callback: the metrics (with the best epoch's, ``best_*``) and checkpoint, to Tune."""
+    """Epoch callback: the metrics (with the best epoch's, ``best_*``) and checkpoint, to Tune.
+
+    One result per epoch, so that Tune's files (TensorBoard's included) hold one step per epoch:
+    the last epoch's carries ``train_done`` and ``train_status`` (early stopping, time budget,
+    finished), which the training loop sets on it.
+    """
 
     def __init__(self, fixed: dict[str, Any]) -> None:
         self.fixed = fixed
-        self.last: dict[str, float] = {}
 
-    def __call__(self, metrics: dict[str, float], checkpoint: Path | None) -> None:
+    def __call__(self, metrics: dict[str, Any], checkpoint: Path | None) -> None:
         if metrics.get("failed"):
             tune.report({**self.fixed, **metrics, **_worst(), "failed": 1.0, "train_done": 1.0})
             return
-        self.last = {**self.fixed, **metrics, "failed": 0.0, "train_done": 0.0}
+        done = 1.0 if metrics.get("train_status") else 0.0
+        result = {**self.fixed, **metrics, "failed": 0.0, "train_done": done}
         with tempfile.TemporaryDirectory() as tmp:
             # with run.json beside it, every checkpoint Tune keeps is a run directory that
             # python -m raytrack.evaluate (and a search's best/) can use like any run
             shutil.copy(checkpoint, Path(tmp) / CHECKPOINT_NAME)
             shutil.copy(checkpoint.parent / RUN_FILE, Path(tmp) / RUN_FILE)
-            tune.report(self.last, checkpoint=tune.Checkpoint.from_directory(tmp))
-
-    def final(self, status: str) -> None:
-        """One last result when training ended on its own (early stopping, time budget)."""
-        if status != "failed" and self.last:
-            tune.report({**self.last, "train_done": 1.0, "train_status": status})
+            tune.report(result, checkpoint=tune.Checkpoint.from_directory(tmp))
