@@ -76,12 +76,14 @@ log = true
 
 @pytest.fixture(scope="module")
 def optuna_search(ray_cluster, classic_dataset, tmp_path_factory):
-    """``python -m raytrack.tune --search optuna --num-samples 4 --max-epochs 2`` (ASHA), in a
-    space of small models that train in a blink."""
+    """``python -m raytrack.tune --search optuna --num-samples 4 --max-epochs 3`` (ASHA), in a
+    space of small models that train in a blink (3 epochs: more than the checkpoints kept)."""
     tmp = tmp_path_factory.mktemp("optuna")
     space = tmp / "small.toml"
     space.write_text(SMALL_SPACE)
-    return search(tmp, classic_dataset, search="optuna", num_samples=4, space=str(space))
+    return search(
+        tmp, classic_dataset, search="optuna", num_samples=4, space=str(space), max_epochs=3
+    )
 
 
 # -- MLflow ------------------------------------------------------------------------------------
@@ -195,6 +197,28 @@ def test_mlflow_option_takes_a_uri_or_the_local_store(tmp_path, capsys):
     (started.path / "experiment.json").write_text(json.dumps(started.__dict__))
     assert tune_main("--resume", "--name", "old", "--storage", str(tmp_path), "--mlflow") == 1
     assert "was started without it" in capsys.readouterr().err
+
+
+# -- what a search keeps -----------------------------------------------------------------------
+
+
+def test_a_trial_keeps_two_checkpoints_the_latest_with_its_best_epoch(optuna_search):
+    """Issue 17: Tune kept five checkpoints per trial (504 MB in the quick search). Two are
+    kept; the latest, which --resume restores, also holds the best epoch's weights, which
+    best/ exports."""
+    from raytrack.models.training import load_checkpoint
+
+    options, rows = optuna_search
+    assert any(r["epochs"] == 3 for r in rows)  # the first trial runs on, whatever ASHA says
+    for row in rows:
+        (trial_dir,) = options.path.glob(f"run_trial_{row['trial_id']}_*")
+        checkpoints = sorted(trial_dir.glob("checkpoint_*"))
+        assert len(checkpoints) == min(row["epochs"], 2), trial_dir.name
+        state = load_checkpoint(checkpoints[-1] / "checkpoint.pt")
+        assert state["epoch"] == row["epochs"]
+        assert state["best"]["val_pos_p95_mm"] == row["pos_p95_mm"]
+    best = load_checkpoint(options.path / "best" / "checkpoint.pt")
+    assert best["best"]["val_pos_p95_mm"] == rows[0]["pos_p95_mm"]
 
 
 # -- the Optuna study --------------------------------------------------------------------------

@@ -53,7 +53,7 @@ def quiet(_message: str) -> None:
     pass
 
 
-def test_presets_on_a_fresh_machine_generate_the_data_first(ray_cluster, tmp_path):
+def test_presets_on_a_fresh_machine_generate_the_data_first(ray_cluster, tmp_path, capfd):
     process = tune_cli(
         "--search",
         "presets",
@@ -95,6 +95,18 @@ def test_presets_on_a_fresh_machine_generate_the_data_first(ray_cluster, tmp_pat
     check_best_is_a_run(best, rows[0], trial_dirs[0])
     check_mlflow(tmp_path / "fresh", rows)
     assert (tmp_path / "fresh" / "report" / "index.html").is_file()  # see tests/test_report.py
+    check_onnx_loads_silently(best, capfd)
+
+
+def check_onnx_loads_silently(best: Path, capfd) -> None:
+    """ONNX Runtime loads the exports without a word (issue 17: six CastLike warnings)."""
+    from raytrack.export.onnx_export import onnx_session
+
+    capfd.readouterr()
+    for name in ("model.onnx", "model_jacobian.onnx"):
+        onnx_session(best / name)
+    err = capfd.readouterr().err
+    assert "onnxruntime" not in err and "CastLike" not in err, err
 
 
 def event_steps(trial_dir: Path, tag: str) -> list[int]:
@@ -147,7 +159,9 @@ def check_mlflow(experiment: Path, rows: list[dict]) -> None:
 def check_console(output: str, experiment: Path, rows: list[dict]) -> None:
     """One compact live table, none of Tune's output, then the leaderboard and the summary."""
     for chatter in ("Checkpoint successfully created", "Trial status", "Configuration for exp",
-                    "To visualize your results", "╭", "+---"):  # fmt: skip
+                    "To visualize your results", "╭", "+---",
+                    # issue 17: a worker's SIGTERM, Tune's snapshot warning, ONNX Runtime
+                    "Exception ignored", "SystemExit", "snapshotting", "onnxruntime"):  # fmt: skip
         assert chatter not in output, chatter
     assert "val mean mm  val P95 mm" in output  # the live table's header
     tail = output[output.rindex("  # name") :].splitlines()  # the leaderboard, then the summary
@@ -467,3 +481,52 @@ def test_results_of_a_trial_the_study_file_already_finished_are_not_reported_aga
     searcher.on_trial_result("trial_a", {"objective": 0.5, "training_iteration": 1})
     searcher.on_trial_complete("trial_a", {"objective": 0.5})
     assert study.trials[0].value == 1.0 and study.trials[0].intermediate_values == {}
+
+
+def test_the_searcher_creates_its_study_without_a_console_line(tmp_path):
+    """Issue 17: Optuna logged "A new study created in Journal with name: ..." on the console,
+    which is the live table's."""
+    import logging
+
+    from raytrack.search.experiment import _searcher, _settings
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    optuna_logger = logging.getLogger("optuna")  # Optuna's own handler hangs here too
+    optuna_logger.addHandler(handler)
+    try:
+        study = options(tmp_path, tmp_path, search="optuna")
+        _searcher(study, _settings(study), None)
+    finally:
+        optuna_logger.removeHandler(handler)
+    assert study.study_path.is_file()  # the study was created
+    assert [r.getMessage() for r in records if r.levelno < logging.WARNING] == []
+
+
+def test_a_trial_worker_ends_without_printing_the_sigterm_systemexit(monkeypatch):
+    """Issue 17: a trial's worker got SIGTERM while shutting down, Ray's handler raised
+    SystemExit inside a WeakSet callback, and the driver printed "Exception ignored in: ...
+    SystemExit: 1". The worker leaves that one unprinted, and reports any other."""
+    import weakref
+
+    from raytrack.search.trial import quiet_sigterm_exit
+
+    reported = []
+    monkeypatch.setattr(sys, "unraisablehook", reported.append)  # restored afterwards
+    quiet_sigterm_exit()
+    quiet_sigterm_exit()  # once per process, whatever calls it again
+
+    class Thing:
+        pass
+
+    for error in (SystemExit(1), ValueError("reported")):
+
+        def callback(_ref, error=error):
+            raise error
+
+        thing = Thing()
+        ref = weakref.ref(thing, callback)
+        del thing  # the callback runs now, where it cannot raise: an unraisable exception
+    assert ref() is None
+    assert [type(u.exc_value) for u in reported] == [ValueError]

@@ -51,7 +51,14 @@ from raytrack.search.trial import OBJECTIVE, TrialSettings, resolve_configs, run
 
 SEARCHES = ("presets", "optuna", "all")
 OBJECTIVES = {"p95": None, "pareto-weights": "weight_count", "pareto-macs": "macs_per_track"}
-CHECKPOINTS_KEPT = 5
+#: Checkpoints Tune keeps per trial (the latest always among them). Each holds the trial's
+#: latest and best epoch's weights and its optimiser state: the latest alone serves best/ and
+#: --resume. A resumed trial restores the checkpoint the last experiment snapshot named, and
+#: Tune forces a snapshot once a trial has written this many checkpoints since the last one,
+#: right after deleting the oldest; a driver killed in between leaves that trial nothing to
+#: resume from. 2 puts that instant at every other epoch (1: every epoch) for twice the disk of
+#: 1 (the quick search: 5 kept took 504 MB).
+CHECKPOINTS_KEPT = 2
 
 
 @dataclass(frozen=True)
@@ -338,6 +345,8 @@ class StudyFileSearch(OptunaSearch):
 
 
 def _searcher(options: ExperimentOptions, settings: TrialSettings, cost: str | None):
+    import optuna
+
     space = settings.space
     points = None
     if options.search == "all":  # the presets first: the searcher continues from what they show
@@ -346,6 +355,9 @@ def _searcher(options: ExperimentOptions, settings: TrialSettings, cost: str | N
         points = [space.point_for(presets[name], default_train) for name in SEARCH_PRESETS]
     metric, mode = ([OBJECTIVE, cost], ["min", "min"]) if cost else (OBJECTIVE, "min")
     options.path.mkdir(parents=True, exist_ok=True)
+    # Optuna logs "A new study created in Journal with name: ..." (INFO) to the console, which
+    # is the live table's; the summary names the study's file
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     return StudyFileSearch(
         space=space.define_by_run,
         metric=metric,
@@ -364,8 +376,6 @@ def _run_config(options: ExperimentOptions, settings: TrialSettings) -> tune.Run
         name=options.name,
         storage_path=str(Path(options.storage).resolve()),
         failure_config=tune.FailureConfig(max_failures=options.max_failures),
-        # Not fewer: a resumed trial restores the checkpoint the last experiment snapshot named,
-        # and Tune may already have deleted an older one (seen with fast epochs and keep=2).
         checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
         # Tune's own console output gives way to raytrack's live table (see search.progress)
         verbose=0,

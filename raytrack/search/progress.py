@@ -153,6 +153,29 @@ class LiveTable(tune.Callback):
         self._lines = table.count("\n") + 1 if terminal else 0
 
 
+#: Tune's switch for its warning about frequent experiment-state snapshots (0: off)
+SNAPSHOT_WARNING_ENV = "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"
+
+
+@contextlib.contextmanager
+def _frequent_snapshots_unwarned() -> Iterator[None]:
+    """Tune snapshots the experiment state whenever a trial has written ``num_to_keep``
+    checkpoints since the last snapshot (so that no snapshot names a checkpoint it deleted) and
+    warns "Experiment state snapshotting has been triggered multiple times in the last 5.0
+    seconds" when two come closer. With epochs of seconds and two checkpoints kept
+    (``experiment.CHECKPOINTS_KEPT``) that is the intent, and a snapshot is a few kB of JSON.
+    """
+    saved = os.environ.get(SNAPSHOT_WARNING_ENV)
+    os.environ[SNAPSHOT_WARNING_ENV] = "0"  # read when Tune's loop starts
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(SNAPSHOT_WARNING_ENV, None)
+        else:
+            os.environ[SNAPSHOT_WARNING_ENV] = saved
+
+
 @contextlib.contextmanager
 def tune_console_quiet() -> Iterator[None]:
     """While Tune runs, the live table is its only output on the console.
@@ -167,7 +190,8 @@ def tune_console_quiet() -> Iterator[None]:
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     tune_logger.setLevel(logging.WARNING)
     try:
-        yield
+        with _frequent_snapshots_unwarned():
+            yield
     finally:
         tune_logger.setLevel(saved_level)
         if saved_env is None:

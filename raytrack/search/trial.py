@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import shutil
+import sys
 import tempfile
 import warnings
 from dataclasses import dataclass, replace
@@ -81,6 +82,7 @@ def run_trial(config: dict[str, Any], data: DatasetSplits, settings: TrialSettin
     # The dataset is read in place from Ray's object store, read-only by design; training
     # reads it and never writes to it.
     warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+    quiet_sigterm_exit()
     if settings.device == "cpu":  # torch threads follow --cpus-per-trial
         torch.set_num_threads(max(1, int(settings.cpus)))
     fixed = {
@@ -103,6 +105,28 @@ def run_trial(config: dict[str, Any], data: DatasetSplits, settings: TrialSettin
         train_run(run_dir, spec, splits=data, callback=_Reporter(fixed), export=False)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def quiet_sigterm_exit() -> None:
+    """Let the trial's worker process end without a traceback on the driver's console.
+
+    When a trial ends, Tune stops its actor and frees its placement group; the raylet then
+    sends the worker SIGTERM while it is still shutting down, and Ray's handler raises
+    ``SystemExit``. Raised inside a garbage-collection callback (a ``WeakSet``'s), Python
+    cannot raise it and prints it instead ("Exception ignored in: ... SystemExit: 1"), which
+    Ray forwards to the driver. The process exits either way (SIGKILL follows); only that
+    ``SystemExit`` goes unprinted, any other unraisable exception is reported as before.
+    """
+    if getattr(sys.unraisablehook, "_raytrack", False):
+        return
+    previous = sys.unraisablehook
+
+    def hook(unraisable) -> None:
+        if not isinstance(unraisable.exc_value, SystemExit):
+            previous(unraisable)
+
+    hook._raytrack = True  # installed once per worker process
+    sys.unraisablehook = hook
 
 
 def _restore_checkpoint(run_dir: Path) -> None:
