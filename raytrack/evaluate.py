@@ -287,14 +287,22 @@ def write_report(out_dir: Path, report: dict[str, Any], history: list[dict[str, 
     if isinstance(report.get("jacobian"), dict):
         plain["jacobian"] = {k: v for k, v in report["jacobian"].items() if k != "_tracks"}
     write_json_atomic(out_dir / "report.json", plain)
+    run = plot_context(out_dir)
     if tracks is not None:
-        _plot_histograms(out_dir, **tracks)
-        _plot_against(out_dir, "momentum", **tracks)
-        _plot_against(out_dir, "dz", **tracks)
+        _save(histograms_figure(run, **tracks), out_dir / "error_histograms.png")
+        for what in ("momentum", "dz"):
+            _save(error_against_figure(run, what, **tracks), out_dir / f"error_vs_{what}.png")
     if isinstance(report.get("jacobian"), dict) and "_tracks" in report["jacobian"]:
-        _plot_jacobian(out_dir, report["jacobian"])
+        _save(jacobian_figure(run, report["jacobian"]), out_dir / "jacobian.png")
     if history:
-        _plot_learning_curves(out_dir, history)
+        _save(learning_curves_figure(run, history), out_dir / "learning_curves.png")
+
+
+def plot_context(out_dir: Path) -> str:
+    """What the figures of ``out_dir`` show, for their titles: the run directory's name, and
+    the dataset when it is not the run's own (``evaluation-<dataset>/``)."""
+    other = out_dir.name.removeprefix("evaluation-") if out_dir.name != "evaluation" else ""
+    return f"run {out_dir.parent.name}" + (f", data {other}" if other else "")
 
 
 def pyplot():
@@ -307,10 +315,66 @@ def pyplot():
     return plt
 
 
-def _plot_histograms(out_dir: Path, inputs, truth, predicted) -> None:
+def log_ticks(ax, which: str, values) -> None:
+    """Label a log axis (``which``: "x" or "y") with plain numbers, at least three, and put its
+    limits at the labelled ticks just outside ``values``: every point lies between two labels.
+
+    The ticks are 1, else 1-2-5, else 1-2-...-9 times the powers of ten, the first of these
+    with four labels that leaves at most a quarter of the axis empty; narrower ranges get a
+    linear locator's ticks, ranges of more than nine decades matplotlib's own.
+    """
+    from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter
+
+    values = np.asarray(values, dtype=float)
+    values = values[np.isfinite(values) & (values > 0)]
+    if values.size == 0:
+        return
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}".replace("e-0", "e-")))
+    ticks = log_tick_values(float(values.min()), float(values.max()))
+    if ticks is None:
+        return
+    axis.set_major_locator(FixedLocator(ticks))
+    axis.set_minor_locator(LogLocator(subs="auto"))
+    axis.set_minor_formatter(NullFormatter())
+    margin = (ticks[-1] / ticks[0]) ** 0.02  # points on the outermost ticks clear the frame
+    limits = (ticks[0] / margin, ticks[-1] * margin)
+    (ax.set_xlim if which == "x" else ax.set_ylim)(*limits)
+
+
+def grid(ax) -> None:
+    """Grid lines at the labelled ticks, fainter ones at the minor ticks of a log axis."""
+    ax.grid(True, which="major", alpha=0.3)
+    ax.grid(True, which="minor", alpha=0.08)
+
+
+def log_tick_values(low: float, high: float) -> list[float] | None:
+    """The ticks of :func:`log_ticks` for values from ``low`` to ``high`` (> 0), from the tick
+    at or below ``low`` to the one at or above ``high``; None: more than nine decades."""
+    from matplotlib.ticker import MaxNLocator
+
+    if high / low > 1e9:
+        return None
+    if high / low < 1.01:  # one value: a little around it
+        low, high = low / 1.1, high * 1.1
+    powers = range(int(np.floor(np.log10(low))) - 1, int(np.ceil(np.log10(high))) + 1)
+    for subs in ((1,), (1, 2, 5), tuple(range(1, 10))):
+        grid = sorted(s * 10.0**k for k in powers for s in subs)
+        below = max(t for t in grid if t <= low * (1 + 1e-9))
+        above = min(t for t in grid if t >= high * (1 - 1e-9))
+        ticks = [t for t in grid if below <= t <= above]
+        empty = np.log(low / below) + np.log(above / high)
+        if len(ticks) >= 4 and empty <= 0.25 * np.log(above / below):
+            return ticks
+    # within a few steps of 1-2-...-9: a linear locator's ticks, which bracket the range
+    return [float(t) for t in MaxNLocator(nbins=4).tick_values(low, high) if t > 0]
+
+
+def histograms_figure(run: str, inputs, truth, predicted):
+    """error_histograms.png: position and slope errors of the model and the straight line."""
     plt = pyplot()
     line = straight_line(inputs)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
     for ax, errors, label in (
         (axes[0], position_errors, "position error [mm]"),
         (axes[1], slope_errors, "slope error"),
@@ -321,18 +385,22 @@ def _plot_histograms(out_dir: Path, inputs, truth, predicted) -> None:
         ax.hist(model_err, bins=bins, histtype="step", label="model")
         ax.hist(line_err, bins=bins, histtype="step", label="straight line")
         ax.set(xscale="log", xlabel=label, ylabel="tracks")
+        ax.set_title(label.removesuffix(" [mm]").replace(" error", " errors"), fontsize=10)
         ax.legend()
-    _save(fig, out_dir / "error_histograms.png")
+    fig.suptitle(f"{run}: errors at the end of the leg, test split ({len(inputs):,} tracks)",
+                 fontsize=11)  # fmt: skip
+    return fig
 
 
-def _plot_against(out_dir: Path, what: str, inputs, truth, predicted) -> None:
+def error_against_figure(run: str, what: str, inputs, truth, predicted):
+    """error_vs_momentum.png, error_vs_dz.png: mean and P95 position error in quantile bins."""
     plt = pyplot()
     if what == "momentum":
         x, label = momentum_gev(inputs), "p [GeV]"
     else:
         x, label = np.abs(inputs[:, 6] - inputs[:, 5]), "|dz| [mm]"
     dpos = position_errors(predicted, truth)
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = plt.subplots(figsize=(6.4, 4.4))
     if np.ptp(x) == 0:  # a fixed leg: one point per statistic
         centres, means, p95 = x[:1], [dpos.mean()], [np.percentile(dpos, 95)]
     else:
@@ -345,13 +413,19 @@ def _plot_against(out_dir: Path, what: str, inputs, truth, predicted) -> None:
     ax.plot(centres, means, "o-", label="mean")
     ax.plot(centres, p95, "s--", label="P95")
     ax.set(xlabel=label, ylabel="position error [mm]", yscale="log")
+    log_ticks(ax, "y", [*means, *p95])
     if what == "momentum":
         ax.set_xscale("log")
+        log_ticks(ax, "x", centres)
+    grid(ax)
     ax.legend()
-    _save(fig, out_dir / f"error_vs_{what}.png")
+    against = "momentum" if what == "momentum" else "leg length |dz|"
+    ax.set_title(f"{run}: position error against {against}\ntest split, {len(inputs):,} tracks "
+                 "in bins of equal counts", fontsize=10)  # fmt: skip
+    return fig
 
 
-def _plot_jacobian(out_dir: Path, report: dict[str, Any]) -> None:
+def jacobian_figure(run: str, report: dict[str, Any]):
     """jacobian.png: the per-element P95 relative error as a 4 x 5 map, and the relative error
     of the propagated 1-sigma in x and y against momentum (model and straight line)."""
     from matplotlib.colors import LogNorm
@@ -413,22 +487,36 @@ def _plot_jacobian(out_dir: Path, report: dict[str, Any]) -> None:
     )
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    _save(fig, out_dir / "jacobian.png")
+    fig.suptitle(f"{run}: transport Jacobian against the integrator's, test split", fontsize=11)
+    return fig
 
 
-def _plot_learning_curves(out_dir: Path, history: list[dict[str, float]]) -> None:
+def learning_curves_figure(run: str, history: list[dict[str, float]]):
+    """learning_curves.png: training and validation loss, validation mean and P95 position
+    error, per epoch."""
     plt = pyplot()
     epochs = [h["epoch"] for h in history]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    axes[0].plot(epochs, [h["train_loss"] for h in history], label="train")
-    axes[0].plot(epochs, [h["val_loss"] for h in history], label="validation")
-    axes[0].set(xlabel="epoch", ylabel="loss (standardised MSE)", yscale="log")
-    axes[0].legend()
-    axes[1].plot(epochs, [h["val_pos_mean_mm"] for h in history], label="mean")
-    axes[1].plot(epochs, [h["val_pos_p95_mm"] for h in history], label="P95")
-    axes[1].set(xlabel="epoch", ylabel="validation position error [mm]", yscale="log")
-    axes[1].legend()
-    _save(fig, out_dir / "learning_curves.png")
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
+    panels = (
+        (axes[0], (("train_loss", "train"), ("val_loss", "validation")),
+         "loss (standardised MSE)", "loss"),
+        (axes[1], (("val_pos_mean_mm", "mean"), ("val_pos_p95_mm", "P95")),
+         "validation position error [mm]", "validation position error"),
+    )  # fmt: skip
+    for ax, curves, ylabel, title in panels:
+        values = []
+        for key, label in curves:
+            ys = [h[key] for h in history]
+            ax.plot(epochs, ys, "o-", ms=3, label=label)
+            values += ys
+        ax.set(xlabel="epoch", ylabel=ylabel, yscale="log")
+        ax.xaxis.get_major_locator().set_params(integer=True)
+        log_ticks(ax, "y", values)
+        grid(ax)
+        ax.set_title(title, fontsize=10)
+        ax.legend()
+    fig.suptitle(f"{run}: learning curves, {len(history)} epochs", fontsize=11)
+    return fig
 
 
 def _save(fig, path: Path) -> None:

@@ -287,18 +287,6 @@ def _title(ax, experiment: Experiment, what: str) -> None:
     ax.set_title(f"{experiment.path.name}: {what}\ndata: {experiment.dataset}", fontsize=10)
 
 
-def _plain_log(axis) -> None:
-    """Tick labels of a log axis as plain numbers (0.2, 3, 1000), minor ones too when the axis
-    spans less than a decade and would otherwise have no label at all."""
-    from matplotlib.ticker import FuncFormatter
-
-    low, high = sorted(axis.get_view_interval())
-    plain = FuncFormatter(lambda v, _: f"{v:g}")
-    axis.set_major_formatter(plain)
-    if low > 0 and high / low < 10:
-        axis.set_minor_formatter(plain)
-
-
 def _save(fig, path: Path) -> Path:
     """The PNG, with its title and axis labels also in the file's text chunks (Title,
     Description), where a test or a catalogue can read them."""
@@ -323,8 +311,15 @@ def _label(row: dict[str, Any]) -> str:
 
 
 def plot_p95_against_cost(experiment: Experiment, out: Path, cost: str) -> Path:
+    """p95_vs_weights.png or p95_vs_macs.png (see :func:`p95_against_cost_figure`)."""
+    name = "p95_vs_weights.png" if cost == "weight_count" else "p95_vs_macs.png"
+    return _save(p95_against_cost_figure(experiment, cost), out / name)
+
+
+def p95_against_cost_figure(experiment: Experiment, cost: str):
     """Validation P95 against weights or multiply-adds: trials by status, the Pareto front and
     (for weights) the trigger's limit."""
+    from raytrack.evaluate import grid, log_ticks
     from raytrack.search.leaderboard import pareto_front
 
     plt = _pyplot()
@@ -360,45 +355,67 @@ def plot_p95_against_cost(experiment: Experiment, out: Path, cost: str) -> Path:
         ax.set_xlabel("multiply-adds per track [count]")
         what = "validation P95 against multiply-adds"
     ax.set(xscale="log", yscale="log", ylabel="validation P95 position error [mm]")
-    _plain_log(ax.yaxis)
-    ax.grid(True, which="both", alpha=0.25)
+    drawn = [r["pos_p95_mm"] for r in scored] + ([top] if len(scored) < len(rows) else [])
+    log_ticks(ax, "y", drawn)
+    grid(ax)
     ax.legend(fontsize=7, loc="best")
     _title(ax, experiment, what)
-    name = "p95_vs_weights.png" if cost == "weight_count" else "p95_vs_macs.png"
-    return _save(fig, out / name)
+    return fig
+
+
+#: Trials with a colour of their own in the learning curves (the best, by the leaderboard)
+CURVE_COLOURS = 10
 
 
 def plot_p95_against_epoch(experiment: Experiment, out: Path) -> Path:
-    """Every trial's validation P95 per epoch; a curve ends where its trial stopped (an x where
-    ASHA stopped it)."""
+    """p95_vs_epoch.png (see :func:`p95_against_epoch_figure`)."""
+    return _save(p95_against_epoch_figure(experiment), out / "p95_vs_epoch.png")
+
+
+def p95_against_epoch_figure(experiment: Experiment):
+    """Every trial's validation P95 per epoch. The ``CURVE_COLOURS`` best trials have a colour
+    each, the others are grey; the legend names them, best first, with their status. A curve
+    ends where its trial stopped: an x where ASHA stopped it."""
+    from raytrack.evaluate import grid, log_ticks
+
     plt = _pyplot()
-    status = {r["trial_id"]: r["status"] for r in experiment.rows}
-    fig, ax = plt.subplots(figsize=(8, 5))
-    labelled = set()
-    names = {r["trial_id"]: _label(r) for r in experiment.rows}
-    for trial in experiment.trials:
-        if not trial.curve:
-            continue
-        state = status.get(trial.trial_id, "unfinished")
-        colour = STATUS_COLOURS.get(state, "black")
+    rows = {r["trial_id"]: r for r in experiment.rows}
+    trials = sorted((t for t in experiment.trials if t.curve),
+                    key=lambda t: _rank_key(rows.get(t.trial_id)))  # fmt: skip
+    colours = plt.get_cmap("tab10").colors[:CURVE_COLOURS]
+    fig, ax = plt.subplots(figsize=(9, 5))
+    drawn: list[float] = []
+    for i, trial in enumerate(trials):
+        row = rows.get(trial.trial_id)
+        state = row["status"] if row else "unfinished"
         epochs, p95 = zip(*trial.curve, strict=True)
-        label = None if state in labelled else state
-        labelled.add(state)
-        ax.plot(epochs, p95, "-", color=colour, lw=1, alpha=0.8, label=label)
+        drawn += p95
+        own = i < len(colours)
+        if own:
+            colour, label = colours[i], f"{_label(row) if row else trial.trial_id} ({state})"
+        else:
+            others = len(trials) - len(colours)
+            colour, label = "0.6", f"{others} other trials" if i == len(colours) else None
+        ax.plot(epochs, p95, "-", color=colour, lw=1.6 if own else 0.8, label=label,
+                zorder=3 if own else 2)  # fmt: skip
         ax.plot(epochs[-1:], p95[-1:], "x" if state == "stopped_by_asha" else "o", color=colour,
-                ms=5)  # fmt: skip
-        if len(experiment.trials) <= 16:
-            ax.annotate(names.get(trial.trial_id, "?"), (epochs[-1], p95[-1]), fontsize=7,
-                        xytext=(4, 0), textcoords="offset points", va="center")  # fmt: skip
+                ms=6 if own else 4, zorder=3 if own else 2)  # fmt: skip
     ax.set(xlabel="epoch [passes over the training split]", yscale="log",
            ylabel="validation P95 position error [mm]")  # fmt: skip
-    _plain_log(ax.yaxis)
+    log_ticks(ax, "y", drawn)
     ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.grid(True, which="both", alpha=0.25)
-    if labelled:
-        ax.legend(fontsize=7, title="trial status", title_fontsize=7)
+    grid(ax)
+    if trials:
+        ax.legend(fontsize=7, title="trial (status), best first\nx: stopped by ASHA",
+                  title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # fmt: skip
     _title(ax, experiment, "validation P95 against epoch, every trial")
-    return _save(fig, out / "p95_vs_epoch.png")
+    return fig
+
+
+def _rank_key(row: dict[str, Any] | None) -> tuple[bool, float]:
+    """Leaderboard order; trials without a rank last."""
+    rank = row.get("rank") if row else None
+    return rank is None, rank or 0
 
 
 def _binned(x: np.ndarray, errors: dict[str, np.ndarray], bins: int = 20):
@@ -421,7 +438,13 @@ def _binned(x: np.ndarray, errors: dict[str, np.ndarray], bins: int = 20):
 
 
 def plot_best_against(experiment: Experiment, best: BestModel, out: Path, what: str) -> Path:
+    """best_error_vs_momentum.png or best_error_vs_dz.png (see :func:`best_against_figure`)."""
+    return _save(best_against_figure(experiment, best, what), out / f"best_error_vs_{what}.png")
+
+
+def best_against_figure(experiment: Experiment, best: BestModel, what: str):
     """The best model's position error against momentum or |dz|, the straight line beside it."""
+    from raytrack.evaluate import grid, log_ticks
     from raytrack.models.metrics import momentum_gev, position_errors
     from raytrack.models.mlp import straight_line
 
@@ -441,15 +464,17 @@ def plot_best_against(experiment: Experiment, best: BestModel, out: Path, what: 
         ax.plot(centres, mean, "o-", color=colour, ms=4, label=f"{key}: mean")
         ax.plot(centres, p95, "s--", color=colour, ms=4, label=f"{key}: P95")
     ax.set(xlabel=label, ylabel="test position error [mm]", yscale="log")
+    log_ticks(ax, "y", [v for pair in stats.values() for v in np.concatenate(pair)])
     if what == "momentum" or np.ptp(x) > 0:
         ax.set_xscale("log")
-    ax.grid(True, which="both", alpha=0.25)
+        log_ticks(ax, "x", centres)
+    grid(ax)
     ax.legend(fontsize=7)
     row = best.row
     against = "momentum" if what == "momentum" else "|dz|"
     _title(ax, experiment, f"best model {row['name']} ({row['trial_id']}), error against "
                            f"{against}, test split")  # fmt: skip
-    return _save(fig, out / f"best_error_vs_{what}.png")
+    return fig
 
 
 # -- the page ----------------------------------------------------------------------------------

@@ -245,6 +245,95 @@ def test_optuna_study_file_opens_with_load_study_and_holds_every_trial(optuna_se
 # -- the report --------------------------------------------------------------------------------
 
 
+def labelled_ticks(axis) -> list[float]:
+    """Where ``axis`` shows a tick label (major or minor) inside its limits, once drawn."""
+    axis.figure.canvas.draw()
+    low, high = sorted(axis.get_view_interval())
+    ticks = [*axis.get_major_ticks(), *axis.get_minor_ticks()]
+    shown = [t for t in ticks if t.label1.get_visible() and t.label1.get_text()]
+    return sorted(t.get_loc() for t in shown if low <= t.get_loc() <= high)
+
+
+def check_log_axis(axis, values) -> None:
+    """At least three labels, and every value between two of them (issue 17: two labels, and
+    the curve below the lowest)."""
+    labels = labelled_ticks(axis)
+    assert len(labels) >= 3, labels
+    assert labels[0] <= min(values) and max(values) <= labels[-1], (labels, min(values))
+
+
+def test_learning_curves_of_the_report_tell_the_trials_apart(optuna_search):
+    """Issue 17: p95_vs_epoch.png drew every trial in the same colour, named them with labels
+    that overlapped, and had two labels on its log axis."""
+    from raytrack.report import p95_against_cost_figure, p95_against_epoch_figure, read_experiment
+
+    options, rows = optuna_search
+    experiment = read_experiment(options.path)
+    fig = p95_against_epoch_figure(experiment)
+    (ax,) = fig.axes
+    curves = [line for line in ax.lines if line.get_linestyle() == "-"]
+    assert len(curves) == len({str(line.get_color()) for line in curves}) == len(rows) == 4
+    legend = [text.get_text() for text in ax.get_legend().get_texts()]
+    names = [r["trial_id"] if r["name"] == "optuna" else r["name"] for r in rows]
+    expected = [f"{n} ({r['status']})" for n, r in zip(names, rows, strict=True)]
+    assert legend == expected  # best first
+    assert not ax.texts  # no labels beside the curves
+    assert ax.get_title().startswith(f"{options.name}: ")
+    check_log_axis(ax.yaxis, [p for t in experiment.trials for _, p in t.curve])
+    for cost in ("weight_count", "macs_per_track"):
+        (ax, *_) = p95_against_cost_figure(experiment, cost).axes
+        check_log_axis(ax.yaxis, [r["pos_p95_mm"] for r in rows])
+
+
+def test_evaluation_figures_have_titles_and_labelled_log_axes(tmp_path):
+    """Issue 17: evaluation/*.png had no titles; learning_curves.png's right panel had two
+    labels with the curve below the lowest. Built from tracks and a history like a run's."""
+    import numpy as np
+
+    from raytrack.evaluate import (
+        error_against_figure,
+        histograms_figure,
+        learning_curves_figure,
+        log_tick_values,
+        plot_context,
+    )
+
+    rng = np.random.default_rng(1)
+    n = 400
+    inputs = np.zeros((n, 7))
+    inputs[:, 4] = rng.choice([-1, 1], n) / rng.uniform(2e3, 1e5, n)  # q/p [1/MeV]
+    inputs[:, 6] = rng.uniform(100.0, 9000.0, n)
+    truth = rng.normal(0, 100, (n, 4))
+    predicted = truth + rng.lognormal(-3, 1.5, (n, 4))
+    tracks = {"inputs": inputs, "truth": truth, "predicted": predicted}
+    # the right panel of the issue's learning curves: P95 0.152 -> 0.207 mm, mean 0.216 -> 0.203
+    history = [{"epoch": 1, "train_loss": 0.99, "val_loss": 0.48, "val_pos_mean_mm": 0.216,
+                "val_pos_p95_mm": 0.152},
+               {"epoch": 2, "train_loss": 0.94, "val_loss": 0.46, "val_pos_mean_mm": 0.203,
+                "val_pos_p95_mm": 0.207}]  # fmt: skip
+    run = plot_context(tmp_path / "best" / "evaluation")
+    assert run == "run best"
+    figures = [
+        histograms_figure(run, **tracks),
+        error_against_figure(run, "momentum", **tracks),
+        error_against_figure(run, "dz", **tracks),
+        learning_curves_figure(run, history),
+    ]
+    for fig in figures:
+        title = fig.get_suptitle() or fig.axes[0].get_title()
+        assert title.startswith("run best: "), title
+        assert all(ax.get_title() for ax in fig.axes)
+        for ax in fig.axes:
+            for axis in (ax.xaxis, ax.yaxis):
+                if axis.get_scale() == "log" and ax.lines:
+                    values = [v for line in ax.lines for v in line.get_data()[axis is ax.yaxis]]
+                    check_log_axis(axis, values)
+    for low, high in ((0.152, 0.216), (0.46, 1.0), (0.05, 3.0), (2.0, 95.0), (1e-5, 30.0),
+                      (0.2, 0.2), (3e-4, 3e4)):  # fmt: skip
+        ticks = log_tick_values(low, high)
+        assert 3 <= len(ticks) <= 12 and ticks[0] <= low and high <= ticks[-1], (low, ticks)
+
+
 def chromium() -> str:
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if found is None:
