@@ -47,6 +47,7 @@ STATUS_COLOURS = {
     "time_budget": "tab:blue",
     "stopped_by_asha": "tab:orange",
     "unfinished": "tab:olive",
+    "interrupted": "tab:brown",
     "failed": "tab:red",
     "error": "tab:purple",
     "infeasible": "tab:gray",
@@ -81,7 +82,7 @@ class Experiment:
 def read_experiment(path: str | Path) -> Experiment:
     """The experiment directory's options, trials and leaderboard (the written one when it
     covers every trial, else one built from the trials' results)."""
-    from raytrack.search.files import EXPERIMENT_FILE
+    from raytrack.search.files import EXPERIMENT_FILE, resolved_path
 
     path = Path(path)
     options_file = path / EXPERIMENT_FILE
@@ -91,6 +92,7 @@ def read_experiment(path: str | Path) -> Experiment:
             "directory python -m raytrack.tune wrote"
         )
     options = json.loads(options_file.read_text())
+    options["data_dir"] = resolved_path(path, options["data_dir"])  # may be relative to it
     trials = [_read_trial(d) for d in sorted(path.iterdir()) if _is_trial_dir(d)]
     rows, complete = None, False
     board = path / "leaderboard.json"
@@ -563,35 +565,46 @@ def _best_summary(best: BestModel) -> str:
 
 def _commands(experiment: Experiment) -> str:
     from raytrack.search.files import STUDY_FILE
-    from raytrack.search.tracking import ui_command
+    from raytrack.search.tracking import resolve_uri, ui_command
 
     commands = [f"tensorboard --logdir {experiment.path}"]
     if (experiment.path / STUDY_FILE).is_file():
         commands.append(f"optuna-dashboard {experiment.path.resolve() / STUDY_FILE}")
     if experiment.options.get("mlflow"):
-        commands.append(ui_command(experiment.options["mlflow"]))
+        commands.append(ui_command(resolve_uri(experiment.options["mlflow"], experiment.path)))
     return "<pre>" + html.escape("\n".join(commands)) + "</pre>"
 
 
 def write_experiment_report(
-    experiment_dir: str | Path, best_tracks: dict[str, np.ndarray] | None = None, log=print
+    experiment_dir: str | Path,
+    best_tracks: dict[str, np.ndarray] | None = None,
+    log=print,
+    interrupted: bool = False,
 ) -> Path:
     """Write ``experiment_dir/report/`` (index.html and its PNG figures); returns index.html.
 
     ``best_tracks``: the best model's test-split (inputs, truth, predicted) when the caller
     has them (the search has just evaluated best/); otherwise the best model is evaluated here.
+    ``interrupted``: the search (which calls this) was interrupted; the report says so (it
+    also does when its leaderboard marks trials interrupted).
     """
     experiment = read_experiment(experiment_dir)
     out = experiment.path / REPORT_DIR
     out.mkdir(exist_ok=True)
     options = experiment.options
-    ended = sum(r["status"] != "unfinished" for r in experiment.rows)
-    state = (
-        "complete"
-        if experiment.complete
-        else f"in progress or interrupted: {ended} of {len(experiment.rows)} trials ended; "
-        f"status {UNFINISHED}"
-    )
+    ended = sum(r["status"] not in ("unfinished", "interrupted") for r in experiment.rows)
+    if interrupted or any(r["status"] == "interrupted" for r in experiment.rows):
+        state = (
+            f"interrupted: {ended} of {len(experiment.rows)} trials ended; python -m "
+            "raytrack.tune --resume continues it"
+        )
+    elif experiment.complete:
+        state = "complete"
+    else:
+        state = (
+            f"in progress or interrupted: {ended} of {len(experiment.rows)} trials ended; "
+            f"status {UNFINISHED}"
+        )
     parts = [
         f"<h1>raytrack experiment {html.escape(experiment.path.name)}</h1>",
         f"<p>data: {html.escape(experiment.dataset)}<br>search: {html.escape(options['search'])}"

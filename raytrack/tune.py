@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -51,6 +52,13 @@ DEFAULT_SHARDS = 10  # of the generated default dataset
 DEFAULT_GRACE_EPOCHS = 3
 #: With --address, how long to wait for a node that fits a trial (nodes may still be joining).
 JOIN_WAIT_S = 120.0
+#: The exit status of an interrupted search (a shell's for a command ended by SIGINT).
+INTERRUPTED = 130
+#: Options of an experiment that --resume keeps (argparse dest -> ExperimentOptions field); the
+#: dataset options (--data, --samples, --phase-space) and --mlflow are compared on their own.
+KEPT_OPTIONS = ("search", "num_samples", "space", "objective", "max_weights", "max_epochs",
+                "time_budget", "grace_epochs", "reduction_factor", "scheduler", "cpus_per_trial",
+                "gpus_per_trial", "max_failures", "seed")  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,8 +159,20 @@ class Plan:
     dataset: DatasetSpec | None  # the default dataset, generated (or completed) once Ray runs
 
 
-def plan_from_args(args: argparse.Namespace) -> Plan:
-    """Every check that needs no Ray: options, search space, dataset, experiment to resume."""
+def given_options(parser: argparse.ArgumentParser, argv: list[str] | None) -> set[str]:
+    """The dests of the options ``argv`` gives, set to their default or not."""
+    unset = object()
+    dests = vars(parser.parse_args(argv))
+    # argparse fills in a default only where the namespace has no value yet
+    probe = parser.parse_args(argv, namespace=argparse.Namespace(**dict.fromkeys(dests, unset)))
+    return {dest for dest, value in vars(probe).items() if value is not unset}
+
+
+def plan_from_args(args: argparse.Namespace, given: set[str] | None = None) -> Plan:
+    """Every check that needs no Ray: options, search space, dataset, experiment to resume.
+
+    ``given``: the options the command line gives (see :func:`given_options`); with
+    ``--resume``, one that differs from the experiment's is refused."""
     from raytrack.search.experiment import load_options
     from raytrack.search.space import load_search_space
     from raytrack.search.tracking import require_mlflow
@@ -167,6 +187,13 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
                 f"--mlflow: {options.path} was started without it, and a resumed experiment "
                 "keeps the options it started with; start a new experiment with --mlflow"
             )
+        changed = changed_options(args, given or set(), options)
+        if changed:
+            raise ValueError(
+                f"--resume continues {options.path} with the options it was started with, and "
+                f"these differ: {', '.join(changed)}; leave them out to resume it, or start a "
+                "new experiment (another --name) with them"
+            )
         if options.mlflow:
             require_mlflow()
         return Plan(options, load(options.data_dir), None)
@@ -177,6 +204,52 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
     dataset = None if args.data else default_dataset(args)
     options = options_from_args(args, args.data or str(default_dataset_dir(args)))
     return Plan(options, load(args.data) if args.data else None, dataset)
+
+
+def changed_options(
+    args: argparse.Namespace, given: set[str], options: ExperimentOptions
+) -> list[str]:
+    """The options in ``given`` whose value differs from the experiment's ``options``, each as
+    "--OPTION VALUE (it has VALUE)". A resumed search runs on Tune's saved state (the searcher,
+    the scheduler, the number of trials), which keeps the options it was started with."""
+
+    def differs(flag: str, value: object, kept: object) -> str:
+        return f"{flag} {value} (it has {kept})"
+
+    changed = []
+    for dest in KEPT_OPTIONS:
+        value, kept = getattr(args, dest), getattr(options, dest)
+        if dest == "space" and _same_file(value, kept):
+            continue
+        if dest in given and value != kept:
+            changed.append(differs("--" + dest.replace("_", "-"), value, kept))
+    dataset = sorted({"data", "samples", "phase_space"} & given)
+    if dataset:
+        seed = args.seed if "seed" in given else options.seed
+        asked = args.data or default_dataset_dir(argparse.Namespace(**{**vars(args), "seed": seed}))
+        if Path(asked).resolve() != Path(options.data_dir).resolve():
+            flags = " ".join(f"--{d.replace('_', '-')} {getattr(args, d)}" for d in dataset)
+            changed.append(f"{flags} (it has the dataset {options.data_dir})")
+    if "mlflow" in given and args.mlflow and options.mlflow:
+        from raytrack.search.tracking import resolve_uri
+
+        if resolve_uri(args.mlflow, options.path) != options.mlflow:
+            changed.append(differs("--mlflow", args.mlflow, options.mlflow))
+    return changed
+
+
+def _same_file(a: str, b: str) -> bool:
+    return Path(a).is_file() and Path(b).is_file() and Path(a).resolve() == Path(b).resolve()
+
+
+def resume_command(args: argparse.Namespace, options: ExperimentOptions) -> str:
+    """The command that continues the experiment ``options`` started by ``args``."""
+    words = ["python", "-m", "raytrack.tune", "--resume", "--name", options.name]
+    if args.storage != DEFAULT_STORAGE:
+        words += ["--storage", args.storage]
+    if args.address:
+        words += ["--address", args.address]
+    return shlex.join(words)
 
 
 def start_ray(args: argparse.Namespace) -> None:
@@ -261,12 +334,20 @@ def open_mlflow(options: ExperimentOptions) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    from raytrack.search.experiment import check_trials_fit, describe_resources, run_experiment
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    from raytrack.search.experiment import (
+        SearchInterruptedError,
+        check_trials_fit,
+        describe_resources,
+        run_experiment,
+    )
+    from raytrack.search.files import EXPERIMENT_FILE
     from raytrack.search.space import SearchSpaceError
 
+    plan = None
     try:
-        plan = plan_from_args(args)
+        plan = plan_from_args(args, given_options(parser, argv))
         if plan.options.mlflow:
             open_mlflow(plan.options)
         start_ray(args)
@@ -281,6 +362,14 @@ def main(argv: list[str] | None = None) -> int:
             print("notice: no GPU in this Ray cluster; trials train on CPUs", flush=True)
         print(describe_resources(options), flush=True)
         run_experiment(options, resume=args.resume, splits=plan.splits)
+    except SearchInterruptedError as err:  # its leaderboard and report are written
+        print(f"{err}\nto continue it: {resume_command(args, err.options)}", flush=True)
+        return INTERRUPTED
+    except KeyboardInterrupt:  # before the search ran, or Ctrl-C again while it stopped
+        print("\ninterrupted", file=sys.stderr)
+        if plan is not None and (plan.options.path / EXPERIMENT_FILE).is_file():
+            print(f"to continue it: {resume_command(args, plan.options)}", file=sys.stderr)
+        return INTERRUPTED
     except (ValueError, FileNotFoundError, DatasetError, PhaseSpaceError, SearchSpaceError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -1,7 +1,8 @@
 """An experiment: presets and/or Optuna variants as Ray Tune trials, ASHA, leaderboard, best/.
 
 ``STORAGE/NAME`` holds Ray Tune's own state (trial directories, TensorBoard event files, the
-searcher's state) and raytrack's: ``experiment.json`` (the options, for ``--resume``),
+searcher's state) and raytrack's: ``experiment.json`` (the options, for ``--resume``; see
+``raytrack.search.files`` for how it records paths, so that the experiment can move),
 ``leaderboard.csv``/``.json``, ``pareto.csv``/``.json`` (Pareto objectives), ``best/``, the
 report (``report/index.html``), the Optuna study of an ``optuna``/``all`` search
 (``optuna.journal``, which ``optuna-dashboard`` opens) and, with ``--mlflow`` and no URI, the
@@ -10,6 +11,7 @@ MLflow store (``mlflow/``).
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 import math
@@ -20,8 +22,11 @@ from pathlib import Path
 from typing import Any
 
 import ray
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search import SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from raytrack.data import load
@@ -36,14 +41,21 @@ from raytrack.models.training import (
     result_from_checkpoint,
 )
 from raytrack.run import write_outputs
-from raytrack.search.files import EXPERIMENT_FILE, STUDY_FILE
+from raytrack.search.files import (
+    EXPERIMENT_FILE,
+    STUDY_FILE,
+    resolved_path,
+    running,
+    running_experiment,
+    stored_path,
+)
 from raytrack.search.leaderboard import (
     format_best,
     format_leaderboard,
     make_row,
     pareto_front,
     rank,
-    trial_status,
+    tune_trial_status,
     write_leaderboard,
 )
 from raytrack.search.progress import LEGEND, LiveTable, tune_console_quiet
@@ -145,12 +157,46 @@ def default_scheduler(search: str) -> str:
     return "none" if search == "presets" else "asha"
 
 
-def study_storage(path: str | Path):
-    """The Optuna storage of a study file (``STORAGE/NAME/optuna.journal``)."""
-    from optuna.storages import JournalStorage
-    from optuna.storages.journal import JournalFileBackend
+class SearchInterruptedError(Exception):
+    """The search was stopped (Ctrl-C) before every trial ended; its leaderboard and report of
+    what ran are written (best/ is not: it is the best of a search that ended), and
+    ``--resume`` continues it."""
 
-    return JournalStorage(JournalFileBackend(str(path)))
+    def __init__(self, options: ExperimentOptions, rows: list[dict], not_started: int) -> None:
+        ended = sum(r["status"] != "interrupted" for r in rows)
+        super().__init__(
+            f"interrupted: of the {_trial_count(options)} trials in {options.path}, {ended} "
+            f"ended, {len(rows) - ended} stopped in training (status interrupted), "
+            f"{not_started} not begun"
+        )
+        self.options, self.rows, self.not_started = options, rows, not_started
+
+
+def study_storage(path: str | Path) -> StudyJournal:
+    """Optuna's journal storage on the study file ``path``."""
+    return StudyJournal(path)
+
+
+def _study_journal(path: str) -> StudyJournal:
+    """Unpickles a :class:`StudyJournal`: the study file of the experiment running now."""
+    here = running_experiment()
+    return StudyJournal(here / STUDY_FILE if here is not None else path)
+
+
+class StudyJournal(JournalStorage):
+    """Optuna's journal storage on an experiment's study file.
+
+    Pickled with the searcher for ``--resume`` (the study, its trials and the searcher share
+    it), it is unpickled onto the study file of the experiment being resumed: the experiment
+    may have moved since, and the study must not be written at its old place.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        super().__init__(JournalFileBackend(self.path))
+
+    def __reduce__(self) -> tuple:
+        return (_study_journal, (self.path,))
 
 
 def load_study(experiment: str | Path):
@@ -166,10 +212,35 @@ def load_study(experiment: str | Path):
 
 
 def load_options(storage: str, name: str) -> ExperimentOptions:
+    """The options of the experiment ``storage/name``, its paths resolved where it lies now."""
     path = Path(storage) / name / EXPERIMENT_FILE
     if not path.exists():
         raise FileNotFoundError(f"{path}: no experiment to resume (check --storage and --name)")
-    return ExperimentOptions(**json.loads(path.read_text()))
+    document = json.loads(path.read_text())
+    # where the experiment lies now, not where it was started (see raytrack.search.files)
+    document.update(storage=storage, name=name)
+    document["data_dir"] = resolved_path(path.parent, document["data_dir"])
+    if document.get("mlflow"):
+        from raytrack.search.tracking import resolve_uri
+
+        document["mlflow"] = resolve_uri(document["mlflow"], path.parent)
+    return ExperimentOptions(**document)
+
+
+def options_document(options: ExperimentOptions) -> dict[str, Any]:
+    """``experiment.json``: the options, with no path that stops the experiment from moving (the
+    storage directory is where it lies; see raytrack.search.files)."""
+    document = asdict(options)
+    del document["storage"]
+    document["data_dir"] = stored_path(options.path, options.data_dir)
+    if Path(options.space).suffix or Path(options.space).exists():  # a file, not a name
+        document["space"] = str(Path(options.space).resolve())
+    if options.mlflow:
+        from raytrack.search.tracking import LOCAL, local_uri
+
+        if options.mlflow == local_uri(options.path):
+            document["mlflow"] = LOCAL
+    return document
 
 
 def run_experiment(
@@ -180,7 +251,9 @@ def run_experiment(
 ) -> list[dict]:
     """Run (or resume) the experiment; returns the ranked leaderboard rows.
 
-    ``splits``: the dataset when the caller has already loaded (and so checked) it.
+    ``splits``: the dataset when the caller has already loaded (and so checked) it. Raises
+    :class:`SearchInterruptedError`, once the leaderboard and the report of what ran are
+    written, when the search was stopped (Ctrl-C) before every trial ended.
     """
     settings = _settings(options)
     # A space that searches jacobian_weight trains on the dataset's Jacobians too.
@@ -193,35 +266,43 @@ def run_experiment(
         {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
     )
     options.path.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(options.path / EXPERIMENT_FILE, asdict(options))
+    write_json_atomic(options.path / EXPERIMENT_FILE, options_document(options))
     started = time.time()
-    if resume and tune.Tuner.can_restore(str(options.path)):
-        log(f"resuming {options.path}")
-        tuner = tune.Tuner.restore(
-            str(options.path), trainable, resume_unfinished=True, resume_errored=True
-        )
-    else:
-        tuner = tune.Tuner(
-            trainable,
-            param_space=_param_space(options),
-            tune_config=_tune_config(options, settings),
-            run_config=_run_config(options, settings),
-        )
-    log(LEGEND)
-    with tune_console_quiet():
+    # absolute: Ray takes a relative path for a URI without a scheme and refuses it
+    experiment = options.path.resolve()
+    # what Tune unpickles on --resume finds the experiment here
+    with running(experiment), tune_console_quiet():
+        if resume and tune.Tuner.can_restore(str(experiment)):
+            log(f"resuming {options.path}")
+            tuner = tune.Tuner.restore(
+                str(experiment), trainable, resume_unfinished=True, resume_errored=True
+            )
+        else:
+            tuner = tune.Tuner(
+                trainable,
+                param_space=_param_space(options),
+                tune_config=_tune_config(options, settings),
+                run_config=_run_config(options, settings),
+            )
+        log(LEGEND)
         results = tuner.fit()
-    rows = _leaderboard(results, options, settings)
+    rows, not_started = _leaderboard(results, options, settings)
+    interrupted = not_started > 0 or any(r["status"] == "interrupted" for r in rows)
     write_leaderboard(options.path, rows)
     cost = OBJECTIVES[options.objective]
     if cost:
         write_leaderboard(options.path, pareto_front(rows, cost), stem="pareto")
-    best = _export_best(rows, results, options, splits, settings, log)
-    _close_abandoned_study_trials(options)
-    report = _write_report(options, best, log)
+    best = None
+    if not interrupted:
+        best = _export_best(rows, results, options, splits, settings, log)
+        _close_abandoned_study_trials(options)  # else they are the trials --resume continues
+    report = _write_report(options, best, log, interrupted)
     log(format_leaderboard(rows))
     log(f"{len(rows)} trials in {time.time() - started:.0f} s; results in {options.path}")
     if best is not None:
         log(format_best(*best))
+    elif interrupted:  # exporting takes a while, and a user who pressed Ctrl-C waits for it
+        log("best/ (the best model's exports) is written when the search ends: --resume")
     if options.mlflow:
         from raytrack.search.tracking import finish
 
@@ -235,6 +316,8 @@ def run_experiment(
     if options.study_path is not None:
         log(f"Optuna study: optuna-dashboard {options.study_path}")
     log(f"TensorBoard: {tensorboard_hint(options.path)}")
+    if interrupted:
+        raise SearchInterruptedError(options, rows, not_started)
     return rows
 
 
@@ -250,7 +333,7 @@ def tensorboard_hint(experiment: Path) -> str:
     )
 
 
-def _write_report(options: ExperimentOptions, best, log) -> Path | None:
+def _write_report(options: ExperimentOptions, best, log, interrupted: bool) -> Path | None:
     """report/index.html; the best model's test-split predictions are reused from best/."""
     from raytrack.report import write_experiment_report
 
@@ -258,7 +341,9 @@ def _write_report(options: ExperimentOptions, best, log) -> Path | None:
     if best is not None and best[2] is not None:
         tracks = best[2].get("_tracks")
     try:
-        return write_experiment_report(options.path, best_tracks=tracks, log=log)
+        return write_experiment_report(
+            options.path, best_tracks=tracks, log=log, interrupted=interrupted
+        )
     except Exception as err:  # python -m raytrack.report can write it later
         log(f"warning: the experiment report was not written ({type(err).__name__}: {err}); "
             f"python -m raytrack.report {options.path} writes it")  # fmt: skip
@@ -316,13 +401,15 @@ def _tune_config(options: ExperimentOptions, settings: TrialSettings) -> tune.Tu
     if options.search == "presets":
         return tune.TuneConfig(num_samples=1, scheduler=scheduler)
     return tune.TuneConfig(
-        search_alg=_searcher(options, settings, cost),
+        search_alg=MovableSearchGenerator(_searcher(options, settings, cost)),
         scheduler=scheduler,
         num_samples=_trial_count(options),
     )
 
 
 def _trial_count(options: ExperimentOptions) -> int:
+    if options.search == "presets":
+        return len(SEARCH_PRESETS)
     return options.num_samples + (len(SEARCH_PRESETS) if options.search == "all" else 0)
 
 
@@ -342,6 +429,26 @@ class StudyFileSearch(OptunaSearch):
             super().on_trial_result(trial_id, result)
         except UpdateFinishedTrialError:
             self._completed_trials.add(trial_id)
+
+
+class MovableSearchGenerator(SearchGenerator):
+    """Tune's wrapper of a searcher, whose new trials go where the experiment lies now.
+
+    On --resume Tune restores the wrapper's experiment from its saved state, with the directory
+    the experiment had then, and makes the trials still to come there: after a move, where the
+    experiment no longer is (their checkpoints fail). Tune moves the restored trials itself
+    (``TuneController._restore_trials``); this moves the trials to come the same way.
+    """
+
+    def set_state(self, state: dict) -> None:
+        super().set_state(state)
+        here = running_experiment()
+        storage = self._experiment.spec.get("storage") if self._experiment else None
+        if here is not None and storage is not None:
+            moved = copy.copy(storage)
+            moved.storage_fs_path = str(here.parent)
+            moved.experiment_dir_name = here.name
+            self._experiment.spec["storage"] = moved
 
 
 def _searcher(options: ExperimentOptions, settings: TrialSettings, cost: str | None):
@@ -391,18 +498,26 @@ def _tracking(options: ExperimentOptions, settings: TrialSettings) -> list:
     return [MlflowTracking(options.mlflow, options.name, str(options.path.resolve()), settings)]
 
 
-def _leaderboard(results, options: ExperimentOptions, settings: TrialSettings) -> list[dict]:
-    rows = []
+def _leaderboard(
+    results, options: ExperimentOptions, settings: TrialSettings
+) -> tuple[list[dict], int]:
+    """(ranked rows of the trials that started, how many trials did not start). Trials do not
+    start when the search is interrupted: those Tune had queued, and those it had not created."""
+    rows, not_started = [], 0
     for result in results:
         metrics = result.metrics or {}
+        if result.config is None:  # no result, not even the one a trial gets as it starts
+            not_started += result.error is None
+            continue
         trial_id = metrics.get("trial_id") or Path(result.path).name
         name, model, train = resolve_configs(result.config, settings)
         config = {"model": {**model.to_dict(), "weight_count": model.weight_count,
                             "macs_per_track": model.macs_per_track},
                   "train": train.to_dict(), "params": result.config}  # fmt: skip
-        status = trial_status(metrics, result.error is not None, options.max_epochs)
+        status = tune_trial_status(metrics, result.error is not None, options.max_epochs)
         rows.append(make_row(trial_id, metrics.get("name", name), status, metrics, config))
-    return rank(rows)
+    not_started += max(0, _trial_count(options) - len(results))
+    return rank(rows), not_started
 
 
 def _export_best(

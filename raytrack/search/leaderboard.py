@@ -24,6 +24,22 @@ METRIC_COLUMNS = {
 }
 
 
+def tune_trial_status(metrics: dict[str, Any], errored: bool, max_epochs: int) -> str:
+    """The status of a trial Tune no longer runs, from its last result as Tune holds it:
+    ``interrupted`` when the search was stopped (Ctrl-C) before the trial ended, which
+    ``--resume`` continues, else :func:`trial_status`.
+
+    Tune marks ``done`` the last result of a trial that returned or that its scheduler (ASHA)
+    stopped, not that of one it stopped because the search was interrupted. (A trial's
+    ``result.json`` never holds that mark of a trial that returned: read from there, a trial is
+    judged by :func:`trial_status` alone.)
+    """
+    ended = metrics.get("done") or metrics.get("train_done") or metrics.get("train_status")
+    if not errored and not ended and not metrics.get("infeasible") and not metrics.get("failed"):
+        return "interrupted"
+    return trial_status(metrics, errored, max_epochs)
+
+
 def trial_status(metrics: dict[str, Any], errored: bool, max_epochs: int) -> str:
     """finished / early_stopped / time_budget / stopped_by_asha / failed / infeasible / error."""
     if errored:

@@ -19,7 +19,7 @@ from typing import Any
 
 from ray import tune
 
-from raytrack.search.leaderboard import trial_status
+from raytrack.search.leaderboard import tune_trial_status
 from raytrack.search.trial import OBJECTIVE, TrialSettings, resolve_configs
 
 #: Printed once above the table: what its error columns are.
@@ -39,7 +39,7 @@ def trial_row(trial: Any, settings: TrialSettings, described: dict[str, tuple[st
     result = trial.last_result or {}
     name, weights = _describe(trial, settings, described)
     if trial.status == "TERMINATED":
-        status = trial_status(result, False, settings.max_epochs)
+        status = tune_trial_status(result, False, settings.max_epochs)
     else:
         status = _LIVE.get(trial.status, trial.status.lower())
     return {
@@ -153,6 +153,15 @@ class LiveTable(tune.Callback):
         self._lines = table.count("\n") + 1 if terminal else 0
 
 
+_INTERRUPTION_LOGGERS = ("tune", "analysis.experiment_analysis")
+_ABOUT_THE_INTERRUPTION = ("Trials did not complete", "Failed to fetch metrics for")
+
+
+def _not_about_the_interruption(record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return "Tuner.restore(" not in message and not message.startswith(_ABOUT_THE_INTERRUPTION)
+
+
 #: Tune's switch for its warning about frequent experiment-state snapshots (0: off)
 SNAPSHOT_WARNING_ENV = "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S"
 
@@ -182,17 +191,26 @@ def tune_console_quiet() -> Iterator[None]:
 
     Tune's newer console engine prints its configuration box and a TensorBoard hint into Ray's
     temporary directory whatever the verbosity; its older one (``RAY_AIR_NEW_OUTPUT=0``) prints
-    nothing at ``verbose=0``. Tune's INFO logs (state snapshots written) are for debugging.
+    nothing at ``verbose=0``. Tune's INFO logs (state snapshots written) are for debugging. Of
+    an interrupted search, Tune's list of the trials that did not complete, the trials it
+    finds no result of and its Python resume hint (``Tuner.restore(...)``) give way to
+    raytrack's leaderboard and resume command.
     """
     saved_env = os.environ.get("RAY_AIR_NEW_OUTPUT")
     tune_logger = logging.getLogger("ray.tune")
     saved_level = tune_logger.level
+    # where those are logged: a filter acts on the logger a message is logged to
+    loggers = [logging.getLogger(f"ray.tune.{name}") for name in _INTERRUPTION_LOGGERS]
     os.environ["RAY_AIR_NEW_OUTPUT"] = "0"
     tune_logger.setLevel(logging.WARNING)
+    for logger in loggers:
+        logger.addFilter(_not_about_the_interruption)
     try:
         with _frequent_snapshots_unwarned():
             yield
     finally:
+        for logger in loggers:
+            logger.removeFilter(_not_about_the_interruption)
         tune_logger.setLevel(saved_level)
         if saved_env is None:
             os.environ.pop("RAY_AIR_NEW_OUTPUT", None)

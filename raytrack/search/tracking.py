@@ -29,6 +29,7 @@ from typing import Any
 from ray import tune
 
 from raytrack.models.training import VALIDATION_METRICS
+from raytrack.search.files import running_experiment
 from raytrack.search.leaderboard import trial_status
 from raytrack.search.trial import TrialSettings, resolve_configs
 
@@ -44,7 +45,8 @@ BEST_METRICS = tuple(f"best_{k}" for k in VALIDATION_METRICS)
 #: Logged every epoch, step = epoch.
 EPOCH_METRICS = ("train_loss", *VALIDATION_METRICS, *BEST_METRICS, "lr", "seconds")
 #: Leaderboard status -> MLflow's run status.
-_RUN_STATUS = {"failed": "FAILED", "error": "FAILED", "unfinished": "KILLED"}
+_RUN_STATUS = {"failed": "FAILED", "error": "FAILED", "unfinished": "KILLED",
+               "interrupted": "KILLED"}  # fmt: skip
 #: The best trial's files logged as its artifacts (directories whole).
 BEST_ARTIFACTS = ("model.onnx", "model.bin", "metadata.json", "run.json", "trial.json")
 
@@ -219,6 +221,11 @@ class MlflowTracking(tune.Callback):
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._store, self._warned = None, False
+        here = running_experiment()  # --resume: the experiment may have moved since
+        if here is not None:
+            if self.uri == local_uri(Path(self.experiment_dir)):
+                self.uri = local_uri(here)
+            self.experiment_dir = str(here)
 
     def store(self) -> MlflowStore:
         if self._store is None:
