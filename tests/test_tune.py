@@ -583,13 +583,12 @@ def test_resume_refuses_options_that_differ_from_the_experiments(tmp_path, capsy
     """Issue 17: --resume with other options (more trials, a longer budget) is refused, naming
     them, before anything starts; the same options again (condor's head resumes with the whole
     command line) are not."""
-    from raytrack.search.experiment import options_document
     from raytrack.tune import main
 
     data = tmp_path / "no-data"  # a missing dataset ends a resume that gets past the options
     started = options(tmp_path, data, search="optuna", num_samples=8, max_epochs=6)
     started.path.mkdir()
-    (started.path / "experiment.json").write_text(json.dumps(options_document(started)))
+    (started.path / "experiment.json").write_text(json.dumps(started.__dict__))
     resume = ["--resume", "--name", "exp", "--storage", str(tmp_path)]
     assert main([*resume, "--search", "optuna", "--num-samples", "12", "--max-epochs", "20"]) == 1
     err = capsys.readouterr().err
