@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from raytrack import bench
+from raytrack.bench import accuracy, common, deploy, generate, infer, search, train
 from raytrack.models.training import TrainConfig
 
 
@@ -18,8 +19,8 @@ def table(output: str, first_words: tuple[str, ...]) -> list[list[str]]:
 def test_generate_times_propagate_with_the_jacobian_against_without(capsys):
     from raytrack.physics import DipoleField
 
-    states, z0, z1 = bench.sample_tracks("default", 200, seed=2)
-    figures = bench.bench_jacobian(states, z0, z1, DipoleField(), rounds=1)
+    states, z0, z1 = common.sample_tracks("default", 200, seed=2)
+    figures = generate.bench_jacobian(states, z0, z1, DipoleField(), rounds=1)
     out = capsys.readouterr().out
     assert "propagate with the Jacobian against without, the same 200 variable-leg" in out
     rows = table(out, ("jacobian",))
@@ -52,7 +53,7 @@ def test_infer_times_each_model_its_formulation_and_its_physics_free_twin(capsys
 def test_infer_defaults_to_every_preset_and_refuses_unknown_ones(capsys):
     from raytrack.models import load_presets
 
-    assert bench.preset_names(None) == list(load_presets())
+    assert common.preset_names(None) == list(load_presets())
     assert bench.main(["infer", "--presets", "tiny", "nonesuch"]) == 1
     assert "nonesuch" in capsys.readouterr().err
 
@@ -73,10 +74,10 @@ def test_dataloader_baseline_trains_on_the_fast_paths_features_and_targets():
     from raytrack.models import get_preset
     from raytrack.models.training import TrainConfig, train_model
 
-    inputs, targets = bench.training_data("default", 400)
-    axis = bench.axis_of("default")
+    inputs, targets = common.training_data("default", 400)
+    axis = common.axis_of("default")
     config = get_preset("tiny")
-    model, dataset = bench.baseline_model_and_data(config, (inputs, targets), axis)
+    model, dataset = train.baseline_model_and_data(config, (inputs, targets), axis)
     fast = train_model(
         config, TrainConfig(epochs=1), (inputs, targets), (inputs, targets), axis=axis
     )
@@ -111,13 +112,14 @@ def fake_benches(monkeypatch, calls: list) -> None:
             calls.append((name, args))
             if fail:
                 raise RuntimeError(f"{name} broke")
-            return [bench.Figure(name, f"{name} figure", "1 unit", "2 x baseline")]
+            return [common.Figure(name, f"{name} figure", "1 unit", "2 x baseline")]
 
         return run
 
-    for name in ("generate", "train", "infer", "search"):
-        monkeypatch.setattr(bench, f"bench_{name}", fake(name))
-    monkeypatch.setattr(bench, "bench_accuracy", fake("accuracy", fail=True))
+    modules = {"generate": generate, "train": train, "infer": infer, "search": search}
+    for name, module in modules.items():
+        monkeypatch.setattr(module, f"bench_{name}", fake(name))
+    monkeypatch.setattr(accuracy, "bench_accuracy", fake("accuracy", fail=True))
 
 
 def test_all_prints_one_table_and_goes_on_after_a_failure(monkeypatch, capsys):
@@ -143,3 +145,73 @@ def test_all_runs_the_search_when_asked_with_no_gpu_share_on_cpu(monkeypatch, ca
     assert len(search) == 1
     assert search[0][3] == 0.0  # gpus per trial: none on a CPU run
     assert "search figure" in capsys.readouterr().out
+
+
+class TorchSession:
+    """Stands in for an ONNX Runtime session of the model (the export costs 5-10 s a model on a
+    busy machine; tests/test_export.py and the infer test above cover it)."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+
+    def run(self, outputs, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        assert outputs is None and list(feeds) == ["state"]
+        with torch.no_grad():
+            return [self.model(torch.from_numpy(feeds["state"])).numpy()]
+
+
+def test_deploy_prints_both_languages_ratios_on_both_fields(capsys, monkeypatch):
+    monkeypatch.setattr(deploy, "exported_session", lambda model, path: TorchSession(model))
+    args = ["deploy", "--preset", "tiny", "--samples", "600", "--budget", "0.5", "--tracks", "150"]
+    args += ["--tolerances", "0.01", "3", "--step-caps", "1000", "none", "--rounds", "1"]
+    assert bench.main(args) == 0
+    out = capsys.readouterr().out
+    table = out[out.index("bench deploy:") :].splitlines()[2:-1]
+    rows = [[cell.strip() for cell in line.split("  ") if cell.strip()] for line in table]
+    engines = {
+        ("Python", "ONNX Runtime, batch 4096"), ("Python", "torch, batch 4096"),
+        ("Python", "propagate"), ("C++", "predict"), ("C++", "predict_with_jacobian"),
+        ("C++", "Dormand-Prince"),
+    }  # fmt: skip
+    for field in ("default dipole", "window-frame map"):
+        mine = [r for r in rows if r[0] == field]
+        assert {(r[2], r[3]) for r in mine} == engines
+        for row in mine:
+            ratio = float(row[-1])  # the integrator's time per track over the engine's
+            assert ratio > 0
+            if row[3] in ("propagate", "Dormand-Prince"):
+                assert ratio == 1.0 and row[4].startswith("tol ")
+    # The C++ integrator is propagate's, step for step: the same ends to rounding.
+    agreement = [
+        line for line in out.splitlines() if "C++ Dormand-Prince against propagate" in line
+    ]
+    assert len(agreement) == 2
+    for line in agreement:
+        p99 = float(line.split("differ by at most ")[1].split(" mm")[0])
+        assert p99 < 1e-4
+        assert line.endswith("tracks dropped by one and not the other: 0")
+
+
+def test_deploy_finds_the_field_a_dataset_was_made_with(tmp_path, monkeypatch):
+    from raytrack.physics import DipoleField, field_from_spec
+    from raytrack.physics.synthetic_map import write_maps
+
+    dipole = DipoleField(polarity="up")
+    record = {"description": dipole.describe(), "hash": dipole.fingerprint()}
+    assert deploy.dataset_field({"field": record}, "m").describe() == dipole.describe()
+    written = write_maps(tmp_path, spacing=500.0)
+    spec = [p.name for p in written["cdf"]]  # relative, as a user typed them in tmp_path
+    field = field_from_spec([str(p) for p in written["cdf"]])
+    manifest = {
+        "field": {"description": field.describe(), "hash": field.fingerprint()},
+        "parameters": {"field": spec, "field_unit": None},
+    }
+    monkeypatch.chdir(tmp_path)
+    assert deploy.dataset_field(manifest, "m").fingerprint() == field.fingerprint()
+    monkeypatch.chdir(tmp_path.parent)
+    with pytest.raises(ValueError, match="cannot be read from here"):
+        deploy.dataset_field(manifest, "m")
+    monkeypatch.chdir(tmp_path)
+    manifest["field"]["hash"] = "0" * 16
+    with pytest.raises(ValueError, match="not the one the dataset was made with"):
+        deploy.dataset_field(manifest, "m")
