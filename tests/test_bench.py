@@ -181,14 +181,16 @@ def test_deploy_prints_both_languages_ratios_on_both_fields(capsys, monkeypatch)
             assert ratio > 0
             if row[3] in ("propagate", "Dormand-Prince"):
                 assert ratio == 1.0 and row[4].startswith("tol ")
-    # The C++ integrator is propagate's, step for step: the same ends to rounding.
+    # The C++ integrator is propagate's, step for step: the same ends to rounding (on a grid at
+    # tight tolerances the step control can amplify rounding at the map's kinks; not at these).
     agreement = [
         line for line in out.splitlines() if "C++ Dormand-Prince against propagate" in line
     ]
     assert len(agreement) == 2
     for line in agreement:
-        p99 = float(line.split("differ by at most ")[1].split(" mm")[0])
-        assert p99 < 1e-4
+        same = float(line.split("the same to 1e-9 mm for ")[1].split("%")[0])
+        figures = float(line.split("errors differ by at most ")[1].split(" mm")[0])
+        assert same > 90 and figures < 1e-3
         assert line.endswith("tracks dropped by one and not the other: 0")
 
 
