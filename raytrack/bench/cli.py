@@ -143,7 +143,7 @@ def add_deploy(deploy_parser: argparse.ArgumentParser) -> None:
     deploy_parser.add_argument(
         "--samples",
         type=positive_int,
-        default=100_000,
+        default=60_000,
         help="without RUN_DIR: tracks each model is trained on (90%%) and validated on",
     )
     deploy_parser.add_argument(
