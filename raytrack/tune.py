@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import shlex
 import sys
 import time
@@ -196,6 +197,10 @@ def plan_from_args(args: argparse.Namespace, given: set[str] | None = None) -> P
             )
         if options.mlflow:
             require_mlflow()
+        if options.samples is not None and not dataset_complete(options.data_dir):
+            # Ctrl-C while tune generated it: generation continues where it stopped
+            spec = dataset_spec(options.samples, options.phase_space, options.seed)
+            return Plan(options, None, spec)
         return Plan(options, load(options.data_dir), None)
     if args.mlflow:
         require_mlflow()
@@ -223,13 +228,18 @@ def changed_options(
             continue
         if dest in given and value != kept:
             changed.append(differs("--" + dest.replace("_", "-"), value, kept))
-    dataset = sorted({"data", "samples", "phase_space"} & given)
-    if dataset:
-        seed = args.seed if "seed" in given else options.seed
-        asked = args.data or default_dataset_dir(argparse.Namespace(**{**vars(args), "seed": seed}))
-        if Path(asked).resolve() != Path(options.data_dir).resolve():
-            flags = " ".join(f"--{d.replace('_', '-')} {getattr(args, d)}" for d in dataset)
-            changed.append(f"{flags} (it has the dataset {options.data_dir})")
+    if "data" in given and Path(args.data).resolve() != Path(options.data_dir).resolve():
+        changed.append(differs("--data", args.data, options.data_dir))
+    for dest in ("samples", "phase_space"):  # of the dataset tune generated, if it did
+        value, kept = getattr(args, dest), getattr(options, dest)
+        if dest not in given or (dest == "phase_space" and _same_file(value, kept)):
+            continue
+        if kept is None:
+            changed.append(
+                differs(f"--{dest.replace('_', '-')}", value, f"--data {options.data_dir}")
+            )
+        elif value != kept:
+            changed.append(differs(f"--{dest.replace('_', '-')}", value, kept))
     if "mlflow" in given and args.mlflow and options.mlflow:
         from raytrack.search.tracking import resolve_uri
 
@@ -238,8 +248,8 @@ def changed_options(
     return changed
 
 
-def _same_file(a: str, b: str) -> bool:
-    return Path(a).is_file() and Path(b).is_file() and Path(a).resolve() == Path(b).resolve()
+def _same_file(a: str, b: str | None) -> bool:
+    return b is not None and Path(a).is_file() and Path(a).resolve() == Path(b).resolve()
 
 
 def resume_command(args: argparse.Namespace, options: ExperimentOptions) -> str:
@@ -274,23 +284,38 @@ def default_dataset_dir(args: argparse.Namespace) -> Path:
 
 def default_dataset(args: argparse.Namespace) -> DatasetSpec:
     """The dataset tune generates when --data is not given (checked here, made later)."""
+    return dataset_spec(args.samples, args.phase_space, args.seed)
+
+
+def dataset_spec(samples: int, phase_space: str, seed: int) -> DatasetSpec:
     return DatasetSpec(
-        samples=args.samples,
+        samples=samples,
         shards=DEFAULT_SHARDS,
-        seed=args.seed,
-        phase_space=load_phase_space(args.phase_space),
+        seed=seed,
+        phase_space=load_phase_space(phase_space),
         field=DipoleField(),
     )
 
 
-def ensure_dataset(args: argparse.Namespace, spec: DatasetSpec) -> None:
-    """Generate the default dataset ``spec`` (reused if complete, completed if interrupted)."""
-    out = default_dataset_dir(args)
+def dataset_complete(directory: str | Path) -> bool:
+    """Whether ``directory`` holds a dataset whose generation ended."""
+    manifest = Path(directory) / "manifest.json"
+    try:
+        return bool(json.loads(manifest.read_text()).get("complete"))
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def ensure_dataset(spec: DatasetSpec, options: ExperimentOptions) -> None:
+    """Generate the default dataset ``spec`` in the experiment's ``data_dir`` (reused if
+    complete, completed if interrupted)."""
     print(
-        f"no --data given: using the default dataset in {out} "
-        f"({args.samples} tracks, phase space {args.phase_space!r}; generated if missing)"
+        f"no --data given: using the default dataset in {options.data_dir} "
+        f"({spec.samples} tracks, phase space {options.phase_space!r}; generated if missing)"
     )
-    generate_dataset(spec, out, parameters={"by": "raytrack.tune", "samples": args.samples})
+    generate_dataset(
+        spec, options.data_dir, parameters={"by": "raytrack.tune", "samples": spec.samples}
+    )
 
 
 def options_from_args(
@@ -318,6 +343,8 @@ def options_from_args(
         grace_epochs=grace, reduction_factor=args.reduction_factor,
         scheduler=args.scheduler, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=gpus or 0.0,
         max_failures=args.max_failures, seed=args.seed,
+        samples=None if args.data else args.samples,
+        phase_space=None if args.data else args.phase_space,
     )  # fmt: skip
 
 
@@ -341,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         check_trials_fit,
         describe_resources,
         run_experiment,
+        write_options,
     )
     from raytrack.search.files import EXPERIMENT_FILE
     from raytrack.search.space import SearchSpaceError
@@ -356,8 +384,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.resume and args.gpus_per_trial is None and gpus >= 1:
             options = dataclasses.replace(options, gpus_per_trial=1.0)
         check_trials_fit(options, wait_s=JOIN_WAIT_S if args.address else 0.0)
+        plan = dataclasses.replace(plan, options=options)
+        write_options(options)  # from here on, Ctrl-C leaves an experiment --resume continues
         if plan.dataset is not None:
-            ensure_dataset(args, plan.dataset)
+            ensure_dataset(plan.dataset, options)
         if gpus == 0:
             print("notice: no GPU in this Ray cluster; trials train on CPUs", flush=True)
         print(describe_resources(options), flush=True)

@@ -636,3 +636,19 @@ def test_a_moved_experiment_finds_its_files_where_it_lies_now(tmp_path):
     assert (local.uri, local.experiment_dir) == (local_uri(new), str(new.resolve()))
     assert remote.uri == "http://127.0.0.1:5000"
     assert not (tmp_path / "runs").exists()
+
+
+def test_resume_completes_the_dataset_tune_was_generating(tmp_path):
+    """Ctrl-C while tune generates its default dataset (the experiment exists by then):
+    --resume completes the dataset, its generation continuing where it stopped."""
+    from raytrack.search.experiment import write_options
+    from raytrack.tune import build_parser, plan_from_args
+
+    data = tmp_path / "datasets" / "default-600-seed3"
+    write_options(options(tmp_path, data, samples=600, phase_space="default", seed=3))
+    data.mkdir(parents=True)  # no manifest of a complete dataset
+    args = build_parser().parse_args(["--resume", "--name", "exp", "--storage", str(tmp_path)])
+    plan = plan_from_args(args)
+    assert plan.splits is None and plan.options.data_dir == str(data.resolve())
+    spec = plan.dataset
+    assert (spec.samples, spec.seed, spec.phase_space.name) == (600, 3, "default")

@@ -97,6 +97,10 @@ class ExperimentOptions:
     seed: int = 0
     #: MLflow tracking URI (``--mlflow``), resolved; None: no MLflow
     mlflow: str | None = None
+    #: Of the default dataset tune generates in ``data_dir`` (no ``--data``): its tracks and
+    #: phase space, so that --resume completes a generation that was interrupted; else None
+    samples: int | None = None
+    phase_space: str | None = None
 
     def __post_init__(self) -> None:
         if self.search not in SEARCHES:
@@ -227,14 +231,22 @@ def load_options(storage: str, name: str) -> ExperimentOptions:
     return ExperimentOptions(**document)
 
 
+def write_options(options: ExperimentOptions) -> None:
+    """The experiment directory and its ``experiment.json``: from then on, --resume takes it."""
+    options.path.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(options.path / EXPERIMENT_FILE, options_document(options))
+
+
 def options_document(options: ExperimentOptions) -> dict[str, Any]:
     """``experiment.json``: the options, with no path that stops the experiment from moving (the
     storage directory is where it lies; see raytrack.search.files)."""
     document = asdict(options)
     del document["storage"]
     document["data_dir"] = stored_path(options.path, options.data_dir)
-    if Path(options.space).suffix or Path(options.space).exists():  # a file, not a name
-        document["space"] = str(Path(options.space).resolve())
+    for key in ("space", "phase_space"):  # a file (not a built-in's name) may be relative
+        value = document[key]
+        if value is not None and (Path(value).suffix or Path(value).exists()):
+            document[key] = str(Path(value).resolve())
     if options.mlflow:
         from raytrack.search.tracking import LOCAL, local_uri
 
@@ -265,8 +277,7 @@ def run_experiment(
         tune.with_parameters(run_trial, data=splits, settings=settings),
         {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial},
     )
-    options.path.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(options.path / EXPERIMENT_FILE, options_document(options))
+    write_options(options)
     started = time.time()
     # absolute: Ray takes a relative path for a URI without a scheme and refuses it
     experiment = options.path.resolve()
