@@ -172,5 +172,5 @@ def add_deploy(deploy_parser: argparse.ArgumentParser) -> None:
         help="integrator step caps searched, mm, or none",
     )
     deploy_parser.add_argument(
-        "--rounds", type=positive_int, default=3, help="turns the timed engines take"
+        "--rounds", type=positive_int, default=5, help="turns the timed engines take"
     )
