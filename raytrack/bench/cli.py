@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None, description: str | None = None) -> int:
             )
         else:
             accuracy.bench_accuracy(args.samples, args.preset, args.budget, args.device)
-    except (ValueError, FileNotFoundError) as err:
+    except (ValueError, FileNotFoundError, RuntimeError) as err:  # RuntimeError: no C++ compiler
         print(f"error: {err}", file=sys.stderr)
         return 1
     return 0
