@@ -694,26 +694,56 @@ def test_writer_refuses_an_inconsistent_model() -> None:
 
 def test_exports_take_physical_units_with_fixed_legs(cpp_predict: Path, tmp_path: Path) -> None:
     """A normalisation fitted on one fixed leg: z_start, z_end, dz, I1 and I2 are constant
-    columns (std set to 1), and every export standardises physical inputs itself."""
+    columns (std set to 1), fixed features that the network receives as 0 (issue 16), and every
+    export standardises physical inputs itself, on that leg and on any other."""
     inputs = draw_tracks(2000, seed=31, legs="fixed")
     model = make_model((16, 8), "gelu", seed=32, fit_on=inputs)
     norm = model.normalisation()
     np.testing.assert_array_equal(norm.input_std[5:10], np.ones(5))
     np.testing.assert_allclose(norm.input_mean[5:8], [3000.0, 7000.0, 4000.0])
-    ref = torch_predict(model, inputs)
+    assert norm.input_fixed.tolist() == [False] * 5 + [True] * 5 + [False] * 4
+    groups = {"training leg": inputs, **track_groups(100, seed=33)}
+    everywhere = np.concatenate(list(groups.values()))
+    ref = torch_predict(model, everywhere)
     write_model_bin(model, tmp_path / "model.bin")
     export_onnx(model, tmp_path / "model.onnx")
-    assert_matches(read_model_bin(tmp_path / "model.bin").forward(inputs), ref, "numpy")
-    assert_matches(onnx_predict(tmp_path / "model.onnx", inputs), ref, "onnx")
-    proc, got = run_cpp(cpp_predict, tmp_path / "model.bin", inputs, tmp_path)
+    # model.bin has no field for it: the first layer's columns of the fixed features are 0.
+    first = read_model_bin(tmp_path / "model.bin").weights[0]
+    assert not first[:, 5:10].any() and first[:, :5].all() and first[:, 10:].all()
+    assert model.linear_layers()[0].weight[:, 5:10].abs().min() > 0  # the model's own weights
+    loaded = read_model_bin(tmp_path / "model.bin")
+    assert_groups_match(loaded.forward(everywhere), ref, groups, "numpy")
+    assert_groups_match(onnx_predict(tmp_path / "model.onnx", everywhere), ref, groups, "onnx")
+    proc, got = run_cpp(cpp_predict, tmp_path / "model.bin", everywhere, tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert_matches(got, ref, "C++")
+    assert_groups_match(got, ref, groups, "C++")
+    # The network ignores them: other weights on them change nothing, on any leg.
+    with torch.no_grad():
+        model.linear_layers()[0].weight[:, 5:10] *= -3.0
+    np.testing.assert_array_equal(torch_predict(model, everywhere), ref)
     # Control: the same weights without the input standardisation give something else entirely,
     # so the agreement above requires the exports to standardise physical inputs themselves.
     with torch.no_grad():
         features, base, scale = model.prepare(torch.from_numpy(inputs))
         unstandardised = model.decode(base, scale, model.net(features.float()))
-    assert mismatch(unstandardised.float().numpy(), ref) > 100.0
+    assert mismatch(unstandardised.float().numpy(), ref[: len(inputs)]) > 100.0
+
+
+def test_a_checkpoint_from_before_fixed_features_fixes_none() -> None:
+    """A state without ``input_fixed`` (checkpoints before issue 16) loads as the model it was:
+    no feature fixed, the network given every feature standardised."""
+    inputs = draw_tracks(500, seed=34, legs="fixed")
+    model = make_model((16, 8), "silu", seed=35, fit_on=inputs)
+    state = model.state_dict()
+    del state["input_fixed"]
+    old = TrackMLP.from_state(model.config, state).eval()
+    assert not old.input_fixed.any()
+    tracks = draw_tracks(200, seed=36)
+    with torch.no_grad():
+        features, base, scale = old.prepare(torch.from_numpy(tracks))
+        standardised = (features.float() - old.input_mean) / old.input_std
+        before = old.decode(base, scale, old.net(standardised)).float()
+    np.testing.assert_array_equal(torch_predict(old, tracks), before.numpy())
 
 
 def test_cast_like_becomes_cast_and_onnx_runtime_loads_the_graph_silently(capfd) -> None:

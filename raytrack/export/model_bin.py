@@ -140,7 +140,7 @@ class BinModel:
             input_std=f32(model.input_std),
             target_mean=f32(model.target_mean),
             target_std=f32(model.target_std),
-            weights=[f32(layer.weight) for layer in layers],
+            weights=_first_layer_ignoring(model, [f32(layer.weight) for layer in layers]),
             biases=[f32(layer.bias) for layer in layers],
             base=config.base,
             inputs=config.inputs,
@@ -302,6 +302,17 @@ class BinModel:
             (self.leg_power, self.kappa, self.min_uz_squared, self.min_leg_m),
             self.axis_spacing,
         )
+
+
+def _first_layer_ignoring(model: TrackMLP, weights: list[np.ndarray]) -> list[np.ndarray]:
+    """The weights with the first layer's columns of the features fixed in training set to 0:
+    the torch model gives the network 0 for those features, and a zero column gives the same
+    sums whatever a reader computes for them, so the format needs no field for it."""
+    fixed = model.input_fixed.cpu().numpy()
+    if fixed.any():
+        weights[0] = weights[0].copy()  # f32 may share the tensor's memory
+        weights[0][:, fixed] = 0.0
+    return weights
 
 
 def write_model_bin(model: TrackMLP, path: str | os.PathLike) -> None:

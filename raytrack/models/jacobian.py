@@ -68,8 +68,8 @@ def _formulation_tangents(model: TrackMLP, inputs: torch.Tensor):
 
 def _network_tangents(model: TrackMLP, features: torch.Tensor, d_features: torch.Tensor):
     """The network's standardised output (N, 4) and its tangents (N, 4, 5)."""
-    x = (features.float() - model.input_mean) / model.input_std
-    t = d_features.float() / model.input_std[:, None]
+    x = model.standardise(features)
+    t = torch.where(model.input_fixed[:, None], 0.0, d_features.float() / model.input_std[:, None])
     for layer in model.net:
         if isinstance(layer, nn.Linear):
             x = layer(x)

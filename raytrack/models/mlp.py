@@ -123,14 +123,29 @@ class ModelConfig:
         return sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
 
 
+#: A feature column whose spread is below this fraction of its largest magnitude is constant at
+#: float32 resolution (the network sees features rounded to float32): a fixed leg's z_start,
+#: z_end, dz, I1 and I2.
+FIXED_RESOLUTION = 2.0**-24
+NORMALISATION_FIELDS = ("input_mean", "input_std", "target_mean", "target_std", "input_fixed")
+
+
 @dataclass
 class Normalisation:
-    """Feature and target standardisation, fitted on the training split (float64 numbers)."""
+    """Feature and target standardisation, fitted on the training split (float64 numbers).
+
+    ``input_fixed`` marks the features that were constant in training: the network receives
+    0 for them whatever their value (a float32 formulation computes a fixed leg's I2, about
+    -7e6 T mm^2, only to a few units, which a standard deviation of 1 would pass on as several
+    standard deviations of an input the network never saw vary); their mean is their value and
+    their std 1.
+    """
 
     input_mean: np.ndarray = field(default_factory=lambda: np.zeros(N_INPUTS))
     input_std: np.ndarray = field(default_factory=lambda: np.ones(N_INPUTS))
     target_mean: np.ndarray = field(default_factory=lambda: np.zeros(N_OUTPUTS))
     target_std: np.ndarray = field(default_factory=lambda: np.ones(N_OUTPUTS))
+    input_fixed: np.ndarray = field(default_factory=lambda: np.zeros(N_INPUTS, dtype=bool))
 
     @classmethod
     def fit(cls, features, encoded_targets) -> Normalisation:
@@ -147,11 +162,16 @@ class Normalisation:
             input_std=features.std(),
             target_mean=targets.mean(),
             target_std=targets.std(),
+            input_fixed=features.fixed(),
         )
 
     @classmethod
     def identity(cls, n_features: int) -> Normalisation:
-        return cls(input_mean=np.zeros(n_features), input_std=np.ones(n_features))
+        return cls(
+            input_mean=np.zeros(n_features),
+            input_std=np.ones(n_features),
+            input_fixed=np.zeros(n_features, dtype=bool),
+        )
 
 
 class ColumnMoments:
@@ -187,9 +207,15 @@ class ColumnMoments:
         return self.mean_
 
     def std(self) -> np.ndarray:
-        """Standard deviation, 1 where a column is constant (a fixed leg, say)."""
-        std = np.sqrt(self.m2 / self.count)
-        return np.where(std > 1e-12 * np.maximum(self.max_abs, 1e-300), std, 1.0)
+        """Standard deviation, 1 where a column is constant (a fixed leg, say: see fixed)."""
+        return np.where(self.fixed(), 1.0, self._spread())
+
+    def fixed(self) -> np.ndarray:
+        """Whether each column is constant at float32 resolution (``FIXED_RESOLUTION``)."""
+        return self._spread() <= FIXED_RESOLUTION * self.max_abs
+
+    def _spread(self) -> np.ndarray:
+        return np.sqrt(self.m2 / self.count)
 
 
 class TrackMLP(nn.Module):
@@ -213,6 +239,7 @@ class TrackMLP(nn.Module):
         norm = norm or Normalisation.identity(config.n_features)
         for name in ("input_mean", "input_std", "target_mean", "target_std"):
             self.register_buffer(name, torch.as_tensor(getattr(norm, name), dtype=torch.float32))
+        self.register_buffer("input_fixed", torch.as_tensor(norm.input_fixed, dtype=torch.bool))
         layers: list[nn.Module] = []
         width = config.n_features
         for hidden in config.hidden:
@@ -237,8 +264,13 @@ class TrackMLP(nn.Module):
         return model
 
     def set_normalisation(self, norm: Normalisation) -> None:
-        for name in ("input_mean", "input_std", "target_mean", "target_std"):
+        for name in NORMALISATION_FIELDS:
             getattr(self, name).copy_(torch.as_tensor(getattr(norm, name)))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # A checkpoint from before input_fixed fixes no feature: it behaves as it did.
+        state_dict.setdefault(prefix + "input_fixed", torch.zeros_like(self.input_fixed))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def linear_layers(self) -> list[nn.Linear]:
         return [m for m in self.net if isinstance(m, nn.Linear)]
@@ -252,9 +284,16 @@ class TrackMLP(nn.Module):
         features, base, scale = self.prepare(inputs)
         return features, self.formulation.encode(base, scale, truth)
 
+    def standardise(self, features: torch.Tensor) -> torch.Tensor:
+        """The network's input: (N, F) features rounded to float32 and standardised, 0 for the
+        features fixed in training."""
+        return torch.where(
+            self.input_fixed, 0.0, (features.float() - self.input_mean) / self.input_std
+        )
+
     def standardised(self, features: torch.Tensor) -> torch.Tensor:
         """The network's raw output for (N, F) features: standardised targets (the loss's)."""
-        return self.net((features.float() - self.input_mean) / self.input_std)
+        return self.net(self.standardise(features))
 
     def decode(self, base, scale, standardised: torch.Tensor) -> torch.Tensor:
         """Standardised network output -> physical end state (float64)."""
@@ -267,9 +306,7 @@ class TrackMLP(nn.Module):
         return self.decode(base, scale, self.standardised(features)).to(inputs.dtype)
 
     def normalisation(self) -> Normalisation:
-        return Normalisation(
-            **{
-                name: getattr(self, name).double().cpu().numpy()
-                for name in ("input_mean", "input_std", "target_mean", "target_std")
-            }
-        )
+        values = {name: getattr(self, name).cpu().numpy() for name in NORMALISATION_FIELDS}
+        for name in ("input_mean", "input_std", "target_mean", "target_std"):
+            values[name] = values[name].astype(np.float64)
+        return Normalisation(**values)
