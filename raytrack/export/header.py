@@ -11,7 +11,10 @@ No allocation, no file I/O, no standard library beyond ``<math.h>``. The per-tra
 verbatim copy of the ``raytrack core`` block of ``raytrack_mlp.hpp`` (model.bin's C++ reader),
 so both run the same arithmetic; the header only fixes the numbers and the precision of the
 formulation (``float32`` by default, the type a GPU trigger computes in; ``float64`` on request).
-The whole constant data must fit the 64 KB of CUDA constant memory, or the export is refused.
+A float32 formulation computes its values in two floats (hi + lo) and keeps, beside its tables,
+quadrature and kappa, what rounding them to float left out, so that it reproduces the float64
+model (docs/trigger_header.md, "Precision"). The whole constant data must fit the 64 KB of CUDA
+constant memory, or the export is refused.
 """
 
 from __future__ import annotations
@@ -91,12 +94,73 @@ class ConstantData:
         return ", ".join(parts)
 
 
-def _table_rows(model: BinModel) -> list[int]:
-    """Rows of the (4, T) tables the header keeps: By, F, H always (F's and H's Hermite slopes
-    are By and F), dBy/dz only for the expansion base (the only reader of dBy and d2By)."""
+#: The table rows by name, in the order of core::Axis's pointers: model.bin's four, then what
+#: rounding By, F and H to float leaves out.
+TABLE_ROWS = {
+    "by": "By (T)",
+    "dby": "dBy/dz (T/mm)",
+    "f": "F (T mm)",
+    "h": "H (T mm^2)",
+    "by_lo": "By - float(By)",
+    "f_lo": "F - float(F)",
+    "h_lo": "H - float(H)",
+}
+
+
+def _table_rows(model: BinModel, precision: str = "float32") -> list[str]:
+    """Rows of the tables the header keeps: By, F, H always (F's and H's Hermite slopes are By
+    and F) and dBy/dz for the expansion base (its only reader). In float32 also what rounding F
+    and H to float leaves out (F reaches 4500 T mm and H 4e7 T mm^2, where a float's spacing is
+    5e-4 and 4, and a leg's integrals are differences of them), and for the expansion base By's
+    instead of the dBy/dz row: the header takes dBy/dz from By as the tables were made (central
+    differences), whose d2By would otherwise be a difference of neighbouring float dBy/dz."""
     if model.axis_values.shape[1] == 0:
         return []
-    return [0, 1, 2, 3] if model.base == "expansion" else [0, 2, 3]
+    expansion = model.base == "expansion"
+    if precision == "float64":
+        return ["by", "dby", "f", "h"] if expansion else ["by", "f", "h"]
+    if expansion:
+        _check_central_differences(model)
+    return ["by", "f", "h", *(["by_lo"] if expansion else []), "f_lo", "h_lo"]
+
+
+def _check_central_differences(model: BinModel) -> None:
+    """Refuse a model whose dBy/dz table is not np.gradient of its By table (every raytrack
+    model's is, AxisProfile.tables): a float32 header computes it from By."""
+    by, dby = model.axis_values[0], model.axis_values[1]
+    expected = np.gradient(by, model.axis_spacing)
+    if np.abs(dby - expected).max() > 1e-12 * max(np.abs(expected).max(), 1e-300):
+        raise ValueError(
+            "the model's dBy/dz table is not the central differences of its By table, which a "
+            "float32 header computes it from: export with --precision float64"
+        )
+
+
+def _split(values, precision: str) -> tuple[np.ndarray, np.ndarray]:
+    """float64 numbers as (hi, lo): hi rounded to the precision, lo = what that left out (in
+    float32, rounded to float again: hi + lo holds 48 bits); lo is 0 in float64."""
+    values = np.asarray(values, dtype=np.float64)
+    if precision == "float64":
+        return values, np.zeros_like(values)
+    hi = values.astype(np.float32).astype(np.float64)
+    return hi, (values - hi).astype(np.float32).astype(np.float64)
+
+
+def _table_values(model: BinModel, rows: list[str], precision: str) -> np.ndarray:
+    """The kept rows, one after the other (float64 numbers exact in the precision)."""
+    named = {}
+    for name, row in zip(("by", "dby", "f", "h"), model.axis_values, strict=True):
+        named[name], named[name + "_lo"] = _split(row, precision)
+    return np.concatenate([named[r] for r in rows])
+
+
+def _quadrature_values(model: BinModel, precision: str) -> np.ndarray:
+    """Nodes and weights, then in float32 their rounding errors (nodes, then weights)."""
+    nodes, nodes_lo = _split(model.quadrature_nodes, precision)
+    weights, weights_lo = _split(model.quadrature_weights, precision)
+    if precision == "float64":
+        return np.concatenate([nodes, weights])
+    return np.concatenate([nodes, weights, nodes_lo, weights_lo]).astype(np.float64)
 
 
 def constant_data(model: BinModel, precision: str = "float32") -> ConstantData:
@@ -105,12 +169,12 @@ def constant_data(model: BinModel, precision: str = "float32") -> ConstantData:
         raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
     size = PRECISIONS[precision][1]
     n_floats = len(_network_values(model))
-    rows = _table_rows(model)
+    rows = _table_rows(model, precision)
     n_table = model.axis_values.shape[1]
     return ConstantData(
         network=4 * n_floats,
         tables=size * len(rows) * n_table,
-        quadrature=size * 2 * len(model.quadrature_nodes),
+        quadrature=size * len(_quadrature_values(model, precision)),
         weight_count=model.weight_count,
         table_rows=len(rows),
         table_nodes=n_table,
@@ -237,7 +301,7 @@ def header_source(
     shapes = [w.shape for w in model.weights]
     widths = [nf, *(rows for rows, _ in shapes)]
     n_table = model.axis_values.shape[1]
-    rows = _table_rows(model)
+    rows = _table_rows(model, precision)
     n_quad = len(model.quadrature_nodes)
     crc = zlib.crc32(model.to_bytes())
     origin_line = origin.replace("\n", " ")
@@ -296,17 +360,19 @@ namespace data {{
     )
     arrays = [("NET", "float", "kNet", net, "float32")]
     if rows:
-        table = model.axis_values[rows].ravel()
-        arrays.append(("TABLES", "Real", "kTables", table, precision))
+        arrays.append(
+            ("TABLES", "Real", "kTables", _table_values(model, rows, precision), precision)
+        )
     if n_quad:
-        quad = np.concatenate([model.quadrature_nodes, model.quadrature_weights])
+        quad = _quadrature_values(model, precision)
         arrays.append(("QUADRATURE", "Real", "kQuadrature", quad, precision))
+    quad_lo = ", then their rounding errors (nodes, weights)" if precision == "float32" else ""
     comments = {
         "kNet": f"input_mean[{nf}], input_std[{nf}], target_mean[4], target_std[4], then per "
         "layer its weight (row-major, out x in) and bias",
         "kTables": "on-axis field tables at z_first + i * spacing, one row after the other: "
-        + ", ".join(["By (T)", "dBy/dz (T/mm)", "F (T mm)", "H (T mm^2)"][r] for r in rows),
-        "kQuadrature": f"Gauss-Legendre nodes on [0, 1] ({n_quad}), then their weights",
+        + ", ".join(TABLE_ROWS[r] for r in rows),
+        "kQuadrature": f"Gauss-Legendre nodes on [0, 1] ({n_quad}), then their weights{quad_lo}",
     }
     for suffix, ctype, name, values, prec in arrays:
         add(f"// {comments[name]}\n")
@@ -336,16 +402,22 @@ namespace data {{
         layer_inits.append(f"{{{rows_k}, {cols_k}, p + {weight_at}, p + {bias_at}}}")
     assert offset == len(net)
     if rows:
-        t = "tables()"
-        row_ptr = {r: f"{t} + {k * n_table}" for k, r in enumerate(rows)}
+        row_ptr = {r: f"tables() + {k * n_table}" for k, r in enumerate(rows)}
+        pointers = ", ".join(row_ptr.get(r, "nullptr") for r in TABLE_ROWS)
         axis = (
             f"core::Axis<Real>{{{lit(model.axis_z_first)}, {lit(model.axis_spacing)}, {n_table}, "
-            f"{row_ptr[0]}, {row_ptr.get(1, 'nullptr')}, {row_ptr[2]}, {row_ptr[3]}}}"
+            f"{pointers}}}"
         )
     else:
-        axis = "core::Axis<Real>{Real(0), Real(1), 0, nullptr, nullptr, nullptr, nullptr}"
-    nodes = "quadrature()" if n_quad else "nullptr"
-    weights = f"quadrature() + {n_quad}" if n_quad else "nullptr"
+        axis = (
+            "core::Axis<Real>{Real(0), Real(1), 0, "
+            + ", ".join(["nullptr"] * len(TABLE_ROWS))
+            + "}"
+        )
+    quad_ptr = [f"quadrature() + {k * n_quad}" if n_quad else "nullptr" for k in range(4)]
+    if precision == "float64":
+        quad_ptr[2:] = ["nullptr", "nullptr"]
+    kappa, kappa_lo = (float(v[0]) for v in _split([model.kappa], precision))
     add(
         f"""// Everything a prediction reads, with the kLayers layers given (pointers into net()).
 RAYTRACK_HD inline core::Model<Real> model(const core::Layer* layers) {{
@@ -356,13 +428,16 @@ RAYTRACK_HD inline core::Model<Real> model(const core::Layer* layers) {{
   m.base = {BASE_CODES[model.base]}u;  // {model.base}
   m.inputs = {INPUT_CODES[model.inputs]}u;  // {model.inputs}
   m.leg_power = {lit(model.leg_power)};
-  m.kappa = {lit(model.kappa)};  // MeV / (T mm)
+  m.kappa = {lit(kappa)};  // MeV / (T mm)
+  m.kappa_lo = {lit(kappa_lo)};  // what rounding kappa to Real left out
   m.min_uz_squared = {lit(model.min_uz_squared)};
   m.min_leg_m = {lit(model.min_leg_m)};
   m.axis = {axis};
   m.n_quad = {n_quad};
-  m.nodes = {nodes};
-  m.weights = {weights};
+  m.nodes = {quad_ptr[0]};
+  m.weights = {quad_ptr[1]};
+  m.nodes_lo = {quad_ptr[2]};
+  m.weights_lo = {quad_ptr[3]};
   m.input_mean = p;
   m.input_std = p + {nf};
   m.target_mean = p + {2 * nf};

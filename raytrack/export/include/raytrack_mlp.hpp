@@ -46,7 +46,8 @@
 // are forward()'s. The per-track code (namespace raytrack::core, between the "raytrack core"
 // markers) uses no standard library and is __host__ __device__ under nvcc; the trigger
 // headers of `python -m raytrack.export RUN_DIR --header OUT.h` (docs/trigger_header.md)
-// carry a verbatim copy of it.
+// carry a verbatim copy of it, and may run the formulation in float: in two floats a value
+// (core::Wide), so that it reproduces the double one.
 
 #ifndef RAYTRACK_MLP_HPP
 #define RAYTRACK_MLP_HPP
@@ -103,157 +104,279 @@ RAYTRACK_HD inline float fabs_(float x) { return fabsf(x); }
 RAYTRACK_HD inline double fabs_(double x) { return fabs(x); }
 RAYTRACK_HD inline float pow_(float x, float y) { return powf(x, y); }
 RAYTRACK_HD inline double pow_(double x, double y) { return pow(x, y); }
+RAYTRACK_HD inline float fma_(float a, float b, float c) { return fmaf(a, b, c); }
+RAYTRACK_HD inline double fma_(double a, double b, double c) { return fma(a, b, c); }
 // std::max / std::min semantics: the first argument unless the second is larger / smaller.
 template <class T>
 RAYTRACK_HD inline T max_(T a, T b) { return a < b ? b : a; }
 template <class T>
 RAYTRACK_HD inline T min_(T a, T b) { return b < a ? b : a; }
 
-// A forward-mode dual number: a value and its derivatives along kTangents directions. Every
-// value is computed by exactly the operations the plain code applies to it, so the value part
-// of a Jacobian evaluation is the plain prediction.
+// --- Wide: a value held as the unevaluated sum hi + lo of two floats -----------------------
+//
+// A float formulation (the trigger headers' default) computes its values in Wide<float>, about
+// 44 significant bits from float operations alone: every operation is the float operation plus
+// its rounding error, recovered exactly (two_sum; two_prod with a fused multiply-add), the
+// "double-word" arithmetic of Dekker and Knuth. Without it the end state would carry the float
+// rounding of numbers that are large beside what is computed from them: the field integrals
+// over the whole magnet (F to 4500 T mm, H to 4e7 T mm^2) of which a leg takes a difference,
+// the quadrature's z of which the table look-up takes the distance to a node, 14 m of slope
+// summed into a position. A double formulation computes in plain double (Value<double>).
 template <class T>
-struct Dual {
-  T v;
-  T d[kTangents];
-};
+struct Wide;
+
+// a + b exactly, for any a and b (Knuth).
+template <class T>
+RAYTRACK_HD inline Wide<T> two_sum(T a, T b) {
+  const T s = a + b, v = s - a;
+  return Wide<T>(s, (a - (s - v)) + (b - v));
+}
+// a + b exactly where |a| >= |b| (or a = 0) (Dekker).
+template <class T>
+RAYTRACK_HD inline Wide<T> fast_two_sum(T a, T b) {
+  const T s = a + b;
+  return Wide<T>(s, b - (s - a));
+}
+// a * b exactly (the fused multiply-add rounds the exact product minus p once: exactly).
+template <class T>
+RAYTRACK_HD inline Wide<T> two_prod(T a, T b) {
+  const T p = a * b;
+  return Wide<T>(p, fma_(a, b, -p));
+}
 
 template <class T>
-RAYTRACK_HD inline Dual<T> constant(T v) {
-  Dual<T> r;
-  r.v = v;
-  for (int k = 0; k < kTangents; ++k) r.d[k] = T(0);
-  return r;
+struct Wide {
+  T hi, lo;  // |lo| <= ulp(hi) / 2 after every operation: hi is the value rounded to T
+
+  Wide() = default;
+  RAYTRACK_HD constexpr Wide(T h) : hi(h), lo(T(0)) {}  // exact, and implicit on purpose
+  RAYTRACK_HD constexpr Wide(T h, T l) : hi(h), lo(l) {}
+
+  friend RAYTRACK_HD Wide operator-(const Wide& a) { return Wide(-a.hi, -a.lo); }
+  friend RAYTRACK_HD Wide operator+(const Wide& a, const Wide& b) {
+    const Wide s = two_sum(a.hi, b.hi);
+    return fast_two_sum(s.hi, s.lo + (a.lo + b.lo));
+  }
+  friend RAYTRACK_HD Wide operator+(const Wide& a, T b) {
+    const Wide s = two_sum(a.hi, b);
+    return fast_two_sum(s.hi, s.lo + a.lo);
+  }
+  friend RAYTRACK_HD Wide operator+(T a, const Wide& b) { return b + a; }
+  friend RAYTRACK_HD Wide operator-(const Wide& a, const Wide& b) { return a + (-b); }
+  friend RAYTRACK_HD Wide operator-(const Wide& a, T b) { return a + (-b); }
+  friend RAYTRACK_HD Wide operator-(T a, const Wide& b) { return (-b) + a; }
+  friend RAYTRACK_HD Wide operator*(const Wide& a, const Wide& b) {
+    const Wide p = two_prod(a.hi, b.hi);
+    return fast_two_sum(p.hi, p.lo + (a.hi * b.lo + a.lo * b.hi));
+  }
+  friend RAYTRACK_HD Wide operator*(const Wide& a, T b) {
+    const Wide p = two_prod(a.hi, b);
+    return fast_two_sum(p.hi, p.lo + a.lo * b);
+  }
+  friend RAYTRACK_HD Wide operator*(T a, const Wide& b) { return b * a; }
+  // One float division and one correction from the exact remainder a - q b.
+  friend RAYTRACK_HD Wide operator/(const Wide& a, const Wide& b) {
+    const T q = a.hi / b.hi;
+    const Wide r = a - b * q;
+    return fast_two_sum(q, (r.hi + r.lo) / b.hi);
+  }
+  friend RAYTRACK_HD Wide operator/(const Wide& a, T b) {
+    const T q = a.hi / b;
+    const Wide r = a - two_prod(q, b);
+    return fast_two_sum(q, (r.hi + r.lo) / b);
+  }
+  friend RAYTRACK_HD Wide operator/(T a, const Wide& b) { return Wide(a) / b; }
+  friend RAYTRACK_HD bool operator<(const Wide& a, T b) {
+    return a.hi < b || (a.hi == b && a.lo < T(0));
+  }
+};
+
+// One float square root and one Newton correction from the exact residual a - s^2.
+template <class T>
+RAYTRACK_HD inline Wide<T> sqrt_(const Wide<T>& a) {
+  const T s = sqrt_(a.hi);
+  if (!(s > T(0))) return Wide<T>(s);  // 0, or NaN in, NaN out
+  const Wide<T> p = two_prod(s, s);
+  return fast_two_sum(s, (((a.hi - p.hi) - p.lo) + a.lo) / (T(2) * s));
 }
 template <class T>
-RAYTRACK_HD inline Dual<T> operator-(const Dual<T>& a) {
-  Dual<T> r;
-  r.v = -a.v;
-  for (int k = 0; k < kTangents; ++k) r.d[k] = -a.d[k];
-  return r;
-}
+RAYTRACK_HD inline Wide<T> max_(const Wide<T>& a, T b) { return a < b ? Wide<T>(b) : a; }
+
+// The leading part of a value (itself for a plain number), and a value rounded to float.
+RAYTRACK_HD inline float lead(float x) { return x; }
+RAYTRACK_HD inline double lead(double x) { return x; }
 template <class T>
-RAYTRACK_HD inline Dual<T> operator+(const Dual<T>& a, const Dual<T>& b) {
-  Dual<T> r;
-  r.v = a.v + b.v;
-  for (int k = 0; k < kTangents; ++k) r.d[k] = a.d[k] + b.d[k];
-  return r;
-}
-template <class T>
-RAYTRACK_HD inline Dual<T> operator+(const Dual<T>& a, T b) {
-  Dual<T> r = a;
-  r.v = a.v + b;
-  return r;
-}
-template <class T>
-RAYTRACK_HD inline Dual<T> operator+(T a, const Dual<T>& b) {
-  Dual<T> r = b;
-  r.v = a + b.v;
-  return r;
-}
-template <class T>
-RAYTRACK_HD inline Dual<T> operator-(const Dual<T>& a, const Dual<T>& b) {
-  Dual<T> r;
-  r.v = a.v - b.v;
-  for (int k = 0; k < kTangents; ++k) r.d[k] = a.d[k] - b.d[k];
-  return r;
-}
-template <class T>
-RAYTRACK_HD inline Dual<T> operator-(const Dual<T>& a, T b) {
-  Dual<T> r = a;
-  r.v = a.v - b;
-  return r;
-}
-template <class T>
-RAYTRACK_HD inline Dual<T> operator-(T a, const Dual<T>& b) {
-  Dual<T> r;
-  r.v = a - b.v;
-  for (int k = 0; k < kTangents; ++k) r.d[k] = -b.d[k];
-  return r;
-}
-template <class T>
-RAYTRACK_HD inline Dual<T> operator*(const Dual<T>& a, const Dual<T>& b) {
-  Dual<T> r;
-  r.v = a.v * b.v;
-  for (int k = 0; k < kTangents; ++k) r.d[k] = a.d[k] * b.v + a.v * b.d[k];
-  return r;
-}
-template <class T>
-RAYTRACK_HD inline Dual<T> operator*(const Dual<T>& a, T b) {
-  Dual<T> r;
-  r.v = a.v * b;
-  for (int k = 0; k < kTangents; ++k) r.d[k] = a.d[k] * b;
-  return r;
-}
-template <class T>
-RAYTRACK_HD inline Dual<T> operator*(T a, const Dual<T>& b) {
-  Dual<T> r;
-  r.v = a * b.v;
-  for (int k = 0; k < kTangents; ++k) r.d[k] = a * b.d[k];
-  return r;
-}
-template <class T>
-RAYTRACK_HD inline Dual<T> operator/(const Dual<T>& a, const Dual<T>& b) {
-  Dual<T> r;
-  r.v = a.v / b.v;
-  for (int k = 0; k < kTangents; ++k) r.d[k] = (a.d[k] - r.v * b.d[k]) / b.v;
-  return r;
-}
-template <class T>
-RAYTRACK_HD inline Dual<T> operator/(const Dual<T>& a, T b) {
-  Dual<T> r;
-  r.v = a.v / b;
-  for (int k = 0; k < kTangents; ++k) r.d[k] = a.d[k] / b;
-  return r;
-}
-template <class T>
-RAYTRACK_HD inline Dual<T> operator/(T a, const Dual<T>& b) {
-  Dual<T> r;
-  r.v = a / b.v;
-  for (int k = 0; k < kTangents; ++k) r.d[k] = -r.v * b.d[k] / b.v;
-  return r;
-}
-template <class T>
-RAYTRACK_HD inline Dual<T> sqrt_(const Dual<T>& a) {
-  Dual<T> r;
+RAYTRACK_HD inline T lead(const Wide<T>& x) { return x.hi; }
+template <class V>
+RAYTRACK_HD inline float to_float(const V& x) { return static_cast<float>(lead(x)); }
+
+// The type a formulation of precision R computes its values in, and a value from a table's
+// number and its rounding error (the float tables keep both; double ones have no error part).
+template <class R>
+struct Precise {
+  using type = R;
+};
+template <>
+struct Precise<float> {
+  using type = Wide<float>;
+};
+template <class R>
+using Value = typename Precise<R>::type;
+RAYTRACK_HD inline Wide<float> join(float hi, float lo) { return Wide<float>(hi, lo); }
+RAYTRACK_HD inline double join(double hi, double lo) { return hi + lo; }
+
+// A forward-mode dual number: a value (V) and its derivatives (T) along kTangents directions.
+// Every value is computed by exactly the operations the plain code applies to it, so the value
+// part of a Jacobian evaluation is the plain prediction; the derivatives are computed in T
+// from the values rounded to T (a Jacobian needs no more than T's precision).
+template <class V, class T = V>
+struct Dual {
+  V v;
+  T d[kTangents];
+
+  RAYTRACK_HD static Dual constant(const V& value) {
+    Dual r;
+    r.v = value;
+    for (int k = 0; k < kTangents; ++k) r.d[k] = T(0);
+    return r;
+  }
+  friend RAYTRACK_HD Dual operator-(const Dual& a) {
+    Dual r;
+    r.v = -a.v;
+    for (int k = 0; k < kTangents; ++k) r.d[k] = -a.d[k];
+    return r;
+  }
+  friend RAYTRACK_HD Dual operator+(const Dual& a, const Dual& b) {
+    Dual r;
+    r.v = a.v + b.v;
+    for (int k = 0; k < kTangents; ++k) r.d[k] = a.d[k] + b.d[k];
+    return r;
+  }
+  friend RAYTRACK_HD Dual operator+(const Dual& a, const V& b) {
+    Dual r = a;
+    r.v = a.v + b;
+    return r;
+  }
+  friend RAYTRACK_HD Dual operator+(const V& a, const Dual& b) {
+    Dual r = b;
+    r.v = a + b.v;
+    return r;
+  }
+  friend RAYTRACK_HD Dual operator-(const Dual& a, const Dual& b) {
+    Dual r;
+    r.v = a.v - b.v;
+    for (int k = 0; k < kTangents; ++k) r.d[k] = a.d[k] - b.d[k];
+    return r;
+  }
+  friend RAYTRACK_HD Dual operator-(const Dual& a, const V& b) {
+    Dual r = a;
+    r.v = a.v - b;
+    return r;
+  }
+  friend RAYTRACK_HD Dual operator-(const V& a, const Dual& b) {
+    Dual r;
+    r.v = a - b.v;
+    for (int k = 0; k < kTangents; ++k) r.d[k] = -b.d[k];
+    return r;
+  }
+  friend RAYTRACK_HD Dual operator*(const Dual& a, const Dual& b) {
+    Dual r;
+    r.v = a.v * b.v;
+    const T av = lead(a.v), bv = lead(b.v);
+    for (int k = 0; k < kTangents; ++k) r.d[k] = a.d[k] * bv + av * b.d[k];
+    return r;
+  }
+  friend RAYTRACK_HD Dual operator*(const Dual& a, const V& b) {
+    Dual r;
+    r.v = a.v * b;
+    const T bv = lead(b);
+    for (int k = 0; k < kTangents; ++k) r.d[k] = a.d[k] * bv;
+    return r;
+  }
+  friend RAYTRACK_HD Dual operator*(const V& a, const Dual& b) {
+    Dual r;
+    r.v = a * b.v;
+    const T av = lead(a);
+    for (int k = 0; k < kTangents; ++k) r.d[k] = av * b.d[k];
+    return r;
+  }
+  friend RAYTRACK_HD Dual operator/(const Dual& a, const Dual& b) {
+    Dual r;
+    r.v = a.v / b.v;
+    const T rv = lead(r.v), bv = lead(b.v);
+    for (int k = 0; k < kTangents; ++k) r.d[k] = (a.d[k] - rv * b.d[k]) / bv;
+    return r;
+  }
+  friend RAYTRACK_HD Dual operator/(const Dual& a, const V& b) {
+    Dual r;
+    r.v = a.v / b;
+    const T bv = lead(b);
+    for (int k = 0; k < kTangents; ++k) r.d[k] = a.d[k] / bv;
+    return r;
+  }
+  friend RAYTRACK_HD Dual operator/(const V& a, const Dual& b) {
+    Dual r;
+    r.v = a / b.v;
+    const T rv = lead(r.v), bv = lead(b.v);
+    for (int k = 0; k < kTangents; ++k) r.d[k] = -rv * b.d[k] / bv;
+    return r;
+  }
+};
+template <class V, class T>
+RAYTRACK_HD inline Dual<V, T> sqrt_(const Dual<V, T>& a) {
+  Dual<V, T> r;
   r.v = sqrt_(a.v);
-  const T half_inv = T(0.5) / r.v;
+  const T half_inv = T(0.5) / lead(r.v);
   for (int k = 0; k < kTangents; ++k) r.d[k] = a.d[k] * half_inv;
   return r;
 }
 // max(a, floor): the floor (a constant) where it applies, as torch.clamp differentiates it.
-template <class T>
-RAYTRACK_HD inline Dual<T> max_(const Dual<T>& a, T b) {
-  return a.v < b ? constant(b) : a;
+template <class V, class T>
+RAYTRACK_HD inline Dual<V, T> max_(const Dual<V, T>& a, T b) {
+  return a.v < b ? Dual<V, T>::constant(V(b)) : a;
 }
 
-// Plain and dual arithmetic behind one name: S is the formulation's scalar (Real, or Dual<Real>
-// for the Jacobian), Net the network's (float, or Dual<float>).
+// Plain and dual arithmetic behind one name: S is the formulation's scalar (its value type
+// Value<R>, or Dual<Value<R>, R> for the Jacobian), Net the network's (float, or Dual<float>),
+// Lite the plain-R arithmetic of S (R, or Dual<R>) for corrections whose R rounding is far
+// below the float spacing of the end state (lite() rounds a value to it, full() widens back).
 template <class S>
 struct Traits {
-  using Real = S;
   using Net = float;
-  RAYTRACK_HD static S constant(Real v) { return v; }
-  RAYTRACK_HD static Real value(const S& s) { return s; }
-  RAYTRACK_HD static Net narrow(const S& s) { return static_cast<float>(s); }
-  RAYTRACK_HD static S widen(const Net& h) { return static_cast<Real>(h); }
+  using Lite = decltype(lead(S()));
+  RAYTRACK_HD static S constant(const S& v) { return v; }
+  RAYTRACK_HD static Net narrow(const S& s) { return to_float(s); }
+  RAYTRACK_HD static S widen(const Net& h) { return S(h); }
+  RAYTRACK_HD static Lite lite(const S& s) { return lead(s); }
+  RAYTRACK_HD static S full(const Lite& l) { return S(l); }
 };
-template <class T>
-struct Traits<Dual<T>> {
-  using Real = T;
+template <class V, class T>
+struct Traits<Dual<V, T>> {
   using Net = Dual<float>;
-  RAYTRACK_HD static Dual<T> constant(T v) { return core::constant(v); }
-  RAYTRACK_HD static T value(const Dual<T>& s) { return s.v; }
-  RAYTRACK_HD static Net narrow(const Dual<T>& s) {
+  using Lite = Dual<T>;
+  RAYTRACK_HD static Dual<V, T> constant(const V& v) { return Dual<V, T>::constant(v); }
+  RAYTRACK_HD static Net narrow(const Dual<V, T>& s) {
     Net r;
-    r.v = static_cast<float>(s.v);
+    r.v = to_float(s.v);
     for (int k = 0; k < kTangents; ++k) r.d[k] = static_cast<float>(s.d[k]);
     return r;
   }
-  RAYTRACK_HD static Dual<T> widen(const Net& h) {
-    Dual<T> r;
-    r.v = static_cast<T>(h.v);
+  RAYTRACK_HD static Dual<V, T> widen(const Net& h) {
+    Dual<V, T> r;
+    r.v = V(h.v);
     for (int k = 0; k < kTangents; ++k) r.d[k] = static_cast<T>(h.d[k]);
+    return r;
+  }
+  RAYTRACK_HD static Lite lite(const Dual<V, T>& s) {
+    Lite r;
+    r.v = lead(s.v);
+    for (int k = 0; k < kTangents; ++k) r.d[k] = s.d[k];
+    return r;
+  }
+  RAYTRACK_HD static Dual<V, T> full(const Lite& l) {
+    Dual<V, T> r;
+    r.v = V(l.v);
+    for (int k = 0; k < kTangents; ++k) r.d[k] = l.d[k];
     return r;
   }
 };
@@ -293,47 +416,97 @@ RAYTRACK_HD inline Dual<float> activate(unsigned code, const Dual<float>& x) {
   return r;
 }
 
+// acc += w a, in place: the network's inner loop (a dual's value and derivatives updated where
+// they are, the same operations as acc + w * a without the temporaries).
+RAYTRACK_HD inline void add_product(float& acc, float w, float a) { acc = acc + w * a; }
+RAYTRACK_HD inline void add_product(Dual<float>& acc, float w, const Dual<float>& a) {
+  acc.v = acc.v + w * a.v;
+  for (int k = 0; k < kTangents; ++k) acc.d[k] = acc.d[k] + w * a.d[k];
+}
+
 // On-axis field tables at one z: By and dBy/dz linear between nodes, F and H cubic Hermite
 // (slopes By and F), d2By the slope of the dBy/dz interpolant. Past either end By = dBy =
 // d2By = 0, F keeps its end value and H grows linearly with it. (docs/model_bin.md, step 1)
 template <class R>
 struct Point {
-  R by, dby, f, h, d2by;
+  R by, dby, d2by;
+  Value<R> f, h;
 };
 
 template <class R>
 struct Axis {
-  R z_first, spacing;
+  R z_first, spacing;  // node i at z_first + i * spacing, exactly (a whole number of mm)
   int n;  // nodes (>= 2 when the formulation reads the tables)
   const R* by;
-  const R* dby;  // may be null when nothing reads dBy/dz (every base but expansion)
+  const R* dby;  // null where nothing reads dBy/dz (every base but expansion), or see by_lo
   const R* f;
   const R* h;
+  // May be null: what rounding By, F, H to R left out (a float header's tables). With by_lo
+  // and no dby row, dBy/dz is computed from By as the tables made it.
+  const R* by_lo;
+  const R* f_lo;
+  const R* h_lo;
 
-  RAYTRACK_HD Point<R> at(R z) const {
+  RAYTRACK_HD Value<R> f_at(int i) const { return join(f[i], f_lo ? f_lo[i] : R(0)); }
+
+  // 2 spacing dBy/dz at node i: the table's, or By's central difference (one-sided at the two
+  // ends, as np.gradient made the table) from By and its rounding error: d2By, a difference of
+  // neighbouring dBy, would lose ten bits of a float dBy/dz table to cancellation.
+  RAYTRACK_HD Value<R> double_step_slope(int i) const {
+    if (dby != nullptr) return Value<R>(dby[i] * (R(2) * spacing));
+    const int below = i > 0 ? i - 1 : 0, above = i + 1 < n ? i + 1 : n - 1;
+    const Value<R> step = join(by[above], by_lo[above]) - join(by[below], by_lo[below]);
+    return above - below == 2 ? step : step * R(2);
+  }
+
+  RAYTRACK_HD Point<R> at(const Value<R>& z) const {
+    using V = Value<R>;
+    const R zl = lead(z);
+    if (zl != zl) return Point<R>{zl, zl, zl, V(zl), V(zl)};  // NaN in, NaN out
     const R last = static_cast<R>(n) - R(2);
-    const R t = (z - z_first) / spacing;
-    if (t != t) return Point<R>{t, t, t, t, t};  // NaN in, NaN out, never a wild index
-    const R index_d = min_(max_(floor_(t), R(0)), last);
-    const R u = min_(max_(t - index_d, R(0)), R(1));
-    const R outside = (t - index_d - u) * spacing;  // signed mm past the end node
-    const int i = static_cast<int>(index_d);
+    R index = min_(max_(floor_((zl - z_first) / spacing), R(0)), last);
+    // The interval is decided from the distance to its node, computed from z itself (exact
+    // for a node of the grid): the division above may round across a node, where d2By jumps.
+    V d = z - (z_first + index * spacing);
+    if (d < R(0) && index > R(0)) {
+      index -= R(1);
+      d = d + spacing;
+    } else if (!(d < spacing) && index < last) {
+      index += R(1);
+      d = d - spacing;
+    }
+    const R dl = lead(d);
+    const R inner = min_(max_(dl, R(0)), spacing);  // mm into the interval
+    const R outside = dl - inner;                    // signed mm past the end node
+    const int i = static_cast<int>(index);
+    const R u = inner / spacing, u2 = u * u, u3 = u2 * u;
+    const R a = R(3) * u2 - R(2) * u3, b = (u3 - u2) * spacing;
     Point<R> p;
-    p.f = hermite(f, by, i, u);
-    p.h = hermite(h, f, i, u) + p.f * outside;
+    p.f = rise(f, f_lo, i, by[i], by[i + 1], inner, a, b);
+    p.h = rise(h, h_lo, i, f[i], f[i + 1], inner, a, b);
     const bool inside = outside == R(0);
+    if (!inside) p.h = p.h + p.f * outside;
     p.by = inside ? by[i] * (R(1) - u) + by[i + 1] * u : R(0);
-    const bool slopes = inside && dby != nullptr;
-    p.dby = slopes ? dby[i] * (R(1) - u) + dby[i + 1] * u : R(0);
-    p.d2by = slopes ? (dby[i + 1] - dby[i]) / spacing : R(0);
+    p.dby = p.d2by = R(0);
+    if (inside && (dby != nullptr || by_lo != nullptr)) {
+      const V g0 = double_step_slope(i), g1 = double_step_slope(i + 1);
+      const R twice = R(2) * spacing;
+      p.dby = (lead(g0) * (R(1) - u) + lead(g1) * u) / twice;
+      p.d2by = lead(g1 - g0) / (twice * spacing);
+    }
     return p;
   }
 
-  RAYTRACK_HD R hermite(const R* v, const R* d, int i, R u) const {
-    const R d0 = d[i] * spacing, d1 = d[i + 1] * spacing;
-    const R u2 = u * u, u3 = u2 * u;
-    return (R(2) * u3 - R(3) * u2 + R(1)) * v[i] + (u3 - R(2) * u2 + u) * d0 +
-           (R(-2) * u3 + R(3) * u2) * v[i + 1] + (u3 - u2) * d1;
+  // The cubic Hermite interpolant through v[i], v[i + 1] with slopes g0, g1 (per mm), at
+  // `inner` mm into the interval (a, b: its basis terms): v[i] plus an increment whose terms
+  // are each small beside v[i] (v[i + 1] - v[i] - spacing g0 is about spacing^2 g' / 2), so
+  // that a float formulation rounds the increment, not the cumulative value. The difference of
+  // neighbouring nodes is exact in R; v_lo (may be null) holds what rounding v to R left out.
+  RAYTRACK_HD Value<R> rise(const R* v, const R* v_lo, int i, R g0, R g1, R inner, R a,
+                            R b) const {
+    const R lo0 = v_lo ? v_lo[i] : R(0), lo1 = v_lo ? v_lo[i + 1] : R(0);
+    const R step = (v[i + 1] - v[i]) + (lo1 - lo0);
+    return join(v[i], lo0) + (inner * g0 + (a * (step - spacing * g0) + b * (g1 - g0)));
   }
 };
 
@@ -348,10 +521,13 @@ template <class R>
 struct Model {
   unsigned activation, target, base, inputs;
   R leg_power, kappa, min_uz_squared, min_leg_m;
+  R kappa_lo;  // kappa - R(kappa) (0 in double)
   Axis<R> axis;
   int n_quad;
-  const R* nodes;    // Gauss-Legendre on [0, 1]
-  const R* weights;  // their weights
+  const R* nodes;       // Gauss-Legendre on [0, 1]
+  const R* weights;     // their weights
+  const R* nodes_lo;    // may be null: their rounding errors, as the tables'
+  const R* weights_lo;
   const float* input_mean;
   const float* input_std;
   const float* target_mean;
@@ -360,11 +536,16 @@ struct Model {
   const Layer* layers;
 
   RAYTRACK_HD int n_features() const { return inputs == kPhysics ? 14 : 7; }
+  RAYTRACK_HD Value<R> kappa_value() const { return join(kappa, kappa_lo); }
+  RAYTRACK_HD Value<R> node(int k) const { return join(nodes[k], nodes_lo ? nodes_lo[k] : R(0)); }
+  RAYTRACK_HD Value<R> weight(int k) const {
+    return join(weights[k], weights_lo ? weights_lo[k] : R(0));
+  }
 };
 
-// The state s = (x, y, tx, ty, qop) as S (plain or dual); z0, z1 plain. (step 2)
-template <class R, class S>
-RAYTRACK_HD void line(const S s[5], R dz, S out[4]) {
+// The state s = (x, y, tx, ty, qop) as S (plain or dual); z0, z1 plain, dz a value. (step 2)
+template <class D, class S>
+RAYTRACK_HD void line(const S s[5], const D& dz, S out[4]) {
   out[0] = s[0] + s[2] * dz;
   out[1] = s[1] + s[3] * dz;
   out[2] = s[2];
@@ -373,7 +554,8 @@ RAYTRACK_HD void line(const S s[5], R dz, S out[4]) {
 
 // I1 = int By dz (T mm), I2 = int (z1 - z) By dz (T mm^2) between the two table points.
 template <class R>
-RAYTRACK_HD void integrals(const Point<R>& s, const Point<R>& e, R dz, R& i1, R& i2) {
+RAYTRACK_HD void integrals(const Point<R>& s, const Point<R>& e, const Value<R>& dz,
+                           Value<R>& i1, Value<R>& i2) {
   i1 = e.f - s.f;
   i2 = e.h - s.h - s.f * dz;
 }
@@ -381,11 +563,12 @@ RAYTRACK_HD void integrals(const Point<R>& s, const Point<R>& e, R dz, R& i1, R&
 // First-order kick: slopes and the factor kappa qop N taken at the start.
 template <class R, class S>
 RAYTRACK_HD void kick(const Model<R>& m, const S s[5], R z0, R z1, S out[4]) {
+  using V = Value<R>;
   const S &x = s[0], &y = s[1], &tx = s[2], &ty = s[3], &qop = s[4];
-  const R dz = z1 - z0;
-  R i1, i2;
+  const V dz = V(z1) - z0;
+  V i1, i2;
   integrals(m.axis.at(z0), m.axis.at(z1), dz, i1, i2);
-  const S k = m.kappa * qop * sqrt_(R(1) + tx * tx + ty * ty);
+  const S k = m.kappa_value() * qop * sqrt_(R(1) + tx * tx + ty * ty);
   const S bend_x = -k * (R(1) + tx * tx), bend_y = -k * tx * ty;
   out[0] = x + tx * dz + bend_x * i2;
   out[1] = y + ty * dz + bend_y * i2;
@@ -404,16 +587,18 @@ RAYTRACK_HD void slopes(const Model<R>& m, const S& ux, const S& uy, S& tx, S& t
 // constant; the positions are the quadrature of the slopes over the leg.
 template <class R, class S>
 RAYTRACK_HD void axial(const Model<R>& m, const S s[5], R z0, R z1, S out[4]) {
+  using V = Value<R>;
   const S &x = s[0], &y = s[1], &tx = s[2], &ty = s[3], &qop = s[4];
   const S inv_n = R(1) / sqrt_(R(1) + tx * tx + ty * ty);
-  const S ux0 = tx * inv_n, uy = ty * inv_n, kq = m.kappa * qop;
-  const R f0 = m.axis.at(z0).f, dz = z1 - z0;
+  const S ux0 = tx * inv_n, uy = ty * inv_n, kq = m.kappa_value() * qop;
+  const S free = R(1) - uy * uy;  // 1 - uy^2, the same at every node
+  const V f0 = m.axis.at(z0).f, dz = V(z1) - z0;
   S sum_x = Traits<S>::constant(R(0)), sum_y = Traits<S>::constant(R(0));
   for (int k = 0; k < m.n_quad; ++k) {
-    S txk, tyk;
-    slopes(m, ux0 - kq * (m.axis.at(z0 + dz * m.nodes[k]).f - f0), uy, txk, tyk);
-    sum_x = sum_x + txk * m.weights[k];
-    sum_y = sum_y + tyk * m.weights[k];
+    const S ux = ux0 - kq * (m.axis.at(dz * m.node(k) + z0).f - f0);
+    const S inv_uz = R(1) / sqrt_(max_(free - ux * ux, m.min_uz_squared));
+    sum_x = sum_x + ux * inv_uz * m.weight(k);
+    sum_y = sum_y + uy * inv_uz * m.weight(k);
   }
   S tx1, ty1;
   slopes(m, ux0 - kq * (m.axis.at(z1).f - f0), uy, tx1, ty1);
@@ -429,28 +614,32 @@ RAYTRACK_HD void axial(const Model<R>& m, const S s[5], R z0, R z1, S out[4]) {
 // d position = int (z1 - z) g dz (field_integrals.expansion_transport).
 template <class R, class S>
 RAYTRACK_HD void expansion(const Model<R>& m, const S s[5], R z0, R z1, S out[4]) {
+  using V = Value<R>;
   const S &x = s[0], &y = s[1], &tx = s[2], &ty = s[3], &qop = s[4];
   const S norm = sqrt_(R(1) + tx * tx + ty * ty);
-  const S ux0 = tx / norm, uy = ty / norm, kq = m.kappa * qop;
-  const R dz = z1 - z0;
+  const S ux0 = tx / norm, uy = ty / norm, kq = m.kappa_value() * qop;
+  const S free = R(1) - uy * uy;  // 1 - uy^2, the same at every node
+  const V dz = V(z1) - z0;
   const Point<R> st = m.axis.at(z0);
   const S bend_y = kq * norm * tx * ty;  // the kick's factor of the y bending
   const S zero = Traits<S>::constant(R(0));
   S sum_tx = zero, sum_ty = zero, sum_dtx = zero, sum_dty = zero;
   S lever_dtx = zero, lever_dty = zero;
   for (int k = 0; k < m.n_quad; ++k) {
-    const R zk = z0 + dz * m.nodes[k];
-    const Point<R> p = m.axis.at(zk);
+    const V c = m.node(k), w = m.weight(k), step = dz * c;  // step = zk - z0
+    const Point<R> p = m.axis.at(step + z0);
     const S ux = ux0 - kq * (p.f - st.f);
-    const S inv_uz = R(1) / sqrt_(max_(R(1) - ux * ux - uy * uy, m.min_uz_squared));
+    const S inv_uz = R(1) / sqrt_(max_(free - ux * ux, m.min_uz_squared));
     const S txk = ux * inv_uz, tyk = uy * inv_uz;
-    const R lever = p.h - st.h - st.f * (zk - z0);  // int_z0^zk (zk - z) By dz
-    const S yk = y + ty * (zk - z0) - bend_y * lever;
-    const S by_off = R(-0.5) * yk * yk * p.d2by, bz = yk * p.dby;
-    const S kk = kq * inv_uz;  // kappa qop N along the path (N = 1 / uz)
-    const S dtx = kk * (tyk * bz - (R(1) + txk * txk) * by_off);
-    const S dty = -kk * (txk * tyk * by_off + txk * bz);
-    const R w = m.weights[k], lw = m.weights[k] * (R(1) - m.nodes[k]);
+    const V lever = p.h - st.h - st.f * step;  // int_z0^zk (zk - z) By dz
+    const S yk = y + ty * step - bend_y * lever;
+    // d tx / dz = kk (tyk Bz - (1 + txk^2) By_off), d ty / dz = -kk (txk tyk By_off + txk Bz)
+    // with By_off = -yk^2/2 d2By, Bz = yk dBy and kk = kappa qop N along the path (N = 1 / uz),
+    // factored to fewer operations.
+    const S g = kq * inv_uz * yk, half = yk * (R(0.5) * p.d2by);
+    const S dtx = g * (tyk * p.dby + (R(1) + txk * txk) * half);
+    const S dty = -(g * txk) * (p.dby - tyk * half);
+    const V lw = w * (R(1) - c);
     sum_tx = sum_tx + txk * w;
     sum_ty = sum_ty + tyk * w;
     sum_dtx = sum_dtx + dtx * w;
@@ -472,18 +661,20 @@ RAYTRACK_HD void base_prediction(const Model<R>& m, const S s[5], R z0, R z1, S 
     case kKick: kick(m, s, z0, z1, out); return;
     case kAxial: axial(m, s, z0, z1, out); return;
     case kExpansion: expansion(m, s, z0, z1, out); return;
-    default: line(s, z1 - z0, out); return;
+    default: line(s, Value<R>(z1) - z0, out); return;
   }
 }
 
-// One track (docs/model_bin.md, "Forward pass"): the formulation in R from the state s and the
-// leg z0 -> z1, the network in float (a, b: scratch of the widest layer's size), the decoding
-// in R. With S = Dual<R> every output carries its derivatives along the seeded tangents.
+// One track (docs/model_bin.md, "Forward pass"): the formulation in Value<R> from the state s
+// and the leg z0 -> z1, the network in float (a, b: scratch of the widest layer's size), the
+// decoding in Value<R>. With S = Dual<Value<R>, R> every output carries its derivatives along
+// the seeded tangents.
 template <class R, class S>
 RAYTRACK_HD void evaluate(const Model<R>& m, const S s[5], R z0, R z1, S out[4],
                           typename Traits<S>::Net* a, typename Traits<S>::Net* b) {
   using T = Traits<S>;
   using Net = typename T::Net;
+  using V = Value<R>;
   S base_end[kOutputs];
   base_prediction(m, s, z0, z1, base_end);
 
@@ -492,8 +683,8 @@ RAYTRACK_HD void evaluate(const Model<R>& m, const S s[5], R z0, R z1, S out[4],
   features[5] = T::constant(z0);
   features[6] = T::constant(z1);
   if (m.inputs == kPhysics) {
-    const R dz = z1 - z0;
-    R i1, i2;
+    const V dz = V(z1) - z0;
+    V i1, i2;
     integrals(m.axis.at(z0), m.axis.at(z1), dz, i1, i2);
     S straight[kOutputs];
     line(s, dz, straight);
@@ -514,7 +705,7 @@ RAYTRACK_HD void evaluate(const Model<R>& m, const S s[5], R z0, R z1, S out[4],
     for (int o = 0; o < l.rows; ++o) {
       const float* w = l.weight + o * l.cols;  // row o of W
       Net acc = Traits<Net>::constant(l.bias[o]);
-      for (int i = 0; i < l.cols; ++i) acc = acc + w[i] * a[i];
+      for (int i = 0; i < l.cols; ++i) add_product(acc, w[i], a[i]);
       b[o] = last ? acc : activate(m.activation, acc);
     }
     Net* swap = a;
@@ -545,11 +736,12 @@ RAYTRACK_HD void evaluate(const Model<R>& m, const S s[5], R z0, R z1, S out[4],
 // in[7] = x, y, tx, ty, qop, z_start, z_end -> out[4] = x, y, tx, ty at z_end (rounded to float).
 template <class R>
 RAYTRACK_HD void predict(const Model<R>& m, const float in[7], float out[4], float* a, float* b) {
-  R s[5];
-  for (int j = 0; j < 5; ++j) s[j] = static_cast<R>(in[j]);
-  R end[kOutputs];
+  using V = Value<R>;
+  V s[5];
+  for (int j = 0; j < 5; ++j) s[j] = V(static_cast<R>(in[j]));
+  V end[kOutputs];
   evaluate(m, s, static_cast<R>(in[5]), static_cast<R>(in[6]), end, a, b);
-  for (int j = 0; j < kOutputs; ++j) out[j] = static_cast<float>(end[j]);
+  for (int j = 0; j < kOutputs; ++j) out[j] = to_float(end[j]);
 }
 
 // predict, plus jac[5 * a + b] = d out[a] / d in[b] for b < 5 (row-major 4 x 5), exact up to
@@ -557,15 +749,16 @@ RAYTRACK_HD void predict(const Model<R>& m, const float in[7], float out[4], flo
 template <class R>
 RAYTRACK_HD void predict_with_jacobian(const Model<R>& m, const float in[7], float out[4],
                                        float jac[20], Dual<float>* a, Dual<float>* b) {
-  Dual<R> s[5];
+  using D = Dual<Value<R>, R>;
+  D s[5];
   for (int j = 0; j < 5; ++j) {
-    s[j] = constant(static_cast<R>(in[j]));
+    s[j] = D::constant(Value<R>(static_cast<R>(in[j])));
     s[j].d[j] = R(1);
   }
-  Dual<R> end[kOutputs];
+  D end[kOutputs];
   evaluate(m, s, static_cast<R>(in[5]), static_cast<R>(in[6]), end, a, b);
   for (int j = 0; j < kOutputs; ++j) {
-    out[j] = static_cast<float>(end[j].v);
+    out[j] = to_float(end[j].v);
     for (int k = 0; k < kTangents; ++k) jac[kTangents * j + k] = static_cast<float>(end[j].d[k]);
   }
 }
@@ -599,7 +792,8 @@ struct AxisTables {
   core::Axis<double> view() const {
     return core::Axis<double>{z_first,   spacing,   static_cast<int>(size()),
                               by.data(), dby.empty() ? nullptr : dby.data(),
-                              f.data(),  h.data()};
+                              f.data(),  h.data(),
+                              nullptr,   nullptr,   nullptr};  // no rounding-error rows
   }
 };
 
