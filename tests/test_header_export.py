@@ -8,9 +8,13 @@
 * The header: exact constants, two models in one translation unit, the 64 KB refusal, the CLI
   on a training run, a search's ``best/`` and a Ray Tune trial directory, and nvcc (the
   ``nvidia-cuda-nvcc`` wheel, no GPU needed) compiling a kernel that calls both functions.
+* The float32 formulation against the model on 200,000 tracks of both phase spaces, for models
+  trained on each (issue 16): positions, slopes and the uncertainty the Jacobian propagates.
 
 Models are built without training (random weights, the default dipole's on-axis profile, a
-normalisation fitted on synthetic end states), except the one of the ``best/`` directory.
+normalisation fitted on synthetic end states), except the one of the ``best/`` directory and
+the two of the float32 header's test on both phase spaces (issue 16), trained briefly on the
+session's classic and default datasets.
 """
 
 from __future__ import annotations
@@ -53,11 +57,12 @@ AXIS = AxisProfile.from_field(DipoleField(), -500.0, 14500.0)
 LEGS = ("any", "short", "beyond", "fixed")
 #: Largest error of a Jacobian element, relative to that element's largest magnitude over a
 #: batch of one kind of leg. Measured: raytrack_mlp.hpp (formulation in double) 6e-6, the
-#: header with a float32 formulation 2e-5, with float64 1.5e-6 (the float32 network's rounding).
+#: header with a float32 formulation 2.3e-6 (2e-5 before its values were two floats), with
+#: float64 1.2e-6 (the float32 network's rounding).
 # torch's forward-mode AD scripts its decompositions on first use (a torch deprecation notice).
 pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated")
 
-JACOBIAN_RTOL = {"mlp.hpp": 2e-5, "float32": 1e-4, "float64": 2e-5}
+JACOBIAN_RTOL = {"mlp.hpp": 2e-5, "float32": 2e-5, "float64": 2e-5}
 
 # (base, inputs, target, leg_power, activation): the default formulation, the straight line on
 # the 7 inputs, and the kick with a raw target.
