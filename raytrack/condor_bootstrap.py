@@ -383,11 +383,17 @@ def tune_arguments(command: str) -> list[str] | None:
     return None
 
 
-def shell_operators(command: str) -> list[str]:
-    """The shell's operators in ``command`` (``|``, ``&&``, ``;``, ``>``...), quoted text aside."""
+def operators_after_the_search(command: str) -> list[str]:
+    """The shell's operators (``|``, ``&&``, ``;``, ``>``...) after ``-m raytrack.tune`` in
+    ``command``, quoted text aside. Those before it (``cd DIR &&``) are the user's business;
+    after it they would take the options the head appends (``| tee log --storage ...``)."""
     lexer = shlex.shlex(command, posix=False, punctuation_chars=True)  # keeps quotes on words
     lexer.whitespace_split = True
-    return [word for word in lexer if set(word) <= set(lexer.punctuation_chars)]
+    words = list(lexer)
+    start = next(
+        (i for i in range(1, len(words)) if words[i - 1 : i + 1] == ["-m", "raytrack.tune"]), 0
+    )
+    return [word for word in words[start:] if set(word) <= set(lexer.punctuation_chars)]
 
 
 def parse_tune_arguments(command: str, arguments: list[str]) -> argparse.Namespace:
@@ -395,11 +401,11 @@ def parse_tune_arguments(command: str, arguments: list[str]) -> argparse.Namespa
     --stor X), with None for a --storage or --name not given."""
     from raytrack.tune import build_parser  # imports Ray Tune: only for a search driver
 
-    if shell_operators(command):
+    if operators_after_the_search(command):
         raise DriverError(
-            f"DRIVER {command!r}: a raytrack.tune driver must be that command alone, without "
-            "shell operators (| ; & > <): the head adds --storage, --name and --resume to it, "
-            "and its output already goes to the job's log"
+            f"DRIVER {command!r}: a raytrack.tune driver must end with that command, without "
+            "shell operators (| ; & > <) after it: the head adds --storage, --name and --resume "
+            "to its end, and its output already goes to the job's log"
         )
     parser = build_parser()
     parser.set_defaults(storage=None, name=None)

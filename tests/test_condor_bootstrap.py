@@ -212,6 +212,11 @@ def test_driver_is_read_with_the_search_parser(tmp_path):
     with pytest.raises(DriverError, match="shell operators"):
         command("--name x | tee log")
     assert command("--name 'a | b'").endswith("--name 'a | b' --storage " + f"{tmp_path}/shared")
+    # Operators before the search are the user's (the simulated allocation's driver has some).
+    prefixed = driver_command({**settings, "driver": f"cd /x && echo go > log && {tune}"})
+    assert (
+        prefixed == f"cd /x && echo go > log && {tune} --storage {tmp_path}/shared --name condor-99"
+    )
 
 
 def test_a_driver_the_search_refuses_stops_the_head_before_ray_starts(tmp_path, monkeypatch):
