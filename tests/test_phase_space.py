@@ -1,4 +1,5 @@
-"""Phase-space files: the built-ins match docs/physics.md section 4, bad files get errors naming file and key."""
+"""Phase-space files: the built-ins match docs/physics.md section 4, bad files get errors naming
+file and key."""
 
 from __future__ import annotations
 

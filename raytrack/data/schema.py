@@ -3,8 +3,9 @@
 A dataset directory holds ``manifest.json`` and one Parquet file per shard,
 ``shard-00003-of-00010.parquet``. Every column is float64; units are those of the physics
 module (mm, slopes, 1/MeV). A dataset generated with ``--jacobian`` has 20 more columns,
-``J_<out>_<in>`` = d out_end / d in_start (the transport Jacobian, docs/physics.md section 2b) for out in
-x, y, tx, ty and in in x, y, tx, ty, qop, in row-major order (reshape to (N, 4, 5)).
+``J_<out>_<in>`` = d out_end / d in_start (the transport Jacobian, docs/physics.md section
+2b) for out in x, y, tx, ty and in in x, y, tx, ty, qop, in row-major order (reshape to
+(N, 4, 5)).
 """
 
 from __future__ import annotations

@@ -17,8 +17,8 @@ interpolant.
 
 Two transports use them (both in torch, any dtype and device; autograd flows through them):
 
-* :func:`kick_transport`: the first-order kick of docs/physics.md section 2a (slopes and the field factor
-  taken at the start).
+* :func:`kick_transport`: the first-order kick of docs/physics.md section 2a (slopes and the
+  field factor taken at the start).
 * :func:`axial_transport`: the exact motion in a field ``B = (0, By(z), 0)``. There the
   direction cosine ``ux = tx / N`` changes by exactly ``-KAPPA qop dF`` and ``uy = ty / N``
   stays constant, so the end slopes are closed-form and the positions are one Gauss-Legendre
@@ -223,7 +223,8 @@ def _hermite(v0, v1, d0, d1, u):
 def field_integrals(
     start: AxisValues, end: AxisValues, dz: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """I1 (T mm) and I2 (T mm^2) over legs from ``start`` to ``end`` (docs/physics.md section 2a)."""
+    """I1 (T mm) and I2 (T mm^2) over legs from ``start`` to ``end`` (docs/physics.md
+    section 2a)."""
     return end.f - start.f, end.h - start.h - start.f * dz
 
 
