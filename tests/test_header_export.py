@@ -198,21 +198,31 @@ def compiler() -> str:
 
 CXX_FLAGS = ["-std=c++17", "-O2", "-Wall", "-Wextra", "-Wpedantic", "-Wshadow", "-Werror"]
 
-# Reads n tracks (float32, 7 a row) from argv[1]; prints per track the 4 outputs of predict,
-# the 4 of predict_with_jacobian and its 20 Jacobian elements (%.9g: exact for float).
-HEADER_DRIVER = r"""
-#include MODEL_HEADER
+# The tracks file both drivers read: float32 rows of the 7 inputs.
+READ_TRACKS = r"""
 #include <cstdio>
 #include <vector>
 
-int main(int argc, char** argv) {
-  if (argc != 2) return 64;
-  std::FILE* f = std::fopen(argv[1], "rb");
-  if (!f) return 65;
-  std::vector<float> in;
+static bool read_tracks(const char* path, std::vector<float>& in) {
+  std::FILE* f = std::fopen(path, "rb");
+  if (!f) return false;
   float row[7];
   while (std::fread(row, sizeof(float), 7, f) == 7) in.insert(in.end(), row, row + 7);
-  std::fclose(f);
+  return std::fclose(f) == 0;
+}
+"""
+
+# Reads n tracks (float32, 7 a row) from argv[1]; prints per track the 4 outputs of predict,
+# the 4 of predict_with_jacobian and its 20 Jacobian elements (%.9g: exact for float).
+HEADER_DRIVER = (
+    READ_TRACKS
+    + r"""
+#include MODEL_HEADER
+
+int main(int argc, char** argv) {
+  if (argc != 2) return 64;
+  std::vector<float> in;
+  if (!read_tracks(argv[1], in)) return 65;
   for (std::size_t t = 0; t < in.size() / 7; ++t) {
     float out[4], out2[4], jac[20];
     MODEL_NAMESPACE::predict(&in[7 * t], out);
@@ -225,6 +235,7 @@ int main(int argc, char** argv) {
   return 0;
 }
 """
+)
 
 MLP_DRIVER = r"""
 #include "raytrack_mlp.hpp"
@@ -717,22 +728,18 @@ AGREEMENT = {"position": 0.002, "slope": 2e-7, "sigma": 0.01}
 #: x, y [mm], tx, ty, and q/p's as a fraction of q/p.
 START_SIGMA = (0.1, 0.1, 1e-4, 1e-4, 0.005)
 
-BOTH_DRIVER = r"""
+BOTH_DRIVER = (
+    READ_TRACKS
+    + r"""
 #include "classic.h"
 #include "default.h"
-#include <cstdio>
-#include <vector>
 
 // usage: both tracks.f32 out.f32: per model (classic, then default) and track, the 4 outputs
 // and 20 Jacobian elements of predict_with_jacobian, float32.
 int main(int argc, char** argv) {
   if (argc != 3) return 64;
-  std::FILE* f = std::fopen(argv[1], "rb");
-  if (!f) return 65;
   std::vector<float> in;
-  float row[7];
-  while (std::fread(row, sizeof(float), 7, f) == 7) in.insert(in.end(), row, row + 7);
-  std::fclose(f);
+  if (!read_tracks(argv[1], in)) return 65;
   const std::size_t n = in.size() / 7;
   std::vector<float> res(2 * 24 * n);
   for (std::size_t t = 0; t < n; ++t) {
@@ -746,6 +753,7 @@ int main(int argc, char** argv) {
   return std::fclose(o) == 0 ? 0 : 67;
 }
 """
+)
 
 
 def phase_space_tracks(n: int, seed: int) -> np.ndarray:
