@@ -4,7 +4,9 @@ One self-contained page (the figures are embedded; the same PNG files lie beside
 
 - validation P95 position error against weight count and against multiply-adds per track, every
   trial a point coloured by its status, the Pareto front drawn, the 16384-weight (64 KB) limit
-  of LHCb's GPU trigger marked;
+  of LHCb's GPU trigger marked; with ``--objective pareto-time``, also against each trial's
+  inference time per track, beside the integrator's fastest setting at each accuracy (measured
+  once, kept in ``integrator_curve.json``: raytrack.search.timing);
 - validation P95 against epoch for every trial (where ASHA stopped a trial, its curve ends);
 - the leaderboard, with units;
 - the best model on the test split: error against momentum and against |dz|, with the
@@ -312,15 +314,23 @@ def _label(row: dict[str, Any]) -> str:
     return row["trial_id"] if row["name"] in ("optuna", "?") else row["name"]
 
 
-def plot_p95_against_cost(experiment: Experiment, out: Path, cost: str) -> Path:
-    """p95_vs_weights.png or p95_vs_macs.png (see :func:`p95_against_cost_figure`)."""
-    name = "p95_vs_weights.png" if cost == "weight_count" else "p95_vs_macs.png"
-    return _save(p95_against_cost_figure(experiment, cost), out / name)
+#: The figure of each cost
+COST_FIGURES = {"weight_count": "p95_vs_weights.png", "macs_per_track": "p95_vs_macs.png",
+                "inference_us_per_track": "p95_vs_time.png"}  # fmt: skip
 
 
-def p95_against_cost_figure(experiment: Experiment, cost: str):
-    """Validation P95 against weights or multiply-adds: trials by status, the Pareto front and
-    (for weights) the trigger's limit."""
+def plot_p95_against_cost(
+    experiment: Experiment, out: Path, cost: str, curve: dict[str, Any] | None = None
+) -> Path:
+    """p95_vs_weights.png, p95_vs_macs.png or p95_vs_time.png (see
+    :func:`p95_against_cost_figure`)."""
+    return _save(p95_against_cost_figure(experiment, cost, curve), out / COST_FIGURES[cost])
+
+
+def p95_against_cost_figure(experiment: Experiment, cost: str, curve: dict[str, Any] | None = None):
+    """Validation P95 against weights, multiply-adds or inference time per track: trials by
+    status, the Pareto front, (for weights) the trigger's limit and (for time, given the
+    ``curve`` of raytrack.search.timing) the integrator's fastest setting at each accuracy."""
     from raytrack.evaluate import grid, log_ticks
     from raytrack.search.leaderboard import pareto_front
 
@@ -346,7 +356,14 @@ def p95_against_cost_figure(experiment: Experiment, cost: str):
         for r in scored:
             ax.annotate(_label(r), (r[cost], r["pos_p95_mm"]), fontsize=7,
                         xytext=(4, 3), textcoords="offset points")  # fmt: skip
-    if cost == "weight_count":
+    drawn_x, note = [r[cost] for r in rows], None
+    if cost == "inference_us_per_track":
+        ax.set_xlabel("inference time per track, ONNX Runtime, one thread, batch 4096 [us]")
+        what = "validation P95 against inference time"
+        if curve is not None:
+            times, note = _draw_integrator(ax, curve, scored)
+            drawn_x += times
+    elif cost == "weight_count":
         ax.axvline(TRIGGER_WEIGHTS, color="tab:red", ls=":", lw=1.5,
                    label=f"{TRIGGER_WEIGHTS} weights: 64 KB, LHCb GPU trigger")  # fmt: skip
         ax.set_xlabel("weights [count]")
@@ -358,11 +375,57 @@ def p95_against_cost_figure(experiment: Experiment, cost: str):
         what = "validation P95 against multiply-adds"
     ax.set(xscale="log", yscale="log", ylabel="validation P95 position error [mm]")
     drawn = [r["pos_p95_mm"] for r in scored] + ([top] if len(scored) < len(rows) else [])
+    if cost == "inference_us_per_track" and curve is not None:
+        from raytrack.search.timing import curve_front
+
+        drawn += [s["p95_mm"] for s in curve_front(curve)]
+        log_ticks(ax, "x", drawn_x)
     log_ticks(ax, "y", drawn)
     grid(ax)
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="best", title=note, title_fontsize=6)
     _title(ax, experiment, what)
     return fig
+
+
+#: The label of the integrator's curve in the time figure's legend
+INTEGRATOR_LABEL = "Dormand-Prince (propagate), one thread: fastest setting at each P95"
+
+
+def _draw_integrator(
+    ax, curve: dict[str, Any], scored: list[dict[str, Any]]
+) -> tuple[list[float], str | None]:
+    """The integrator's curve on the time figure: its settings that no other beats in both time
+    and P95, as a staircase (a trial below and left of it beats every setting at its accuracy),
+    each labelled; returns the times drawn and a note (the legend's title) on where and when it
+    was measured and how many trials beat it."""
+    from raytrack.search.timing import curve_front
+
+    front = curve_front(curve)
+    if not front:
+        return [], None
+    us, p95 = [s["us_per_track"] for s in front], [s["p95_mm"] for s in front]
+    ax.plot(us, p95, "D-", color="tab:red", ms=4, lw=1.2, drawstyle="steps-post", zorder=2,
+            label=INTEGRATOR_LABEL)  # fmt: skip
+    for s in front:
+        cap = "no cap" if s["max_step_mm"] is None else f"<= {s['max_step_mm']:g} mm"
+        ax.annotate(f"{s['tolerance_mm']:g} mm, {cap}", (s["us_per_track"], s["p95_mm"]),
+                    fontsize=6, color="tab:red", xytext=(5, 2),
+                    textcoords="offset points")  # fmt: skip
+    beaten = sum(
+        not any(
+            s["us_per_track"] <= r["inference_us_per_track"] and s["p95_mm"] <= r["pos_p95_mm"]
+            for s in front
+        )
+        for r in scored
+    )
+    note = (
+        f"integrator: {curve['tracks']:,} validation tracks, batches of {curve['batch']},\n"
+        f"measured on {curve['host']} at {curve['measured_at']}\n(load average "
+        f"{curve['load_average'][0]:g} on {curve['cpus']} CPUs); trials: in their Ray workers\n"
+        f"{beaten} of {len(scored)} trials left of or below it: no setting measured\nis as fast "
+        "and as accurate (P95)"
+    )
+    return us, note
 
 
 #: Trials with a colour of their own in the learning curves (the best, by the leaderboard)
@@ -490,6 +553,7 @@ TABLE = (
     ("hidden layers", None, None),
     ("weights [count]", "weight_count", "{:,}"),
     ("multiply-adds per track [count]", "macs_per_track", "{:,}"),
+    ("inference time per track [us]", "inference_us_per_track", "{:.3g}"),
     ("epochs", "epochs", "{}"),
     ("val mean [mm]", "pos_mean_mm", "{:.4f}"),
     ("val P95 [mm]", "pos_p95_mm", "{:.4f}"),
@@ -575,6 +639,35 @@ def _commands(experiment: Experiment) -> str:
     return "<pre>" + html.escape("\n".join(commands)) + "</pre>"
 
 
+def _time_figure(experiment: Experiment, out: Path, measure: bool, log) -> str:
+    """The figure against inference time, with the integrator's curve: read from the
+    experiment directory, else measured now (once; not while a search is being interrupted)."""
+    from raytrack.search.timing import CURVE_FILE, integrator_curve
+
+    curve = integrator_curve(
+        experiment.path, experiment.options["data_dir"], measure=measure, log=log
+    )
+    caption = (
+        "The same against each trial's inference time per track (its model exported to ONNX, "
+        "ONNX Runtime on one thread, batches of 4096 validation inputs, best of 5 rounds)"
+    )
+    if curve is None:
+        caption += (
+            f"; the integrator's curve ({CURVE_FILE}) is measured when the search ends or by "
+            "python -m raytrack.report"
+        )
+    else:
+        caption += (
+            "; red: propagate (Dormand-Prince 5(4)) at the fastest of its settings (tolerance x "
+            "step cap, as bench deploy) at each P95, on a sample of the validation tracks "
+            "against an integration 1000 times tighter, one thread, measured by the driver on "
+            f"{curve['host']} at {curve['measured_at']} ({CURVE_FILE}): a trial below and left "
+            "of its staircase beats the integrator at equal accuracy. On a cluster the trials "
+            "may have been timed on other machines"
+        )
+    return _figure(plot_p95_against_cost(experiment, out, "inference_us_per_track", curve), caption)
+
+
 def write_experiment_report(
     experiment_dir: str | Path,
     best_tracks: dict[str, np.ndarray] | None = None,
@@ -626,6 +719,8 @@ def write_experiment_report(
             ("macs_per_track", "The same against multiply-adds per track"),
         ):
             parts.append(_figure(plot_p95_against_cost(experiment, out, cost), caption))
+        if any("inference_us_per_track" in r for r in experiment.rows):  # --objective pareto-time
+            parts.append(_time_figure(experiment, out, measure=not interrupted, log=log))
         parts.append("<h2>Learning curves</h2>")
         caption = "Validation P95 position error of every epoch, every trial"
         parts.append(_figure(plot_p95_against_epoch(experiment, out), caption))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import pickle
 import re
@@ -283,6 +284,126 @@ def test_learning_curves_of_the_report_tell_the_trials_apart(optuna_search):
     for cost in ("weight_count", "macs_per_track"):
         (ax, *_) = p95_against_cost_figure(experiment, cost).axes
         check_log_axis(ax.yaxis, [r["pos_p95_mm"] for r in rows])
+
+
+#: The integrator's curve of the search below: 6 of bench deploy's 33 settings, one round
+CURVE_GRID = {"CURVE_TOLERANCES_MM": (0.01, 0.3, 3.0), "CURVE_STEP_CAPS_MM": (1000.0, math.inf),
+              "CURVE_ROUNDS": 1}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def pareto_time_search(ray_cluster, classic_dataset, tmp_path_factory):
+    """``python -m raytrack.tune --search optuna --num-samples 3 --max-epochs 2 --objective
+    pareto-time`` in the space of small models above; the integrator's curve on 6 settings
+    (:data:`CURVE_GRID`). (Not the search above: a multi-objective study keeps no epochs for
+    the dashboard, which a test there checks.)"""
+    from raytrack.search import timing
+
+    tmp = tmp_path_factory.mktemp("pareto-time")
+    space = tmp / "small.toml"
+    space.write_text(SMALL_SPACE)
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in CURVE_GRID.items():
+            patch.setattr(timing, name, value)
+        return search(tmp, classic_dataset, search="optuna", num_samples=3, space=str(space),
+                      objective="pareto-time")  # fmt: skip
+
+
+def test_pareto_time_records_each_trials_inference_time(pareto_time_search):
+    """Issue 16, --objective pareto-time: every trial's result carries its model's time per
+    track (ONNX Runtime, one thread), the leaderboard and the Pareto front record it, and the
+    front is one in time and P95."""
+    import csv
+
+    from raytrack.search.experiment import load_study
+
+    options, rows = pareto_time_search
+    for row in rows:
+        us = row["inference_us_per_track"]
+        assert isinstance(us, float) and math.isfinite(us) and us > 0, row
+        (trial_dir,) = options.path.glob(f"run_trial_{row['trial_id']}_*")
+        results = [json.loads(line) for line in (trial_dir / "result.json").open()]
+        assert [r["inference_us_per_track"] for r in results] == [us] * len(results)
+    with open(options.path / "leaderboard.csv", newline="") as handle:
+        board = {r["trial_id"]: r for r in csv.DictReader(handle)}
+    for row in rows:
+        written = board[row["trial_id"]]["inference_us_per_track"]
+        assert float(written) == row["inference_us_per_track"]
+    for trial in load_study(options.path).trials:  # what the searcher was told
+        (row,) = [r for r in rows if trial.params.items() <= r["config"]["params"].items()]
+        assert trial.values == pytest.approx([row["pos_p95_mm"], row["inference_us_per_track"]])
+    front = json.loads((options.path / "pareto.json").read_text())
+    assert front and {r["trial_id"] for r in front} <= {r["trial_id"] for r in rows}
+    times = [r["inference_us_per_track"] for r in front]
+    p95 = [r["pos_p95_mm"] for r in front]
+    assert times == sorted(times) and p95 == sorted(p95, reverse=True)
+    for row in rows:  # every trial off the front is beaten by one on it in both
+        if row["trial_id"] not in {r["trial_id"] for r in front}:
+            assert any(
+                f["inference_us_per_track"] <= row["inference_us_per_track"]
+                and f["pos_p95_mm"] <= row["pos_p95_mm"]
+                for f in front
+            ), row["trial_id"]
+
+
+def test_the_time_figure_draws_the_integrators_curve_beside_the_trials(
+    pareto_time_search, tmp_path
+):
+    """Issue 16: the report's figure against inference time draws the integrator's fastest
+    setting at each accuracy, measured once by the driver on the validation tracks and kept in
+    the experiment; the report is written again from the kept curve."""
+    from raytrack.report import (
+        INTEGRATOR_LABEL,
+        p95_against_cost_figure,
+        read_experiment,
+        write_experiment_report,
+    )
+    from raytrack.search.timing import CURVE_FILE, TIME_METRIC, curve_front
+
+    options, rows = pareto_time_search
+    curve = json.loads((options.path / CURVE_FILE).read_text())
+    settings = curve["settings"]
+    assert len(settings) == 6 and curve["tracks"] > 0 and curve["batch"] == 4096
+    assert {(s["tolerance_mm"], s["max_step_mm"]) for s in settings} == {
+        (t, c) for t in (0.01, 0.3, 3.0) for c in (1000.0, None)
+    }
+    for s in settings:
+        assert math.isfinite(s["us_per_track"]) and s["us_per_track"] > 0, s
+        assert 0 < s["mean_mm"] <= s["p95_mm"], s
+    by = {(s["tolerance_mm"], s["max_step_mm"]): s for s in settings}
+    assert by[(0.01, None)]["p95_mm"] < by[(3.0, None)]["p95_mm"]  # tighter is more accurate
+    front = curve_front(curve)
+    assert front and [s["us_per_track"] for s in front] == sorted(s["us_per_track"] for s in front)
+
+    experiment = read_experiment(options.path)
+    fig = p95_against_cost_figure(experiment, TIME_METRIC, curve)
+    (ax, *_) = fig.axes
+    (line,) = [line for line in ax.lines if line.get_label() == INTEGRATOR_LABEL]
+    assert list(line.get_xdata()) == [s["us_per_track"] for s in front]
+    assert list(line.get_ydata()) == [s["p95_mm"] for s in front]
+    assert line.get_marker() == "D" and line.get_drawstyle() == "steps-post"
+    legend = ax.get_legend()
+    assert INTEGRATOR_LABEL in [text.get_text() for text in legend.get_texts()]
+    note = legend.get_title().get_text()
+    assert f"measured on {curve['host']} at {curve['measured_at']}" in note
+    trials = [(x, y) for c in ax.collections for x, y in c.get_offsets()]
+    assert sorted(trials) == sorted((r[TIME_METRIC], r["pos_p95_mm"]) for r in rows)
+    check_log_axis(ax.xaxis, [r[TIME_METRIC] for r in rows] + list(line.get_xdata()))
+    check_log_axis(ax.yaxis, [r["pos_p95_mm"] for r in rows] + list(line.get_ydata()))
+    page = (options.path / "report" / "index.html").read_text()
+    assert 'data-file="p95_vs_time.png"' in page
+    assert f"measured by the driver on {curve['host']}" in page
+
+    copy = tmp_path / "exp"  # written again: the kept curve, not measured again
+    shutil.copytree(options.path, copy)
+    said: list[str] = []
+    write_experiment_report(copy, log=said.append)
+    assert (copy / CURVE_FILE).read_bytes() == (options.path / CURVE_FILE).read_bytes()
+    assert not any("measuring" in line for line in said), said
+    (copy / CURVE_FILE).unlink()  # an interrupted search does not wait for it
+    write_experiment_report(copy, log=said.append, interrupted=True)
+    assert not (copy / CURVE_FILE).exists()
+    assert "is measured when the search ends" in (copy / "report" / "index.html").read_text()
 
 
 def test_evaluation_figures_have_titles_and_labelled_log_axes(tmp_path):

@@ -652,3 +652,26 @@ def test_resume_completes_the_dataset_tune_was_generating(tmp_path):
     assert plan.splits is None and plan.options.data_dir == str(data.resolve())
     spec = plan.dataset
     assert (spec.samples, spec.seed, spec.phase_space.name) == (600, 3, "default")
+
+
+def test_resume_takes_pareto_time_as_the_experiment_started_with_it(tmp_path, capsys):
+    """Issue 16: --objective pareto-time is an objective like the others: the parser takes it,
+    --resume keeps it (given again, it is no change), and another objective is refused."""
+    from raytrack.search.experiment import OBJECTIVES
+    from raytrack.search.timing import TIME_METRIC
+    from raytrack.tune import build_parser, changed_options, main
+
+    assert OBJECTIVES["pareto-time"] == TIME_METRIC
+    assert build_parser().parse_args(["--objective", "pareto-time"]).objective == "pareto-time"
+    data = tmp_path / "no-data"  # a missing dataset ends a resume that gets past the options
+    started = options(tmp_path, data, search="optuna", objective="pareto-time")
+    started.path.mkdir()
+    (started.path / "experiment.json").write_text(json.dumps(started.__dict__))
+    resume = ["--resume", "--name", "exp", "--storage", str(tmp_path)]
+    args = build_parser().parse_args([*resume, "--objective", "pareto-time"])
+    assert changed_options(args, {"objective"}, started) == []
+    assert main([*resume, "--objective", "pareto-time", "--data", str(data)]) == 1
+    err = capsys.readouterr().err
+    assert "differ" not in err and str(data) in err, err
+    assert main([*resume, "--objective", "p95"]) == 1
+    assert "--objective p95 (it has pareto-time)" in capsys.readouterr().err

@@ -59,10 +59,13 @@ from raytrack.search.leaderboard import (
     write_leaderboard,
 )
 from raytrack.search.progress import LEGEND, LiveTable, tune_console_quiet
+from raytrack.search.timing import TIME_METRIC
 from raytrack.search.trial import OBJECTIVE, TrialSettings, resolve_configs, run_trial
 
 SEARCHES = ("presets", "optuna", "all")
-OBJECTIVES = {"p95": None, "pareto-weights": "weight_count", "pareto-macs": "macs_per_track"}
+#: objective -> the cost (a leaderboard column and reported metric) searched against the P95
+OBJECTIVES = {"p95": None, "pareto-weights": "weight_count", "pareto-macs": "macs_per_track",
+              "pareto-time": TIME_METRIC}  # fmt: skip
 #: Checkpoints Tune keeps per trial (the latest always among them). Each holds the trial's
 #: latest and best epoch's weights and its optimiser state: the latest alone serves best/ and
 #: --resume. A resumed trial restores the checkpoint the last experiment snapshot named, and
@@ -392,6 +395,7 @@ def _settings(options: ExperimentOptions) -> TrialSettings:
         space=space,
         max_weights=options.max_weights,
         data_dir=str(Path(options.data_dir).resolve()),
+        time_inference=options.objective == "pareto-time",
     )
 
 

@@ -11,7 +11,8 @@ from typing import Any
 from raytrack.files import replacing, write_json_atomic
 
 COLUMNS = (
-    "rank", "name", "trial_id", "status", "weight_count", "macs_per_track", "epochs",
+    "rank", "name", "trial_id", "status", "weight_count", "macs_per_track",
+    "inference_us_per_track", "epochs",
     "pos_mean_mm", "pos_p95_mm", "pos_p99_mm", "slope_mean", "slope_p95", "seconds", "config",
 )  # fmt: skip
 #: Leaderboard column <- reported metric (of the weights a trial would export: its best epoch).
@@ -71,6 +72,10 @@ def make_row(
     for column, metric in METRIC_COLUMNS.items():
         value = metrics.get(metric, math.inf)
         row[column] = value if isinstance(value, int | float) and math.isfinite(value) else None
+    if "inference_us_per_track" in metrics:  # --objective pareto-time (raytrack.search.timing)
+        value = metrics["inference_us_per_track"]
+        finite = isinstance(value, int | float) and math.isfinite(value)
+        row["inference_us_per_track"] = value if finite else None
     return row
 
 
@@ -83,8 +88,9 @@ def rank(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def pareto_front(rows: list[dict[str, Any]], cost: str) -> list[dict[str, Any]]:
-    """Rows that no other row beats in both P95 position error and ``cost`` (weights or MACs)."""
-    scored = [r for r in rows if r["pos_p95_mm"] is not None]
+    """Rows that no other row beats in both P95 position error and ``cost`` (weights, MACs or
+    inference time; rows without it are left out)."""
+    scored = [r for r in rows if r["pos_p95_mm"] is not None and r.get(cost) is not None]
     front = []
     for row in scored:
         dominated = any(
@@ -130,7 +136,18 @@ def format_leaderboard(rows: list[dict[str, Any]]) -> str:
             f"{r['weight_count']:>9} {r['epochs']:>6} {mm(r['pos_mean_mm'])} "
             f"{mm(r['pos_p95_mm'])} {mm(r['pos_p99_mm'])} {slope}"
         )
+    if any("inference_us_per_track" in r for r in rows):  # --objective pareto-time
+        lines = _with_time(lines, rows)
     return "\n".join(lines)
+
+
+def _with_time(lines: list[str], rows: list[dict[str, Any]]) -> list[str]:
+    """The printed leaderboard with a last column: ONNX Runtime's time per track, one thread."""
+    times = [r.get("inference_us_per_track") for r in rows]
+    cells = [f"{t:9.3g}" if t is not None else f"{'-':>9}" for t in times]
+    return [f"{lines[0]} {'us/track':>9}"] + [
+        f"{line} {cell}" for line, cell in zip(lines[1:], cells, strict=True)
+    ]
 
 
 def format_best(row: dict[str, Any], out: Path, report: dict[str, Any] | None) -> str:

@@ -27,6 +27,7 @@ from raytrack.models.presets import load_presets
 from raytrack.models.run import RUN_FILE, RunSpec
 from raytrack.models.training import CHECKPOINT_NAME, VALIDATION_METRICS, TrainConfig
 from raytrack.run import train_run
+from raytrack.search.timing import TIME_METRIC, checkpoint_us_per_track
 
 #: The metric searchers and schedulers optimise: P95 position error of the weights a trial
 #: would export (its best epoch by validation loss), mm.
@@ -47,6 +48,9 @@ class TrialSettings:
     space: Any = None  # raytrack.search.space.SearchSpace for Optuna trials
     max_weights: int | None = None
     data_dir: str = ""
+    #: ``--objective pareto-time``: measure the model's inference time per track (see
+    #: raytrack.search.timing) and report it with every result
+    time_inference: bool = False
 
 
 def resolve_configs(
@@ -92,6 +96,9 @@ def run_trial(config: dict[str, Any], data: DatasetSplits, settings: TrialSettin
         "weight_count": model.weight_count,
         "macs_per_track": model.macs_per_track,
     }
+    timing = None
+    if settings.time_inference:  # inf until measured: a trial that never trains sorts last
+        fixed[TIME_METRIC], timing = WORST, data.validation.inputs()
     too_big = settings.max_weights is not None and model.weight_count > settings.max_weights
     if too_big:  # never trained: report once so the searcher learns the limit
         tune.report({**fixed, **_worst(), "infeasible": 1.0, "failed": 0.0, "train_done": 1.0})
@@ -102,7 +109,7 @@ def run_trial(config: dict[str, Any], data: DatasetSplits, settings: TrialSettin
         data_dir=settings.data_dir, model=model, train=train, name=name, device=settings.device
     )
     try:
-        train_run(run_dir, spec, splits=data, callback=_Reporter(fixed), export=False)
+        train_run(run_dir, spec, splits=data, callback=_Reporter(fixed, timing), export=False)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
 
@@ -150,15 +157,25 @@ class _Reporter:
     One result per epoch, so that Tune's files (TensorBoard's included) hold one step per epoch:
     the last epoch's carries ``train_done`` and ``train_status`` (early stopping, time budget,
     finished), which the training loop sets on it.
+
+    ``timing`` (``--objective pareto-time``): validation inputs; the model's inference time per
+    track is measured on the first epoch's checkpoint (its best weights, exported to ONNX) and
+    reported with that epoch's result and every later one. The time depends on the model's
+    shape, not on its weights' values, and so every result, that of a trial ASHA stops
+    included, carries what the searcher needs.
     """
 
-    def __init__(self, fixed: dict[str, Any]) -> None:
+    def __init__(self, fixed: dict[str, Any], timing=None) -> None:
         self.fixed = fixed
+        self.timing = timing
 
     def __call__(self, metrics: dict[str, Any], checkpoint: Path | None) -> None:
         if metrics.get("failed"):
             tune.report({**self.fixed, **metrics, **_worst(), "failed": 1.0, "train_done": 1.0})
             return
+        if self.timing is not None and checkpoint is not None:
+            self.fixed[TIME_METRIC] = checkpoint_us_per_track(checkpoint, self.timing)
+            self.timing = None
         done = 1.0 if metrics.get("train_status") else 0.0
         result = {**self.fixed, **metrics, "failed": 0.0, "train_done": done}
         with tempfile.TemporaryDirectory() as tmp:
