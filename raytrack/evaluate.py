@@ -3,8 +3,9 @@
 RUN_DIR: a run of ``python -m raytrack.train``, a search's ``best/`` (``runs/NAME/best``), or one
 of its Ray Tune trial directories (``runs/NAME/run_trial_...``, evaluated at its last checkpoint).
 Writes ``RUN_DIR/evaluation/report.json`` (position and slope errors of the model and of the
-straight line, overall and in momentum bins) and PNG plots: error histograms, error against
-momentum, error against |dz|, learning curves. When the dataset was generated with
+straight line, mean, P95, P99 and worst, overall and in bins of momentum, |dz|, |x| and |y| at
+mid-leg and where the leg lies; the worst tracks by name) and PNG plots: error histograms, error
+against momentum, |dz|, mid-leg |x| and |y|, learning curves. When the dataset was generated with
 ``--jacobian``, also the model's transport Jacobian against the integrator's (the ``jacobian``
 key, ``jacobian.png``; see :func:`jacobian_report`). With ``--data`` another dataset than the
 run's, all of it goes to ``RUN_DIR/evaluation-<its directory name>/`` instead: the evaluation on
@@ -32,6 +33,7 @@ from raytrack.models.jacobian import TYPICAL_SIGMA, TYPICAL_SIGMA_QOP_RELATIVE, 
 from raytrack.models.metrics import (
     MOMENTUM_BINS_GEV,
     evaluation_report,
+    mid_leg_position,
     momentum_gev,
     position_errors,
     slope_errors,
@@ -41,6 +43,13 @@ from raytrack.models.run import RUN_FILE, RunSpec, checkpoint_path, predict
 from raytrack.models.training import load_checkpoint, model_from_checkpoint
 
 DZ_BINS_MM = (0.0, 100.0, 300.0, 1000.0, 3000.0, 6000.0, 10000.0, 14000.0)
+#: Bins of |x| and |y| at the middle of the leg (mm; :func:`mid_leg_position`), the last one
+#: open-ended: LHCb's acceptance reaches |x| ~ 3-4 m and |y| ~ 2.5-3 m at the magnet, where a
+#: real field falls off towards the coils; the default phase space reaches |x| 2.5 m, |y| 1.9 m.
+X_MID_BINS_MM = (0.0, 250.0, 500.0, 750.0, 1000.0, 1500.0, 2000.0, 3000.0, float("inf"))
+Y_MID_BINS_MM = (0.0, 250.0, 500.0, 750.0, 1000.0, 1500.0, 2000.0, float("inf"))
+#: How many of the worst tracks the report names (``worst_tracks``).
+WORST_TRACKS = 10
 
 
 def evaluate_model(
@@ -66,33 +75,118 @@ def binned_report(
     predicted: np.ndarray,
     magnet: tuple[float, float] | None,
 ) -> dict[str, Any]:
-    """Errors of ``predicted`` and of the straight line: overall, by momentum, by |dz| and, with
-    the magnet's extent, by where the leg lies."""
+    """Errors of ``predicted`` and of the straight line: overall, by momentum, by |dz|, by
+    |x| and |y| at mid-leg and, with the magnet's extent, by where the leg lies; and the
+    :data:`WORST_TRACKS` worst tracks, named."""
     report = evaluation_report(inputs, truth, predicted)
     report["dz_bins"] = _dz_bins(inputs, truth, predicted)
+    mid = mid_leg_position(inputs, truth)
+    for k, name, edges in ((0, "x", X_MID_BINS_MM), (1, "y", Y_MID_BINS_MM)):
+        report[f"{name}_mid_bins"] = _position_bins(
+            np.abs(mid[:, k]), edges, f"{name}_mid", inputs, truth, predicted
+        )
     if magnet is not None:
         report["magnet_extent_mm"] = list(magnet)
         report["region_bins"] = _region_bins(inputs, truth, predicted, magnet)
+    report["worst_tracks"] = worst_tracks(inputs, truth, predicted, magnet)
     return report
+
+
+def _tails(model_err: np.ndarray, line_err: np.ndarray) -> dict[str, Any]:
+    """A bin's position errors: tracks, the model's mean, P95, P99 and worst, the straight
+    line's mean and P95."""
+    return {
+        "tracks": int(len(model_err)),
+        "pos_mean_mm": float(model_err.mean()),
+        "pos_p95_mm": float(np.percentile(model_err, 95)),
+        "pos_p99_mm": float(np.percentile(model_err, 99)),
+        "pos_max_mm": float(model_err.max()),
+        "straight_line_pos_mean_mm": float(line_err.mean()),
+        "straight_line_pos_p95_mm": float(np.percentile(line_err, 95)),
+    }
 
 
 def _dz_bins(inputs: np.ndarray, truth: np.ndarray, predicted: np.ndarray) -> list[dict[str, Any]]:
     dz = np.abs(inputs[:, 6] - inputs[:, 5])
     dpos = position_errors(predicted, truth)
+    line = position_errors(straight_line(inputs), truth)
     rows = []
     for low, high in zip(DZ_BINS_MM[:-1], DZ_BINS_MM[1:], strict=True):
         inside = (dz >= low) & (dz < high) if high < DZ_BINS_MM[-1] else (dz >= low)
         if inside.any():
+            rows.append({"dz_low_mm": low, "dz_high_mm": high,
+                         **_tails(dpos[inside], line[inside])})  # fmt: skip
+    return rows
+
+
+def _position_bins(values, edges, key, inputs, truth, predicted) -> list[dict[str, Any]]:
+    """Rows ``{key}_low_mm``, ``{key}_high_mm`` (None: open-ended) and :func:`_tails` of the
+    tracks whose ``values`` lie in each of ``edges``' bins (the empty ones left out)."""
+    dpos = position_errors(predicted, truth)
+    line = position_errors(straight_line(inputs), truth)
+    rows = []
+    for low, high in zip(edges[:-1], edges[1:], strict=True):
+        inside = (values >= low) & (values < high)
+        if inside.any():
             rows.append(
                 {
-                    "dz_low_mm": low,
-                    "dz_high_mm": high,
-                    "tracks": int(inside.sum()),
-                    "pos_mean_mm": float(dpos[inside].mean()),
-                    "pos_p95_mm": float(np.percentile(dpos[inside], 95)),
+                    f"{key}_low_mm": low,
+                    f"{key}_high_mm": None if np.isinf(high) else high,
+                    **_tails(dpos[inside], line[inside]),
                 }
             )
     return rows
+
+
+def worst_tracks(
+    inputs: np.ndarray,
+    truth: np.ndarray,
+    predicted: np.ndarray,
+    magnet: tuple[float, float] | None = None,
+    count: int = WORST_TRACKS,
+) -> list[dict[str, Any]]:
+    """The ``count`` tracks with the largest position error, worst first, each named by its
+    start state and leg (``start``; ``row``: its index among the tracks evaluated, the test
+    split in shard order or the fresh tracks of ``--independent``), its momentum, where it is
+    at mid-leg, where its leg lies against the magnet, and its true and predicted end
+    states."""
+    dpos = position_errors(predicted, truth)
+    line = position_errors(straight_line(inputs), truth)
+    order = np.argsort(-dpos, kind="stable")[:count]
+    mid = mid_leg_position(inputs[order], truth[order])
+    region = leg_regions(inputs[order], magnet) if magnet is not None else None
+    rows = []
+    for j, i in enumerate(order):
+        x, y, tx, ty, qop, z_start, z_end = (float(v) for v in inputs[i])
+        rows.append(
+            {
+                "row": int(i),
+                "pos_error_mm": float(dpos[i]),
+                "straight_line_pos_error_mm": float(line[i]),
+                "start": {
+                    "x_mm": x,
+                    "y_mm": y,
+                    "tx": tx,
+                    "ty": ty,
+                    "qop_per_mev": qop,
+                    "z_start_mm": z_start,
+                    "z_end_mm": z_end,
+                },  # fmt: skip
+                "p_gev": float(momentum_gev(inputs[i : i + 1])[0]),
+                "charge": int(np.sign(qop)),
+                "dz_mm": z_end - z_start,
+                "mid_leg_mm": {"x": float(mid[j, 0]), "y": float(mid[j, 1])},
+                "region": None if region is None else REGIONS[region[j]],
+                "truth": _end_state(truth[i]),
+                "predicted": _end_state(predicted[i]),
+            }
+        )
+    return rows
+
+
+def _end_state(row) -> dict[str, float]:
+    return {"x_mm": float(row[0]), "y_mm": float(row[1]), "tx": float(row[2]),
+            "ty": float(row[3])}  # fmt: skip
 
 
 #: Where a leg lies against the magnet's extent [z_in, z_out]; legs run either way.
@@ -121,16 +215,7 @@ def _region_bins(inputs, truth, predicted, magnet) -> list[dict[str, Any]]:
     for k, name in enumerate(REGIONS):
         inside = region == k
         if inside.any():
-            rows.append(
-                {
-                    "region": name,
-                    "tracks": int(inside.sum()),
-                    "pos_mean_mm": float(model_err[inside].mean()),
-                    "pos_p95_mm": float(np.percentile(model_err[inside], 95)),
-                    "straight_line_pos_mean_mm": float(line_err[inside].mean()),
-                    "straight_line_pos_p95_mm": float(np.percentile(line_err[inside], 95)),
-                }
-            )
+            rows.append({"region": name, **_tails(model_err[inside], line_err[inside])})
     return rows
 
 
@@ -290,7 +375,7 @@ def write_report(out_dir: Path, report: dict[str, Any], history: list[dict[str, 
     run = plot_context(out_dir)
     if tracks is not None:
         _save(histograms_figure(run, **tracks), out_dir / "error_histograms.png")
-        for what in ("momentum", "dz"):
+        for what in AGAINST:
             _save(error_against_figure(run, what, **tracks), out_dir / f"error_vs_{what}.png")
     if isinstance(report.get("jacobian"), dict) and "_tracks" in report["jacobian"]:
         _save(jacobian_figure(run, report["jacobian"]), out_dir / "jacobian.png")
@@ -371,7 +456,8 @@ def log_tick_values(low: float, high: float) -> list[float] | None:
 
 
 def histograms_figure(run: str, inputs, truth, predicted):
-    """error_histograms.png: position and slope errors of the model and the straight line."""
+    """error_histograms.png: position and slope errors of the model and the straight line; on
+    the position panel the model's P95, P99 and worst track marked."""
     plt = pyplot()
     line = straight_line(inputs)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
@@ -385,41 +471,66 @@ def histograms_figure(run: str, inputs, truth, predicted):
         ax.hist(model_err, bins=bins, histtype="step", label="model")
         ax.hist(line_err, bins=bins, histtype="step", label="straight line")
         ax.set(xscale="log", xlabel=label, ylabel="tracks")
+        if errors is position_errors:
+            for q, style, name in ((95, ":", "P95"), (99, "--", "P99"), (100, "-", "worst")):
+                value = np.percentile(model_err, q)
+                ax.axvline(value, color="tab:red", ls=style, lw=1,
+                           label=f"model {name} {value:.3g} mm")  # fmt: skip
+        log_ticks(ax, "x", bins[[0, -1]])
         ax.set_title(label.removesuffix(" [mm]").replace(" error", " errors"), fontsize=10)
-        ax.legend()
+        ax.legend(fontsize=8)
     fig.suptitle(f"{run}: errors at the end of the leg, test split ({len(inputs):,} tracks)",
                  fontsize=11)  # fmt: skip
     return fig
 
 
-def error_against_figure(run: str, what: str, inputs, truth, predicted):
-    """error_vs_momentum.png, error_vs_dz.png: mean and P95 position error in quantile bins."""
-    plt = pyplot()
+#: What error_against_figure plots the error against: error_vs_<what>.png.
+AGAINST = ("momentum", "dz", "x_mid", "y_mid")
+
+
+def against_variable(what: str, inputs, truth) -> tuple[np.ndarray, str, str]:
+    """(values, axis label, title words) of one of :data:`AGAINST` per track."""
     if what == "momentum":
-        x, label = momentum_gev(inputs), "p [GeV]"
-    else:
-        x, label = np.abs(inputs[:, 6] - inputs[:, 5]), "|dz| [mm]"
+        return momentum_gev(inputs), "p [GeV]", "momentum"
+    if what == "dz":
+        return np.abs(inputs[:, 6] - inputs[:, 5]), "|dz| [mm]", "leg length |dz|"
+    if what in ("x_mid", "y_mid"):
+        name = what[0]
+        values = np.abs(mid_leg_position(inputs, truth)[:, "xy".index(name)])
+        return values, f"|{name}| at mid-leg [mm]", f"|{name}| at the middle of the leg"
+    raise ValueError(f"unknown variable {what!r}: one of {AGAINST}")
+
+
+def error_against_figure(run: str, what: str, inputs, truth, predicted):
+    """error_vs_momentum.png, error_vs_dz.png, error_vs_x_mid.png, error_vs_y_mid.png: mean,
+    P95, P99 and worst position error in quantile bins of momentum, |dz|, or |x| or |y| at
+    mid-leg (:func:`mid_leg_position`)."""
+    plt = pyplot()
+    x, label, against = against_variable(what, inputs, truth)
     dpos = position_errors(predicted, truth)
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
     if np.ptp(x) == 0:  # a fixed leg: one point per statistic
-        centres, means, p95 = x[:1], [dpos.mean()], [np.percentile(dpos, 95)]
+        index, filled = np.zeros(len(x), dtype=int), [0]
     else:
         edges = np.quantile(x, np.linspace(0, 1, 21))
         index = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, 19)
         filled = [i for i in range(20) if (index == i).any()]
-        centres = [np.median(x[index == i]) for i in filled]
-        means = [dpos[index == i].mean() for i in filled]
-        p95 = [np.percentile(dpos[index == i], 95) for i in filled]
-    ax.plot(centres, means, "o-", label="mean")
-    ax.plot(centres, p95, "s--", label="P95")
+    centres = [np.median(x[index == i]) for i in filled]
+    curves = {
+        "mean": [dpos[index == i].mean() for i in filled],
+        "P95": [np.percentile(dpos[index == i], 95) for i in filled],
+        "P99": [np.percentile(dpos[index == i], 99) for i in filled],
+        "worst": [dpos[index == i].max() for i in filled],
+    }
+    for (name, values), style in zip(curves.items(), ("o-", "s--", "^-.", "v:"), strict=True):
+        ax.plot(centres, values, style, ms=4, label=name)
     ax.set(xlabel=label, ylabel="position error [mm]", yscale="log")
-    log_ticks(ax, "y", [*means, *p95])
+    log_ticks(ax, "y", [v for values in curves.values() for v in values])
     if what == "momentum":
         ax.set_xscale("log")
         log_ticks(ax, "x", centres)
     grid(ax)
-    ax.legend()
-    against = "momentum" if what == "momentum" else "leg length |dz|"
+    ax.legend(fontsize=8)
     ax.set_title(f"{run}: position error against {against}\ntest split, {len(inputs):,} tracks "
                  "in bins of equal counts", fontsize=10)  # fmt: skip
     return fig
@@ -492,20 +603,23 @@ def jacobian_figure(run: str, report: dict[str, Any]):
 
 
 def learning_curves_figure(run: str, history: list[dict[str, float]]):
-    """learning_curves.png: training and validation loss, validation mean and P95 position
-    error, per epoch."""
+    """learning_curves.png: training and validation loss, validation mean, P95 and P99
+    position error, per epoch."""
     plt = pyplot()
     epochs = [h["epoch"] for h in history]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.4))
     panels = (
         (axes[0], (("train_loss", "train"), ("val_loss", "validation")),
          "loss (standardised MSE)", "loss"),
-        (axes[1], (("val_pos_mean_mm", "mean"), ("val_pos_p95_mm", "P95")),
+        (axes[1], (("val_pos_mean_mm", "mean"), ("val_pos_p95_mm", "P95"),
+                   ("val_pos_p99_mm", "P99")),
          "validation position error [mm]", "validation position error"),
     )  # fmt: skip
     for ax, curves, ylabel, title in panels:
         values = []
         for key, label in curves:
+            if not all(key in h for h in history):  # P99: not in histories before it was kept
+                continue
             ys = [h[key] for h in history]
             ax.plot(epochs, ys, "o-", ms=3, label=label)
             values += ys
@@ -672,7 +786,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def print_summary(report: dict[str, Any]) -> None:
     print(
-        f"{'':15} {'mean mm':>9} {'median':>9} {'P95':>9} {'P99':>9} {'max':>9} {'slope mean':>11}"
+        f"{'':15} {'mean mm':>9} {'median':>9} {'P95':>9} {'P99':>9} {'worst':>9} "
+        f"{'slope mean':>11}"
     )
     for label, key in (("model", "model"), ("straight line", "straight_line")):
         r = report[key]
@@ -680,28 +795,80 @@ def print_summary(report: dict[str, Any]) -> None:
             f"{label:15} {r['pos_mean_mm']:9.4f} {r['pos_median_mm']:9.4f} {r['pos_p95_mm']:9.4f} "
             f"{r['pos_p99_mm']:9.4f} {r['pos_max_mm']:9.4f} {r['slope_mean']:11.2e}"
         )
-    for row in report["momentum_bins"]:
-        r = row["model"]
+    if report.get("worst_tracks"):
+        print_worst_track(report["worst_tracks"][0], len(report["worst_tracks"]))
+    print(
+        f"{'position error in bins':28} {'tracks':>7} {'mean mm':>9} {'P95':>9} {'P99':>9} "
+        f"{'worst':>9} {'line mean':>10} {'line P95':>9}"
+    )
+    for label, row in bin_rows(report):
+        if row is None:  # a heading
+            print(f"  {label}")
+            continue
         print(
-            f"  {momentum_bin_label(row)}: mean {r['pos_mean_mm']:.4f} mm, "
-            f"P95 {r['pos_p95_mm']:.4f} mm ({r['tracks']} tracks)"
-        )
-    for row in report.get("dz_bins", []):
-        print(
-            f"  |dz| {row['dz_low_mm']:g}-{row['dz_high_mm']:g} mm: mean "
-            f"{row['pos_mean_mm']:.4f} mm, P95 {row['pos_p95_mm']:.4f} mm ({row['tracks']} tracks)"
-        )
-    if "region_bins" in report:
-        z_in, z_out = report["magnet_extent_mm"]
-        print(f"  legs against the magnet (z {z_in:.0f} -> {z_out:.0f} mm, |By| >= half its peak):")
-    for row in report.get("region_bins", []):
-        print(
-            f"  {row['region']:>20}: mean {row['pos_mean_mm']:.4f} mm, P95 "
-            f"{row['pos_p95_mm']:.4f} mm (straight line {row['straight_line_pos_mean_mm']:.4f}, "
-            f"{row['straight_line_pos_p95_mm']:.4f}; {row['tracks']} tracks)"
+            f"  {label:26} {row['tracks']:7d} {row['pos_mean_mm']:9.4f} {row['pos_p95_mm']:9.4f} "
+            f"{row['pos_p99_mm']:9.4f} {row['pos_max_mm']:9.4f} "
+            f"{row['straight_line_pos_mean_mm']:10.4f} {row['straight_line_pos_p95_mm']:9.4f}"
         )
     if isinstance(report.get("jacobian"), dict):
         print_jacobian_summary(report["jacobian"])
+
+
+def bin_rows(report: dict[str, Any]) -> list[tuple[str, dict[str, Any] | None]]:
+    """Every bin of ``report`` as (label, row), a row with the keys of :func:`_tails`: momentum,
+    |dz|, |x| and |y| at mid-leg, then the leg regions under a heading (label, None). Bins
+    that a report written before the |x|, |y| bins lacks are left out."""
+    rows: list[tuple[str, dict[str, Any] | None]] = []
+    for row in report["momentum_bins"]:
+        model, line = row["model"], row["straight_line"]
+        rows.append((momentum_bin_label(row), {
+            **{k: model[k] for k in ("tracks", "pos_mean_mm", "pos_p95_mm", "pos_p99_mm",
+                                     "pos_max_mm")},
+            "straight_line_pos_mean_mm": line["pos_mean_mm"],
+            "straight_line_pos_p95_mm": line["pos_p95_mm"],
+        }))  # fmt: skip
+    complete = [r for r in report.get("dz_bins", []) if "pos_max_mm" in r]
+    rows += [(f"|dz| {r['dz_low_mm']:g}-{r['dz_high_mm']:g} mm", r) for r in complete]
+    for name in ("x", "y"):
+        for r in report.get(f"{name}_mid_bins", []):
+            high = r[f"{name}_mid_high_mm"]
+            high = "inf" if high is None else f"{high:g}"
+            rows.append((f"mid-leg |{name}| {r[f'{name}_mid_low_mm']:g}-{high} mm", r))
+    regions = [r for r in report.get("region_bins", []) if "pos_max_mm" in r]
+    if regions:
+        z_in, z_out = report["magnet_extent_mm"]
+        rows.append((f"legs against the magnet (z {z_in:.0f} -> {z_out:.0f} mm, |By| >= half "
+                     "its peak):", None))  # fmt: skip
+        rows += [(r["region"], r) for r in regions]
+    return rows
+
+
+def worst_track_lines(track: dict[str, Any]) -> list[str]:
+    """The worst track of a report (a row of ``worst_tracks``) in five lines of text."""
+    start, true, pred = track["start"], track["truth"], track["predicted"]
+    region = f", {track['region']}" if track.get("region") else ""
+
+    def state(s):
+        return f"x {s['x_mm']:.1f} mm, y {s['y_mm']:.1f} mm, tx {s['tx']:.4f}, ty {s['ty']:.4f}"
+
+    return [
+        f"worst track: {track['pos_error_mm']:.4f} mm off (straight line "
+        f"{track['straight_line_pos_error_mm']:.1f} mm), p {track['p_gev']:.2f} GeV, charge "
+        f"{track['charge']:+d} (row {track['row']})",
+        f"leg z {start['z_start_mm']:.0f} -> {start['z_end_mm']:.0f} mm{region}; mid-leg x "
+        f"{track['mid_leg_mm']['x']:.0f} mm, y {track['mid_leg_mm']['y']:.0f} mm",
+        f"start {state(start)}, q/p {start['qop_per_mev']:.4e}/MeV",
+        f"end, true {state(true)}",
+        f"end, predicted {state(pred)}",
+    ]
+
+
+def print_worst_track(track: dict[str, Any], named: int) -> None:
+    lines = worst_track_lines(track)
+    print(lines[0])
+    for line in lines[1:]:
+        print(f"  {line}")
+    print(f"  (report.json's worst_tracks names the {named} worst)")
 
 
 def momentum_bin_label(row: dict[str, Any]) -> str:

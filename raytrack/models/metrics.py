@@ -52,6 +52,28 @@ def momentum_gev(inputs: np.ndarray) -> np.ndarray:
     return 1.0 / np.abs(inputs[:, 4]) / 1000.0
 
 
+def mid_leg_position(inputs: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """(N, 2) x and y (mm) of the true trajectory at the middle of the leg, z = (z_start +
+    z_end) / 2: the cubic through the start state and the true end state (positions and
+    slopes), ``(x0 + x1) / 2 + (tx0 - tx1) dz / 8``.
+
+    From the start and the truth, not from a model's base: every model, and the straight line,
+    is binned on the same tracks whatever its formulation, with no field needed (a map's
+    datasets too). The cubic is exact for a constant curvature. Against an integration to
+    mid-leg, 20,000 default-phase-space tracks through the default dipole: median 1e-4 mm, P99
+    84 mm in x and 7 mm in y, worst 0.44 m: a low-momentum track bent sharply in a short
+    stretch of a long leg may land in a neighbouring bin (the bins are 250 mm and wider).
+    """
+    dz = inputs[:, 6] - inputs[:, 5]
+    return np.stack(
+        [
+            (inputs[:, k] + truth[:, k]) / 2 + (inputs[:, k + 2] - truth[:, k + 2]) * dz / 8
+            for k in (0, 1)
+        ],
+        axis=1,
+    )
+
+
 def evaluation_report(
     inputs: np.ndarray, truth: np.ndarray, predicted: np.ndarray
 ) -> dict[str, Any]:
