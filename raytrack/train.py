@@ -128,7 +128,8 @@ def print_epoch(metrics: dict[str, float], _checkpoint) -> None:
     print(
         f"epoch {int(metrics['epoch']):4d}  loss {metrics['train_loss']:.3e}  "
         f"val {metrics['val_loss']:.3e}  pos mean {metrics['val_pos_mean_mm']:.4f} mm  "
-        f"P95 {metrics['val_pos_p95_mm']:.4f} mm  {metrics['seconds']:.0f} s",
+        f"P95 {metrics['val_pos_p95_mm']:.4f} mm  P99 {metrics['val_pos_p99_mm']:.4f} mm  "
+        f"{metrics['seconds']:.0f} s",
         flush=True,
     )
 

@@ -190,6 +190,87 @@ def test_momentum_binned_report(splits):
     assert bins[-1]["straight_line"]["pos_mean_mm"] < bins[0]["straight_line"]["pos_mean_mm"]
 
 
+def test_validation_keeps_the_worst_track_and_resumes_checkpoints_without_it(splits, tmp_path):
+    """Issue 15: every epoch's validation has its worst track (the leaderboard's worst, through
+    best_val_pos_max_mm); a checkpoint written before it was kept still resumes."""
+    train, validation, _ = splits
+    config = dataclasses.replace(QUICK, epochs=2)
+    seen = []
+    done = fit(TINY, dataclasses.replace(config, epochs=1), train, validation,
+               checkpoint_dir=tmp_path, callback=lambda m, c: seen.append(m))  # fmt: skip
+    first = done.history[0]
+    assert first["val_pos_p99_mm"] <= first["val_pos_max_mm"] == seen[0]["best_val_pos_max_mm"]
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    for metrics in (state["best"], *state["history"]):
+        del metrics["val_pos_max_mm"]
+    state["status"] = ""  # an older run, interrupted after its first epoch
+    torch.save(state, tmp_path / "checkpoint.pt")
+    seen.clear()
+    resumed = fit(TINY, config, train, validation, checkpoint_dir=tmp_path,
+                  callback=lambda m, c: seen.append(m))  # fmt: skip
+    assert resumed.epochs_run == 2 and seen[0]["val_pos_max_mm"] > 0
+    assert "best_val_pos_max_mm" in seen[0]  # NaN when the older best epoch is still the best
+
+
+def test_binned_report_names_the_tails_and_bins_by_mid_leg_position(capsys):
+    """Issue 15: P99 and the worst track in every bin, bins by |x| and |y| at mid-leg, and the
+    worst tracks named by their start state and leg."""
+    from raytrack.evaluate import X_MID_BINS_MM, binned_report, print_summary
+    from raytrack.models.metrics import mid_leg_position, position_errors
+
+    rng = np.random.default_rng(5)
+    n = 3000
+    inputs = np.column_stack([
+        rng.uniform(-1500, 1500, n), rng.uniform(-1200, 1200, n), rng.uniform(-0.3, 0.3, n),
+        rng.uniform(-0.25, 0.25, n), rng.choice([-1, 1], n) / rng.uniform(2e3, 1e5, n),
+        rng.uniform(0, 4000, n), rng.uniform(4000, 14000, n),
+    ])  # fmt: skip
+    dz = inputs[:, 6] - inputs[:, 5]
+    # A constant curvature per track (a parabola in x and in y): the cubic's mid-leg is exact.
+    bend = rng.uniform(-2e-5, 2e-5, (n, 2))
+    truth = np.column_stack([
+        inputs[:, 0] + inputs[:, 2] * dz + bend[:, 0] * dz**2 / 2,
+        inputs[:, 1] + inputs[:, 3] * dz + bend[:, 1] * dz**2 / 2,
+        inputs[:, 2] + bend[:, 0] * dz, inputs[:, 3] + bend[:, 1] * dz,
+    ])  # fmt: skip
+    mid_true = inputs[:, :2] + inputs[:, 2:4] * (dz / 2)[:, None] + bend * (dz**2 / 8)[:, None]
+    np.testing.assert_allclose(mid_leg_position(inputs, truth), mid_true, atol=1e-6)
+    predicted = truth + rng.lognormal(-4, 1, truth.shape)
+    worst = 1234
+    predicted[worst, 0] += 50.0  # one track far off
+    report = binned_report(inputs, truth, predicted, (3000.0, 7000.0))
+    errors = position_errors(predicted, truth)
+    for key in ("dz_bins", "x_mid_bins", "y_mid_bins", "region_bins"):
+        rows = report[key]
+        assert sum(r["tracks"] for r in rows) == n, key
+        for r in rows:
+            assert r["pos_mean_mm"] <= r["pos_p95_mm"] <= r["pos_p99_mm"] <= r["pos_max_mm"], key
+        assert max(r["pos_max_mm"] for r in rows) == errors[worst], key
+    mid_x = np.abs(mid_true[:, 0])
+    for r in report["x_mid_bins"]:
+        high = np.inf if r["x_mid_high_mm"] is None else r["x_mid_high_mm"]
+        inside = (mid_x >= r["x_mid_low_mm"]) & (mid_x < high)
+        assert r["tracks"] == inside.sum() and r["pos_max_mm"] == errors[inside].max()
+    assert [r["x_mid_low_mm"] for r in report["x_mid_bins"]] == list(X_MID_BINS_MM[:-1])
+    named = report["worst_tracks"]
+    assert len(named) == 10 and named[0]["row"] == worst
+    assert [t["pos_error_mm"] for t in named] == sorted(errors, reverse=True)[:10]
+    start = named[0]["start"]
+    assert [start[k] for k in ("x_mm", "y_mm", "tx", "ty", "qop_per_mev", "z_start_mm",
+                               "z_end_mm")] == list(inputs[worst])  # fmt: skip
+    assert named[0]["truth"]["x_mm"] == truth[worst, 0]
+    assert named[0]["predicted"]["x_mm"] == predicted[worst, 0]
+    assert named[0]["mid_leg_mm"]["x"] == pytest.approx(mid_true[worst, 0])
+    json.dumps(report)  # report.json holds it as it is
+    print_summary(report)
+    printed = capsys.readouterr().out
+    assert f"worst track: {errors[worst]:.4f} mm off" in printed
+    assert f"start x {inputs[worst, 0]:.1f} mm, y {inputs[worst, 1]:.1f} mm" in printed
+    assert "mid-leg |x| 0-250 mm" in printed and "mid-leg |y| 1000-1500 mm" in printed
+    header = next(line for line in printed.splitlines() if "position error in bins" in line)
+    assert "P99" in header.split() and "worst" in header.split()
+
+
 def test_bad_configs_are_named():
     with pytest.raises(ValueError, match="activation"):
         ModelConfig(activation="swish2")
@@ -234,6 +315,9 @@ def test_train_and_evaluate_commands(classic_dataset, tmp_path):
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "straight line" in done.stdout
+    # issue 15: train's summary has the tails and the bins across the aperture
+    for words in ("P99", "worst track:", "mid-leg |x| 0-250 mm", "mid-leg |y| 0-250 mm"):
+        assert words in done.stdout, words
     for name in (
         "run.json",
         "checkpoint.pt",
@@ -246,6 +330,8 @@ def test_train_and_evaluate_commands(classic_dataset, tmp_path):
         "evaluation/error_histograms.png",
         "evaluation/error_vs_momentum.png",
         "evaluation/error_vs_dz.png",
+        "evaluation/error_vs_x_mid.png",
+        "evaluation/error_vs_y_mid.png",
     ):
         assert (run_dir / name).exists(), name
     metadata = json.loads((run_dir / "metadata.json").read_text())
@@ -266,6 +352,12 @@ def test_train_and_evaluate_commands(classic_dataset, tmp_path):
     )
     assert done.returncode == 0, done.stderr
     report = json.loads((run_dir / "evaluation" / "report.json").read_text())
+    worst = report["worst_tracks"][0]
+    assert worst["pos_error_mm"] == report["model"]["pos_max_mm"]
+    for words in ("P99", f"worst track: {worst['pos_error_mm']:.4f} mm off", "mid-leg |x|",
+                  "mid-leg |y|"):  # fmt: skip
+        assert words in done.stdout, words
+    assert report["x_mid_bins"] and report["y_mid_bins"]
     assert report["model"]["pos_mean_mm"] == pytest.approx(
         metadata["test_metrics"]["model"]["pos_mean_mm"]
     )

@@ -47,6 +47,7 @@ VALIDATION_METRICS = (
     "val_pos_mean_mm",
     "val_pos_p95_mm",
     "val_pos_p99_mm",
+    "val_pos_max_mm",  # the worst validation track
     "val_slope_mean",
     "val_slope_p95",
 )
@@ -311,6 +312,7 @@ class _Loop:
             "val_pos_mean_mm": float(dpos.mean()),
             "val_pos_p95_mm": float(torch.quantile(dpos.float(), 0.95)),
             "val_pos_p99_mm": float(torch.quantile(dpos.float(), 0.99)),
+            "val_pos_max_mm": float(dpos.max()),
             "val_slope_mean": float(dslope.mean()),
             "val_slope_p95": float(torch.quantile(dslope.float(), 0.95)),
         }
@@ -355,7 +357,8 @@ class _Loop:
                     callback(metrics, None)
                 break
             self._track_best(metrics)
-            metrics.update({f"best_{k}": self.best[k] for k in VALIDATION_METRICS})
+            # .get: the best epoch of a checkpoint written before val_pos_max_mm was kept
+            metrics.update({f"best_{k}": self.best.get(k, math.nan) for k in VALIDATION_METRICS})
             self.history.append(metrics)
             ending = self._ending()
             if ckpt_path:
