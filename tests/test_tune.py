@@ -218,7 +218,10 @@ def check_console(output: str, experiment: Path, rows: list[dict]) -> None:
     assert f"best: {rows[0]['name']} ({rows[0]['trial_id']}, finished)" in summary
     for label, key in (("model", "model"), ("straight line", "straight_line")):
         errors = report[key]
-        assert f"{label:<22} {errors['pos_mean_mm']:10.4f} {errors['pos_p95_mm']:10.4f}" in summary
+        assert (
+            f"{label:<22} {errors['pos_mean_mm']:10.4f} {errors['pos_p95_mm']:10.4f} "
+            f"{errors['pos_p99_mm']:10.4f} {errors['pos_max_mm']:10.4f}"  # issue 15: the tails
+        ) in summary
     exports = "model.onnx, model_jacobian.onnx, model.bin, metadata.json"
     assert f"exports in {best}: {exports}" in summary
     assert tail[-1].startswith(f"TensorBoard: tensorboard --logdir {experiment}")
@@ -675,6 +678,38 @@ def test_resume_takes_pareto_time_as_the_experiment_started_with_it(tmp_path, ca
     assert "differ" not in err and str(data) in err, err
     assert main([*resume, "--objective", "p95"]) == 1
     assert "--objective p95 (it has pareto-time)" in capsys.readouterr().err
+
+
+def test_the_leaderboard_has_the_worst_validation_track(tmp_path):
+    """Issue 15: the leaderboard's worst track (of the exported epoch, as its other figures),
+    in its files and printed, and the closing summary's test-split P99 and worst."""
+    from raytrack.search.leaderboard import (
+        format_best,
+        format_leaderboard,
+        make_row,
+        rank,
+        write_leaderboard,
+    )
+
+    metrics = {"epoch": 2, "best_val_pos_mean_mm": 0.1, "best_val_pos_p95_mm": 0.2,
+               "best_val_pos_p99_mm": 0.4, "best_val_pos_max_mm": 3.5,
+               "best_val_slope_mean": 1e-4, "best_val_slope_p95": 2e-4}  # fmt: skip
+    config = {"model": {"weight_count": 10, "macs_per_track": 20}}
+    rows = rank([make_row("t_1", "small", "finished", metrics, config)])
+    assert rows[0]["pos_max_mm"] == 3.5
+    write_leaderboard(tmp_path, rows)
+    header = (tmp_path / "leaderboard.csv").read_text().splitlines()[0]
+    assert "pos_p99_mm,pos_max_mm," in header
+    assert json.loads((tmp_path / "leaderboard.json").read_text())[0]["pos_max_mm"] == 3.5
+    head, line = format_leaderboard(rows).splitlines()
+    assert head.split()[-5:] == ["P99", "mm", "worst", "mm", "slope"]
+    assert line.split()[-3:-1] == ["0.4000", "3.5000"]
+    errors = {"tracks": 100, "pos_mean_mm": 0.11, "pos_p95_mm": 0.21, "pos_p99_mm": 0.42,
+              "pos_max_mm": 3.25}  # fmt: skip
+    report = {"model": errors, "straight_line": {**errors, "pos_max_mm": 99.0}}
+    summary = format_best(rows[0], tmp_path, report)
+    assert "P99 mm   worst mm" in summary
+    assert f"{'model':<22} {0.11:10.4f} {0.21:10.4f} {0.42:10.4f} {3.25:10.4f}" in summary
 
 
 def test_a_trial_without_a_time_is_off_the_time_front_and_printed_with_a_dash():

@@ -13,13 +13,15 @@ from raytrack.files import replacing, write_json_atomic
 COLUMNS = (
     "rank", "name", "trial_id", "status", "weight_count", "macs_per_track",
     "inference_us_per_track", "epochs",
-    "pos_mean_mm", "pos_p95_mm", "pos_p99_mm", "slope_mean", "slope_p95", "seconds", "config",
+    "pos_mean_mm", "pos_p95_mm", "pos_p99_mm", "pos_max_mm", "slope_mean", "slope_p95",
+    "seconds", "config",
 )  # fmt: skip
 #: Leaderboard column <- reported metric (of the weights a trial would export: its best epoch).
 METRIC_COLUMNS = {
     "pos_mean_mm": "best_val_pos_mean_mm",
     "pos_p95_mm": "best_val_pos_p95_mm",
     "pos_p99_mm": "best_val_pos_p99_mm",
+    "pos_max_mm": "best_val_pos_max_mm",  # the worst validation track
     "slope_mean": "best_val_slope_mean",
     "slope_p95": "best_val_slope_p95",
 }
@@ -127,14 +129,14 @@ def format_leaderboard(rows: list[dict[str, Any]]) -> str:
 
     lines = [
         f"{'#':>3} {'name':<9} {'trial':<14} {'status':<15} {'weights':>9} {'epochs':>6} "
-        f"{'mean mm':>9} {'P95 mm':>9} {'P99 mm':>9} {'slope':>9}"
+        f"{'mean mm':>9} {'P95 mm':>9} {'P99 mm':>9} {'worst mm':>9} {'slope':>9}"
     ]
     for r in rows:
         slope = f"{r['slope_mean']:9.2e}" if r["slope_mean"] is not None else f"{'-':>9}"
         lines.append(
             f"{r['rank']:>3} {r['name']:<9} {r['trial_id']:<14} {r['status']:<15} "
             f"{r['weight_count']:>9} {r['epochs']:>6} {mm(r['pos_mean_mm'])} "
-            f"{mm(r['pos_p95_mm'])} {mm(r['pos_p99_mm'])} {slope}"
+            f"{mm(r['pos_p95_mm'])} {mm(r['pos_p99_mm'])} {mm(r.get('pos_max_mm'))} {slope}"
         )
     if any("inference_us_per_track" in r for r in rows):  # --objective pareto-time
         lines = _with_time(lines, rows)
@@ -159,11 +161,15 @@ def format_best(row: dict[str, Any], out: Path, report: dict[str, Any] | None) -
     ]
     if report is not None:
         tracks = report["model"]["tracks"]
-        lines.append(f"  test split ({tracks} tracks)  {'mean mm':>10} {'P95 mm':>10}")
+        lines.append(
+            f"  test split ({tracks} tracks)  {'mean mm':>10} {'P95 mm':>10} {'P99 mm':>10} "
+            f"{'worst mm':>10}"
+        )
         for label, key in (("model", "model"), ("straight line", "straight_line")):
             errors = report[key]
             lines.append(
-                f"    {label:<22} {errors['pos_mean_mm']:10.4f} {errors['pos_p95_mm']:10.4f}"
+                f"    {label:<22} {errors['pos_mean_mm']:10.4f} {errors['pos_p95_mm']:10.4f} "
+                f"{errors['pos_p99_mm']:10.4f} {errors['pos_max_mm']:10.4f}"
             )
     lines.append(
         f"  exports in {out}: model.onnx, model_jacobian.onnx, model.bin, metadata.json; "
