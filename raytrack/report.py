@@ -9,8 +9,9 @@ One self-contained page (the figures are embedded; the same PNG files lie beside
   once, kept in ``integrator_curve.json``: raytrack.search.timing);
 - validation P95 against epoch for every trial (where ASHA stopped a trial, its curve ends);
 - the leaderboard, with units;
-- the best model on the test split: error against momentum and against |dz|, with the
-  straight line beside it.
+- the best model on the test split: mean, P95, P99 and worst position error, the worst track
+  by name, the errors in bins of momentum, |dz| and |x| and |y| at mid-leg, and figures of the
+  error against momentum, |dz|, |x| and |y| at mid-leg, with the straight line beside it.
 
 ``python -m raytrack.tune`` writes it at the end of every search; this command writes it again,
 also for a search still running or one that was interrupted: it reads only the experiment
@@ -484,7 +485,8 @@ def _rank_key(row: dict[str, Any] | None) -> tuple[bool, float]:
 
 
 def _binned(x: np.ndarray, errors: dict[str, np.ndarray], bins: int = 20):
-    """Centres and the mean and P95 of each error array in quantile bins of ``x``."""
+    """Centres and the mean, P95, P99 and worst of each error array in quantile bins of
+    ``x``."""
     if np.ptp(x) == 0:  # a fixed leg: one bin
         index, filled = np.zeros(len(x), dtype=int), [0]
     else:
@@ -496,6 +498,8 @@ def _binned(x: np.ndarray, errors: dict[str, np.ndarray], bins: int = 20):
         key: (
             np.array([e[index == i].mean() for i in filled]),
             np.array([np.percentile(e[index == i], 95) for i in filled]),
+            np.array([np.percentile(e[index == i], 99) for i in filled]),
+            np.array([e[index == i].max() for i in filled]),
         )
         for key, e in errors.items()
     }
@@ -503,21 +507,22 @@ def _binned(x: np.ndarray, errors: dict[str, np.ndarray], bins: int = 20):
 
 
 def plot_best_against(experiment: Experiment, best: BestModel, out: Path, what: str) -> Path:
-    """best_error_vs_momentum.png or best_error_vs_dz.png (see :func:`best_against_figure`)."""
+    """best_error_vs_momentum.png, best_error_vs_dz.png, best_error_vs_x_mid.png or
+    best_error_vs_y_mid.png (see :func:`best_against_figure`)."""
     return _save(best_against_figure(experiment, best, what), out / f"best_error_vs_{what}.png")
 
 
 def best_against_figure(experiment: Experiment, best: BestModel, what: str):
-    """The best model's position error against momentum or |dz|, the straight line beside it."""
-    from raytrack.evaluate import grid, log_ticks
-    from raytrack.models.metrics import momentum_gev, position_errors
+    """The best model's position error (mean, P95, P99, worst) against momentum, |dz|, or |x|
+    or |y| at mid-leg (``what``: momentum, dz, x_mid, y_mid), the straight line's (mean, P95)
+    beside it."""
+    from raytrack.evaluate import against_variable, grid, log_ticks
+    from raytrack.models.metrics import position_errors
     from raytrack.models.mlp import straight_line
 
     plt = _pyplot()
-    if what == "momentum":
-        x, label = momentum_gev(best.inputs), "momentum p [GeV]"
-    else:
-        x, label = np.abs(best.inputs[:, 6] - best.inputs[:, 5]), "leg length |dz| [mm]"
+    x, label, _ = against_variable(what, best.inputs, best.truth)
+    label = {"momentum": "momentum p [GeV]", "dz": "leg length |dz| [mm]"}.get(what, label)
     errors = {
         "model": position_errors(best.predicted, best.truth),
         "straight line": position_errors(straight_line(best.inputs), best.truth),
@@ -525,18 +530,23 @@ def best_against_figure(experiment: Experiment, best: BestModel, what: str):
     centres, stats = _binned(x, errors)
     fig, ax = plt.subplots(figsize=(8, 5))
     for key, colour in (("model", "tab:blue"), ("straight line", "tab:gray")):
-        mean, p95 = stats[key]
+        mean, p95, p99, worst = stats[key]
         ax.plot(centres, mean, "o-", color=colour, ms=4, label=f"{key}: mean")
         ax.plot(centres, p95, "s--", color=colour, ms=4, label=f"{key}: P95")
+        if key == "model":
+            ax.plot(centres, p99, "^-.", color=colour, ms=4, label=f"{key}: P99")
+            ax.plot(centres, worst, "v:", color=colour, ms=4, label=f"{key}: worst")
     ax.set(xlabel=label, ylabel="test position error [mm]", yscale="log")
-    log_ticks(ax, "y", [v for pair in stats.values() for v in np.concatenate(pair)])
-    if what == "momentum" or np.ptp(x) > 0:
+    drawn = [*np.concatenate(stats["model"]), *np.concatenate(stats["straight line"][:2])]
+    log_ticks(ax, "y", drawn)
+    if what in ("momentum", "dz") and (what == "momentum" or np.ptp(x) > 0):
         ax.set_xscale("log")
         log_ticks(ax, "x", centres)
     grid(ax)
     ax.legend(fontsize=7)
     row = best.row
-    against = "momentum" if what == "momentum" else "|dz|"
+    against = {"momentum": "momentum", "dz": "|dz|", "x_mid": "|x| at mid-leg",
+               "y_mid": "|y| at mid-leg"}[what]  # fmt: skip
     _title(ax, experiment, f"best model {row['name']} ({row['trial_id']}), error against "
                            f"{against}, test split")  # fmt: skip
     return fig
@@ -558,6 +568,7 @@ TABLE = (
     ("val mean [mm]", "pos_mean_mm", "{:.4f}"),
     ("val P95 [mm]", "pos_p95_mm", "{:.4f}"),
     ("val P99 [mm]", "pos_p99_mm", "{:.4f}"),
+    ("val worst [mm]", "pos_max_mm", "{:.4f}"),
     ("val slope mean [1]", "slope_mean", "{:.2e}"),
     ("val slope P95 [1]", "slope_p95", "{:.2e}"),
     ("training time [s]", "seconds", "{:.0f}"),
@@ -608,22 +619,47 @@ def _table(rows: list[dict[str, Any]]) -> str:
 
 
 def _best_summary(best: BestModel) -> str:
-    from raytrack.models.metrics import position_errors
-    from raytrack.models.mlp import straight_line
+    from raytrack.evaluate import binned_report, worst_track_lines
 
+    report = binned_report(best.inputs, best.truth, best.predicted, None)
     lines = []
-    for label, predicted in (("model", best.predicted),
-                             ("straight line", straight_line(best.inputs))):  # fmt: skip
-        err = position_errors(predicted, best.truth)
+    for label, key in (("model", "model"), ("straight line", "straight_line")):
+        r = report[key]
         lines.append(
-            f'<tr><td class="text">{label}</td><td>{err.mean():.4f}</td>'
-            f"<td>{np.percentile(err, 95):.4f}</td><td>{np.percentile(err, 99):.4f}</td></tr>"
+            f'<tr><td class="text">{label}</td><td>{r["pos_mean_mm"]:.4f}</td>'
+            f"<td>{r['pos_p95_mm']:.4f}</td><td>{r['pos_p99_mm']:.4f}</td>"
+            f"<td>{r['pos_max_mm']:.4f}</td></tr>"
         )
+    worst = "<br>".join(html.escape(line) for line in worst_track_lines(report["worst_tracks"][0]))
     return (
         f"<p>{html.escape(best.row['name'])} ({html.escape(best.row['trial_id'])}), evaluated "
         f"from {html.escape(best.source)} on the {len(best.truth):,} tracks of the test split "
         "(never seen in training or selection).</p><table><thead><tr><th></th><th>mean [mm]</th>"
-        f"<th>P95 [mm]</th><th>P99 [mm]</th></tr></thead><tbody>{''.join(lines)}</tbody></table>"
+        "<th>P95 [mm]</th><th>P99 [mm]</th><th>worst [mm]</th></tr></thead><tbody>"
+        f"{''.join(lines)}</tbody></table>"
+        f"<p>{worst}</p>" + _bins_table(report)
+    )
+
+
+def _bins_table(report: dict[str, Any]) -> str:
+    """The test split's position errors in the bins of :func:`raytrack.evaluate.bin_rows`."""
+    from raytrack.evaluate import bin_rows
+
+    keys = ("pos_mean_mm", "pos_p95_mm", "pos_p99_mm", "pos_max_mm",
+            "straight_line_pos_mean_mm", "straight_line_pos_p95_mm")  # fmt: skip
+    body = []
+    for label, row in bin_rows(report):
+        cells = "".join(f"<td>{row[k]:.4f}</td>" for k in keys)
+        body.append(f'<tr><td class="text">{html.escape(label)}</td><td>{row["tracks"]:,}</td>'
+                    f"{cells}</tr>")  # fmt: skip
+    head = "".join(f"<th>{h}</th>" for h in (
+        "bin (|x|, |y|: at mid-leg)", "tracks", "mean [mm]", "P95 [mm]", "P99 [mm]",
+        "worst [mm]", "straight line mean [mm]", "straight line P95 [mm]"))  # fmt: skip
+    return (
+        "<p>Test position error in bins of momentum, leg length and where the track is across "
+        "the aperture (|x| and |y| at the middle of the leg, from its start and true end "
+        "states):</p>"
+        f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
     )
 
 
@@ -736,6 +772,8 @@ def write_experiment_report(
         for what, caption in (
             ("momentum", "Position error against momentum, model and straight line"),
             ("dz", "Position error against the leg length |dz|, model and straight line"),
+            ("x_mid", "Position error against |x| at mid-leg, model and straight line"),
+            ("y_mid", "Position error against |y| at mid-leg, model and straight line"),
         ):
             parts.append(_figure(plot_best_against(experiment, best, out, what), caption))
     parts += ["<h2>Tools</h2>", _commands(experiment)]

@@ -31,6 +31,8 @@ FIGURES = (
     "p95_vs_epoch.png",
     "best_error_vs_momentum.png",
     "best_error_vs_dz.png",
+    "best_error_vs_x_mid.png",
+    "best_error_vs_y_mid.png",
 )
 
 
@@ -438,7 +440,12 @@ def test_evaluation_figures_have_titles_and_labelled_log_axes(tmp_path):
         histograms_figure(run, **tracks),
         error_against_figure(run, "momentum", **tracks),
         error_against_figure(run, "dz", **tracks),
+        error_against_figure(run, "x_mid", **tracks),
+        error_against_figure(run, "y_mid", **tracks),
         learning_curves_figure(run, history),
+        learning_curves_figure(
+            run, [dict(h, val_pos_p99_mm=p) for h, p in zip(history, (0.4, 0.5), strict=True)]
+        ),
     ]
     for fig in figures:
         title = fig.get_suptitle() or fig.axes[0].get_title()
@@ -449,10 +456,71 @@ def test_evaluation_figures_have_titles_and_labelled_log_axes(tmp_path):
                 if axis.get_scale() == "log" and ax.lines:
                     values = [v for line in ax.lines for v in line.get_data()[axis is ax.yaxis]]
                     check_log_axis(axis, values)
+    # issue 15: P99 and the worst track beside mean and P95, and the bins across the aperture
+    from raytrack.models.metrics import position_errors
+
+    errors = position_errors(predicted, truth)
+    marks = [line.get_label() for line in figures[0].axes[0].lines]
+    assert [m.split()[1] for m in marks] == ["P95", "P99", "worst"]
+    assert figures[0].axes[0].lines[2].get_xdata()[0] == errors.max()
+    for fig in figures[1:5]:
+        (ax,) = fig.axes
+        assert [line.get_label() for line in ax.lines] == ["mean", "P95", "P99", "worst"]
+        assert max(ax.lines[3].get_ydata()) == errors.max()
+    assert figures[3].axes[0].get_xlabel() == "|x| at mid-leg [mm]"
+    assert "|y| at the middle of the leg" in figures[4].axes[0].get_title()
+    assert "P99" not in [t.get_text() for t in figures[5].axes[1].get_legend().get_texts()]
+    assert "P99" in [t.get_text() for t in figures[6].axes[1].get_legend().get_texts()]
     for low, high in ((0.152, 0.216), (0.46, 1.0), (0.05, 3.0), (2.0, 95.0), (1e-5, 30.0),
                       (0.2, 0.2), (3e-4, 3e4)):  # fmt: skip
         ticks = log_tick_values(low, high)
         assert 3 <= len(ticks) <= 12 and ticks[0] <= low and high <= ticks[-1], (low, ticks)
+
+
+def test_best_model_section_has_the_tails_the_worst_track_and_the_mid_leg_bins():
+    """Issue 15: the report's best model, its P99 and worst, its worst track by name, its
+    errors in bins across the aperture, and figures against |x| and |y| at mid-leg."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from raytrack.models.metrics import position_errors
+    from raytrack.report import BestModel, _best_summary, best_against_figure
+
+    rng = np.random.default_rng(2)
+    n = 500
+    inputs = np.column_stack([
+        rng.uniform(-900, 900, n), rng.uniform(-750, 750, n), rng.uniform(-0.3, 0.3, n),
+        rng.uniform(-0.25, 0.25, n), rng.choice([-1, 1], n) / rng.uniform(2e3, 1e5, n),
+        rng.uniform(0, 4000, n), rng.uniform(4000, 14000, n),
+    ])  # fmt: skip
+    dz = inputs[:, 6] - inputs[:, 5]
+    bend = rng.uniform(-2e-5, 2e-5, (n, 1)) * [1.0, 0.1]  # a parabola, mostly in x
+    truth = np.column_stack([
+        inputs[:, :2] + inputs[:, 2:4] * dz[:, None] + bend * dz[:, None] ** 2 / 2,
+        inputs[:, 2:4] + bend * dz[:, None],
+    ])  # fmt: skip
+    predicted = truth + rng.lognormal(-4, 1, truth.shape)
+    row = {"name": "small", "trial_id": "t_00001"}
+    best = BestModel(row, "best/ (the exported weights)", inputs, truth, predicted)
+    page = _best_summary(best)
+    errors = position_errors(predicted, truth)
+    worst = int(np.argmax(errors))
+    assert "<th>P99 [mm]</th><th>worst [mm]</th>" in page
+    assert f"<td>{np.percentile(errors, 99):.4f}</td><td>{errors.max():.4f}</td>" in page
+    assert f"worst track: {errors[worst]:.4f} mm off" in page and f"(row {worst})" in page
+    assert f"start x {inputs[worst, 0]:.1f} mm, y {inputs[worst, 1]:.1f} mm" in page
+    assert "mid-leg |x| 0-250 mm" in page and "mid-leg |y| 500-750 mm" in page
+    experiment = SimpleNamespace(path=Path("runs/exp"), dataset="default-600-seed0")
+    for what, name in (("x_mid", "|x|"), ("y_mid", "|y|")):
+        (ax,) = best_against_figure(experiment, best, what).axes
+        assert ax.get_xlabel() == f"{name} at mid-leg [mm]"
+        assert f"error against {name} at mid-leg" in ax.get_title()
+        labels = [line.get_label() for line in ax.lines]
+        assert labels == ["model: mean", "model: P95", "model: P99", "model: worst",
+                          "straight line: mean", "straight line: P95"]  # fmt: skip
+        assert max(ax.lines[3].get_ydata()) == errors.max()
+        check_log_axis(ax.yaxis, [v for line in ax.lines for v in line.get_ydata()])
 
 
 def chromium() -> str:
@@ -509,6 +577,10 @@ def test_report_images_load_in_headless_chromium(optuna_search, tmp_path):
     assert "<table>" in page and all(r["trial_id"] in page for r in rows)
     for header in ("weights [count]", "val P95 [mm]", "training time [s]"):
         assert header in page  # the leaderboard with units
+    # issue 15: the tails and the bins across the aperture, the best model's worst track named
+    for words in ("val worst [mm]", "<th>P99 [mm]</th><th>worst [mm]</th>", "worst track: ",
+                  "mid-leg |x| 0-250 mm", "mid-leg |y| 0-250 mm"):  # fmt: skip
+        assert words in page, words
     assert images_in_chromium(index, tmp_path / "profile") == [f"loaded {f}" for f in FIGURES]
     dataset = Path(options.data_dir).name
     for name in FIGURES:  # titled with the experiment and the data set, labelled with units
