@@ -680,18 +680,20 @@ def _time_figure(experiment: Experiment, out: Path, measure: bool, log) -> str:
     experiment directory, else measured now (once; not while a search is being interrupted)."""
     from raytrack.search.timing import CURVE_FILE, integrator_curve
 
-    curve = integrator_curve(
-        experiment.path, experiment.options["data_dir"], measure=measure, log=log
-    )
     caption = (
         "The same against each trial's inference time per track (its model exported to ONNX, "
         "ONNX Runtime on one thread, batches of 4096 validation inputs, best of 5 rounds)"
     )
-    if curve is None:
-        caption += (
-            f"; the integrator's curve ({CURVE_FILE}) is measured when the search ends or by "
-            "python -m raytrack.report"
+    curve, why = None, "is measured when the search ends or by python -m raytrack.report"
+    try:
+        curve = integrator_curve(
+            experiment.path, experiment.options["data_dir"], measure=measure, log=log
         )
+    except (DatasetError, OSError, ValueError) as err:  # the rest of the report is still due
+        why = f"could not be measured: {err}"
+        log(f"warning: the integrator's curve ({CURVE_FILE}) {why}")
+    if curve is None:
+        caption += f"; the integrator's curve ({CURVE_FILE}) {why}"
     else:
         caption += (
             "; red: propagate (Dormand-Prince 5(4)) at the fastest of its settings (tolerance x "

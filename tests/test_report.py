@@ -406,6 +406,12 @@ def test_the_time_figure_draws_the_integrators_curve_beside_the_trials(
     write_experiment_report(copy, log=said.append, interrupted=True)
     assert not (copy / CURVE_FILE).exists()
     assert "is measured when the search ends" in (copy / "report" / "index.html").read_text()
+    document = json.loads((copy / "experiment.json").read_text())  # its dataset gone:
+    (copy / "experiment.json").write_text(json.dumps({**document, "data_dir": "gone"}))
+    said.clear()
+    write_experiment_report(copy, log=said.append)  # the report, without the curve
+    assert any(f"{CURVE_FILE}) could not be measured" in line for line in said), said
+    assert "could not be measured" in (copy / "report" / "index.html").read_text()
 
 
 def test_evaluation_figures_have_titles_and_labelled_log_axes(tmp_path):
