@@ -28,11 +28,14 @@ from torch import nn
 from raytrack.physics.field_integrals import (
     AxisProfile,
     AxisTables,
+    Ends,
     axial_transport,
     expansion_transport,
     field_integrals,
     gauss_legendre,
+    interval_rows,
     kick_transport,
+    leg_ends,
 )
 
 N_INPUTS = 7
@@ -77,6 +80,9 @@ class Formulation(nn.Module):
         grid = [axis.z_first, axis.spacing] if axis is not None else [0.0, 1.0]
         self.register_buffer("axis_values", values)
         self.register_buffer("axis_grid", torch.tensor(grid, dtype=torch.float64))
+        # Derived from axis_values, so not saved: the look-ups' rows (interval_rows).
+        rows = interval_rows(values) if values.shape[1] else values.T
+        self.register_buffer("axis_rows", rows, persistent=False)
         # The same two numbers as Python floats, so an ONNX export sees constants.
         self.z_first, self.spacing = grid
         nodes, weights = gauss_legendre()
@@ -87,27 +93,41 @@ class Formulation(nn.Module):
     def n_features(self) -> int:
         return INPUT_SETS[self.inputs]
 
-    def tables(self) -> AxisTables:
-        return AxisTables(self.axis_values, self.z_first, self.spacing)
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # A model saved with another number of quadrature nodes (8 until December 2026) keeps
+        # its own.
+        saved = state_dict.get(prefix + "quadrature_nodes")
+        if saved is not None and saved.shape != self.quadrature_nodes.shape:
+            self.quadrature_nodes = torch.empty_like(saved)
+            self.quadrature_weights = torch.empty_like(saved)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if self.axis_values.shape[1]:  # the look-ups' rows follow the tables just loaded
+            self.axis_rows = interval_rows(self.axis_values)
 
-    def base_prediction(self, inputs: torch.Tensor) -> torch.Tensor:
-        """(N, 4) float64 base end states of (N, 7) float64 inputs."""
+    def tables(self) -> AxisTables:
+        return AxisTables(self.axis_values, self.z_first, self.spacing, self.axis_rows)
+
+    def base_prediction(self, inputs: torch.Tensor, ends: Ends | None = None) -> torch.Tensor:
+        """(N, 4) float64 base end states of (N, 7) float64 inputs (``ends``: the tables at the
+        legs' ends, when already looked up)."""
         if self.base == "line":
             return straight_line(inputs)
+        tables = self.tables()
+        ends = ends or leg_ends(inputs, tables)
         if self.base == "kick":
-            return kick_transport(inputs, self.tables())
+            return kick_transport(inputs, tables, ends)
         transport = axial_transport if self.base == "axial" else expansion_transport
-        return transport(inputs, self.tables(), self.quadrature_nodes, self.quadrature_weights)
+        return transport(inputs, tables, self.quadrature_nodes, self.quadrature_weights, ends)
 
     def prepare(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Features (N, F), base (N, 4) and target scale (N, 4) of (N, 7) inputs, float64."""
         inputs = inputs.double()
-        base = self.base_prediction(inputs)
+        ends = leg_ends(inputs, self.tables()) if needs_field(self.base, self.inputs) else None
+        base = self.base_prediction(inputs, ends)
         features = inputs
         if self.inputs == "physics":
-            tables = self.tables()
             dz = inputs[:, 6] - inputs[:, 5]
-            i1, i2 = field_integrals(tables.at(inputs[:, 5]), tables.at(inputs[:, 6]), dz)
+            i1, i2 = field_integrals(*ends, dz)
             bend = base - straight_line(inputs)
             features = torch.cat((inputs, torch.stack((dz, i1, i2), 1), bend), 1)
         return features, base, self.target_scale(inputs)

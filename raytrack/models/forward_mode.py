@@ -120,11 +120,8 @@ class Dual:
             self.tangent * _col(exponent * self.value ** (exponent - 1)),
         )
 
-    def __matmul__(self, weights: torch.Tensor) -> Dual:
-        """(..., K) @ (K,): the tangents (..., K, D) contract over K."""
-        if weights.ndim != 1:
-            raise TypeError("Dual @ supports a weight vector only")
-        return Dual(self.value @ weights, (self.tangent * weights.unsqueeze(1)).sum(-2))
+    def sum(self, dim: int) -> Dual:
+        return Dual(self.value.sum(dim), self.tangent.sum(_tangent_dim(dim)))
 
     # -- torch functions --------------------------------------------------------------------
     @classmethod
