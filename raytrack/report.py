@@ -703,7 +703,54 @@ def _time_figure(experiment: Experiment, out: Path, measure: bool, log) -> str:
             "of its staircase beats the integrator at equal accuracy. On a cluster the trials "
             "may have been timed on other machines"
         )
-    return _figure(plot_p95_against_cost(experiment, out, "inference_us_per_track", curve), caption)
+    plotted = plot_p95_against_cost(experiment, out, "inference_us_per_track", curve)
+    figure = _figure(plotted, caption)
+    return figure if curve is None else figure + _equal_accuracy_table(experiment.rows, curve)
+
+
+#: The equal-accuracy table's columns (header, whether the cell is text)
+EQUAL_ACCURACY = (
+    ("#", False), ("name", True), ("trial", True), ("val mean [mm]", False),
+    ("val P95 [mm]", False), ("inference [us/track]", False),
+    ("integrator at least as accurate (mean and P95)", True), ("its mean [mm]", False),
+    ("its P95 [mm]", False), ("its time [us/track]", False),
+    ("x RK (its time / the trial's)", False),
+)  # fmt: skip
+TEXT_CELL = ' class="text"'
+
+
+def _equal_accuracy_table(rows: list[dict[str, Any]], curve: dict[str, Any]) -> str:
+    """Each timed trial beside the fastest integrator setting at least as accurate in mean and
+    P95 (bench deploy's rule), and how many times faster than it the trial is."""
+    from raytrack.search.timing import equal_accuracy
+
+    body = []
+    for row in rows:
+        us = row.get("inference_us_per_track")
+        if us is None or row["pos_p95_mm"] is None or row["pos_mean_mm"] is None:
+            continue
+        setting, qualifies = equal_accuracy(curve, row["pos_mean_mm"], row["pos_p95_mm"])
+        if setting is None:
+            continue
+        label = setting["label"] if qualifies else f"none as accurate; the most: {setting['label']}"
+        cells = [str(row["rank"]), row["name"], row["trial_id"], f"{row['pos_mean_mm']:.4g}",
+                 f"{row['pos_p95_mm']:.4g}", f"{us:.3g}", label, f"{setting['mean_mm']:.3g}",
+                 f"{setting['p95_mm']:.3g}", f"{setting['us_per_track']:.3g}",
+                 f"{setting['us_per_track'] / us:.3g}"]  # fmt: skip
+        tds = [
+            f"<td{TEXT_CELL if text else ''}>{html.escape(cell)}</td>"
+            for cell, (_, text) in zip(cells, EQUAL_ACCURACY, strict=True)
+        ]
+        body.append("<tr>" + "".join(tds) + "</tr>")
+    if not body:
+        return ""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h, _ in EQUAL_ACCURACY)
+    return (
+        f'<table class="equal-accuracy"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}'
+        "</tbody></table><p>The trials' errors are on the validation split, the integrator's on "
+        "its sample of it (against an integration 1000 times tighter); x RK above 1: the trial "
+        "is faster than the integrator at its accuracy.</p>"
+    )
 
 
 def write_experiment_report(

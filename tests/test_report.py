@@ -9,6 +9,7 @@ MLflow runs of a real search are checked on the presets search of tests/test_tun
 from __future__ import annotations
 
 import contextlib
+import html
 import json
 import math
 import os
@@ -412,6 +413,55 @@ def test_the_time_figure_draws_the_integrators_curve_beside_the_trials(
     write_experiment_report(copy, log=said.append)  # the report, without the curve
     assert any(f"{CURVE_FILE}) could not be measured" in line for line in said), said
     assert "could not be measured" in (copy / "report" / "index.html").read_text()
+
+
+def test_each_timed_trial_faces_the_fastest_integrator_at_least_as_accurate(pareto_time_search):
+    """Issue 16: the report's table puts each trial beside the fastest integrator setting whose
+    mean and P95 are both at most the trial's (bench deploy's rule), and the ratio of times."""
+    from raytrack.search.timing import CURVE_FILE, equal_accuracy
+
+    options, rows = pareto_time_search
+    curve = json.loads((options.path / CURVE_FILE).read_text())
+    page = (options.path / "report" / "index.html").read_text()
+    table = page[page.index('<table class="equal-accuracy">') :]
+    table = table[: table.index("</table>")]
+    assert table.count("<tr>") == 1 + len(rows)  # the header and every trial
+    for row in rows:
+        setting, qualifies = equal_accuracy(curve, row["pos_mean_mm"], row["pos_p95_mm"])
+        kept = [s for s in curve["settings"] if s["mean_mm"] is not None]
+        as_accurate = [
+            s
+            for s in kept
+            if s["mean_mm"] <= row["pos_mean_mm"] and s["p95_mm"] <= row["pos_p95_mm"]
+        ]
+        assert qualifies == bool(as_accurate)
+        if qualifies:
+            assert setting["us_per_track"] == min(s["us_per_track"] for s in as_accurate)
+        ratio = setting["us_per_track"] / row["inference_us_per_track"]
+        cells = (f"<td>{row['inference_us_per_track']:.3g}</td>",
+                 f'<td class="text">{html.escape(setting["label"])}</td>'
+                 if qualifies else "none as accurate", f"<td>{ratio:.3g}</td></tr>")  # fmt: skip
+        (line,) = [t for t in table.split("<tr>") if f">{row['trial_id']}<" in t]
+        assert all(cell in line for cell in cells), (cells, line)
+
+
+def test_equal_accuracy_is_bench_deploys_rule_on_a_kept_curve():
+    """The fastest setting at least as accurate in mean and P95; when none is, the most
+    accurate, and False; a setting that lost tracks never counts."""
+    from raytrack.search.timing import equal_accuracy
+
+    def setting(tolerance, cap, mean, p95, us):
+        return {"tolerance_mm": tolerance, "max_step_mm": cap, "label": f"{tolerance} {cap}",
+                "mean_mm": mean, "p95_mm": p95, "us_per_track": us}  # fmt: skip
+
+    lost = setting(0.1, 250.0, None, None, 0.5)  # lost tracks: never as accurate
+    curve = {"settings": [setting(3.0, None, 0.2, 0.4, 2.0), setting(0.3, None, 0.02, 0.1, 2.5),
+                          setting(1.0, 1000.0, 1e-4, 2e-4, 3.0), lost]}  # fmt: skip
+    assert equal_accuracy(curve, 0.5, 0.5) == (curve["settings"][0], True)
+    assert equal_accuracy(curve, 0.5, 0.3) == (curve["settings"][1], True)  # P95 decides
+    assert equal_accuracy(curve, 0.01, 1.0) == (curve["settings"][2], True)  # so does the mean
+    assert equal_accuracy(curve, 1e-5, 1e-5) == (curve["settings"][2], False)  # the most accurate
+    assert equal_accuracy({"settings": [lost]}, 1.0, 1.0) == (None, False)
 
 
 def test_evaluation_figures_have_titles_and_labelled_log_axes(tmp_path):

@@ -199,3 +199,25 @@ def curve_front(curve: dict[str, Any]) -> list[dict[str, Any]]:
         )
     ]
     return sorted(front, key=lambda s: s["us_per_track"])
+
+
+def equal_accuracy(
+    curve: dict[str, Any], mean_mm: float, p95_mm: float
+) -> tuple[dict[str, Any] | None, bool]:
+    """The fastest setting of ``curve`` whose mean and P95 are both at most ``mean_mm`` and
+    ``p95_mm`` (``bench deploy``'s rule, ``fastest_as_accurate``), and True; when none is, the
+    most accurate setting, and False (None: no setting kept every track)."""
+    from raytrack.bench.deploy import Errors, Setting, fastest_as_accurate
+
+    found, entries = {}, {}
+    for s in curve["settings"]:
+        if s["mean_mm"] is None or s["p95_mm"] is None:  # tracks it lost: never as accurate
+            continue
+        cap = math.inf if s["max_step_mm"] is None else s["max_step_mm"]
+        setting = Setting(s["tolerance_mm"], cap)
+        found[setting] = (Errors(s["mean_mm"], s["p95_mm"]), s["us_per_track"])
+        entries[setting] = s
+    if not found:
+        return None, False
+    chosen, qualifies = fastest_as_accurate(found, Errors(mean_mm, p95_mm))
+    return entries[chosen], qualifies
