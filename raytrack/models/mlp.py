@@ -286,10 +286,12 @@ class TrackMLP(nn.Module):
 
     def standardise(self, features: torch.Tensor) -> torch.Tensor:
         """The network's input: (N, F) features rounded to float32 and standardised, 0 for the
-        features fixed in training."""
-        return torch.where(
-            self.input_fixed, 0.0, (features.float() - self.input_mean) / self.input_std
-        )
+        features fixed in training.
+
+        One product by a (F,) factor that is 0 for the fixed features: ONNX Runtime folds the
+        factor, a where over (N, F) cost a tenth of the network's time."""
+        factor = torch.where(self.input_fixed, 0.0, 1.0 / self.input_std)
+        return (features.float() - self.input_mean) * factor
 
     def standardised(self, features: torch.Tensor) -> torch.Tensor:
         """The network's raw output for (N, F) features: standardised targets (the loss's)."""
