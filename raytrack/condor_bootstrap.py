@@ -14,7 +14,7 @@ socket paths are limited to 107 bytes) and removed at exit.
 
 Environment knobs (defaults suit a real pool): RAYTRACK_DRIVER, RAYTRACK_MIN_WORKERS,
 RAYTRACK_NODE_IP, RAYTRACK_CLUSTER_DIR, RAYTRACK_CLUSTER_ID, RAYTRACK_STORAGE,
-RAYTRACK_WAIT_TIMEOUT.
+RAYTRACK_WAIT_TIMEOUT, RAYTRACK_POLL_SECONDS.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
+import math
 import os
 import secrets
 import shlex
@@ -38,8 +39,10 @@ from pathlib import Path
 from raytrack.files import write_bytes_atomic
 
 DEFAULT_DRIVER = "python -m raytrack.tune --search presets --address auto"
+#: Default of RAYTRACK_POLL_SECONDS: how often the head counts the workers that joined and a
+#: worker checks on its head (a worker looks for the head's address five times as often).
 POLL_SECONDS = 5.0
-HEAD_GONE_CHECKS = 3  # consecutive failed checks (15 s) before a worker gives up on its head
+HEAD_GONE_CHECKS = 3  # consecutive failed checks (15 s by default) before a worker gives up
 SOCKET_PATH_LIMIT = 107
 RAY_SOCKET_SUFFIX = 70  # session_<date>_<pid>/sockets/plasma_store and the like
 
@@ -205,8 +208,23 @@ def settings_from_env(env: dict[str, str]) -> dict[str, str]:
         "driver": env.get("RAYTRACK_DRIVER") or DEFAULT_DRIVER,
         "min_workers": env.get("RAYTRACK_MIN_WORKERS", "0"),
         "wait_timeout": env.get("RAYTRACK_WAIT_TIMEOUT", "900"),
+        "poll_seconds": str(poll_seconds(env)),
         "node_ip": env.get("RAYTRACK_NODE_IP") or socket.gethostbyname(socket.gethostname()),
     }
+
+
+def poll_seconds(env: dict[str, str]) -> float:
+    """RAYTRACK_POLL_SECONDS (default :data:`POLL_SECONDS`): a positive number of seconds."""
+    value = env.get("RAYTRACK_POLL_SECONDS", "")
+    if not value:
+        return POLL_SECONDS
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not seconds > 0 or math.isinf(seconds):
+        raise SystemExit(f"RAYTRACK_POLL_SECONDS={value!r}: expected a positive number of seconds")
+    return seconds
 
 
 def ray_env(env: dict[str, str], cluster: ClusterDir, tag: str) -> dict[str, str]:
@@ -326,7 +344,11 @@ def run_head(env: dict[str, str]) -> int:
             f"127.0.0.1:{ports['dashboard-port']} (see condor/README.md for the tunnel)"
         )
         _wait_for_workers(
-            address, env, int(settings["min_workers"]), float(settings["wait_timeout"])
+            address,
+            env,
+            int(settings["min_workers"]),
+            float(settings["wait_timeout"]),
+            float(settings["poll_seconds"]),
         )
         log(f"driver: {command}")
         driver = subprocess.Popen(
@@ -419,7 +441,9 @@ def parse_tune_arguments(command: str, arguments: list[str]) -> argparse.Namespa
         raise DriverError(f"DRIVER {command!r}: {reason}") from None
 
 
-def _wait_for_workers(address: str, env: dict[str, str], wanted: int, timeout: float) -> None:
+def _wait_for_workers(
+    address: str, env: dict[str, str], wanted: int, timeout: float, poll: float
+) -> None:
     if wanted <= 0:
         return
     deadline = time.time() + timeout
@@ -431,7 +455,7 @@ def _wait_for_workers(address: str, env: dict[str, str], wanted: int, timeout: f
         if time.time() > deadline:
             log(f"only {nodes - 1} of {wanted} workers after {timeout:.0f} s: starting anyway")
             return
-        time.sleep(POLL_SECONDS)
+        time.sleep(poll)
 
 
 def _alive_nodes(address: str, env: dict[str, str]) -> int:
@@ -462,7 +486,8 @@ def _stop_driver(driver: subprocess.Popen | None) -> None:
 def run_worker(env: dict[str, str]) -> int:
     settings, slot = settings_from_env(env), slot_from_env(env)
     cluster = ClusterDir(Path(settings["cluster_dir"]))
-    address = _wait_for_address(cluster, float(settings["wait_timeout"]))
+    poll = float(settings["poll_seconds"])
+    address = _wait_for_address(cluster, float(settings["wait_timeout"]), poll)
     if address is None:
         return 0 if cluster.finished_normally() else 1
     tag = node_tag(settings["cluster_id"], os.getpid())
@@ -472,7 +497,7 @@ def run_worker(env: dict[str, str]) -> int:
     try:
         ray_start("worker", slot, settings, env, temp_dir, head_address=address)
         log(f"joined {address} with {slot.cpus} CPUs, {slot.gpus} GPUs")
-        return _watch_head(cluster, address)
+        return _watch_head(cluster, address, poll)
     except TerminatedError as stop:
         log(f"signal {stop.signum}: leaving the cluster")
         return 128 + stop.signum
@@ -481,7 +506,7 @@ def run_worker(env: dict[str, str]) -> int:
         stop_node(tag, temp_dir)
 
 
-def _wait_for_address(cluster: ClusterDir, timeout: float) -> str | None:
+def _wait_for_address(cluster: ClusterDir, timeout: float, poll: float) -> str | None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         if cluster.address.exists():
@@ -489,7 +514,7 @@ def _wait_for_address(cluster: ClusterDir, timeout: float) -> str | None:
         if cluster.finished_normally():
             log("the cluster has already finished: nothing to join")
             return None
-        time.sleep(POLL_SECONDS / 5)
+        time.sleep(poll / 5)
     log(
         f"no head address in {cluster.address} after {timeout:.0f} s: is the head job running? "
         "(condor_q; RAYTRACK_WAIT_TIMEOUT sets this wait)"
@@ -497,11 +522,11 @@ def _wait_for_address(cluster: ClusterDir, timeout: float) -> str | None:
     return None
 
 
-def _watch_head(cluster: ClusterDir, address: str) -> int:
+def _watch_head(cluster: ClusterDir, address: str, poll: float) -> int:
     """Stay while the head is up; 0 when it finished normally, 1 when it vanished (requeue)."""
     failures = 0
     while True:
-        time.sleep(POLL_SECONDS)
+        time.sleep(poll)
         finished = cluster.finished_normally()
         if finished is not None:
             log("the head has finished: leaving")

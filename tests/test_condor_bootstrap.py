@@ -33,6 +33,9 @@ from raytrack.condor_bootstrap import (
 REPO = Path(__file__).resolve().parents[1]
 BOOTSTRAP = REPO / "condor" / "ray_bootstrap.sh"
 CLUSTER_ID = "4242"
+# The head counts its workers, and a worker checks on its head, every POLL seconds (5 on a real
+# pool): the simulated allocation's nodes find each other and leave within seconds.
+POLL = "0.5"
 
 
 @dataclass
@@ -77,6 +80,7 @@ def start_node(
         "RAYTRACK_STORAGE": str(root / "runs"),
         "RAYTRACK_MIN_WORKERS": str(min_workers),
         "RAYTRACK_WAIT_TIMEOUT": "180",
+        "RAYTRACK_POLL_SECONDS": POLL,
         "RAYTRACK_DRIVER": driver,
     }
     log = home / "bootstrap.log"
@@ -114,6 +118,10 @@ def cluster_python(code: str, root: Path, token: bool = True, timeout: float = 1
         env["RAY_AUTH_TOKEN_PATH"] = str(root / "cluster" / "token")
     else:
         env["RAY_AUTH_TOKEN"] = "not-the-token"
+        # A refused Ray client retries three times, 5, 10 and 15 s apart: 1 s apart here. The
+        # server is up (the client with the token got in), so a refusal is the token's.
+        env["RAY_CLIENT_INITIAL_CONNECTION_TIMEOUT_S"] = "1"
+        env["RAY_CLIENT_MAX_CONNECTION_TIMEOUT_S"] = "1"
     return subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout
     )
@@ -234,6 +242,14 @@ def test_a_driver_the_search_refuses_stops_the_head_before_ray_starts(tmp_path, 
     assert condor_bootstrap.run_head(env) == 2
     cluster = ClusterDir(tmp_path / "cluster")
     assert cluster.finished_normally() and not cluster.address.exists()  # the workers leave
+
+
+def test_the_poll_interval_is_a_knob():
+    assert condor_bootstrap.poll_seconds({}) == condor_bootstrap.POLL_SECONDS == 5.0
+    assert condor_bootstrap.poll_seconds({"RAYTRACK_POLL_SECONDS": "0.5"}) == 0.5
+    for bad in ("0", "-1", "soon", "nan", "inf"):
+        with pytest.raises(SystemExit, match="RAYTRACK_POLL_SECONDS"):
+            condor_bootstrap.poll_seconds({"RAYTRACK_POLL_SECONDS": bad})
 
 
 def test_token_file_is_private(tmp_path):
