@@ -451,8 +451,12 @@ def log_tick_values(low: float, high: float) -> list[float] | None:
         empty = np.log(low / below) + np.log(above / high)
         if len(ticks) >= 4 and empty <= 0.25 * np.log(above / below):
             return ticks
-    # within a few steps of 1-2-...-9: a linear locator's ticks, which bracket the range
-    return [float(t) for t in MaxNLocator(nbins=4).tick_values(low, high) if t > 0]
+    # within a few steps of 1-2-...-9: a linear locator's ticks where they bracket the range
+    # (the one at 0 is dropped on a log axis: 0.18 -> 2 gets 0.5 ... 2.5), else 1-2-...-9's
+    linear = [float(t) for t in MaxNLocator(nbins=4).tick_values(low, high) if t > 0]
+    if linear and linear[0] <= low * (1 + 1e-9) and linear[-1] >= high * (1 - 1e-9):
+        return linear
+    return ticks
 
 
 def histograms_figure(run: str, inputs, truth, predicted):

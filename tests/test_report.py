@@ -528,7 +528,7 @@ def test_evaluation_figures_have_titles_and_labelled_log_axes(tmp_path):
     assert "P99" not in [t.get_text() for t in figures[5].axes[1].get_legend().get_texts()]
     assert "P99" in [t.get_text() for t in figures[6].axes[1].get_legend().get_texts()]
     for low, high in ((0.152, 0.216), (0.46, 1.0), (0.05, 3.0), (2.0, 95.0), (1e-5, 30.0),
-                      (0.2, 0.2), (3e-4, 3e4)):  # fmt: skip
+                      (0.2, 0.2), (3e-4, 3e4), (0.1838, 2.045)):  # fmt: skip
         ticks = log_tick_values(low, high)
         assert 3 <= len(ticks) <= 12 and ticks[0] <= low and high <= ticks[-1], (low, ticks)
 
