@@ -388,7 +388,7 @@ def test_file_round_trips_byte_for_byte(tmp_path: Path) -> None:
     model = make_model(seed=4)
     write_model_bin(model, tmp_path / "model.bin")
     data = (tmp_path / "model.bin").read_bytes()
-    assert len(data) == spec_size((16, 8), 14, 6, len(AXIS.by)) == 26060  # 2nd worked example
+    assert len(data) == spec_size((16, 8), 14, 8, len(AXIS.by)) == 26092  # 2nd worked example
     assert parse_model_bin(data).to_bytes() == data
 
 

@@ -485,7 +485,7 @@ def test_a_model_over_64_kb_is_refused(tmp_path: Path, capsys) -> None:
     # (By, F, H and their rounding errors), and the quadrature's nodes and weights with theirs.
     with_tables = BinModel.from_torch(make_model(*FORMULATIONS[0], hidden=(120, 112)))
     data = constant_data(with_tables)
-    assert data.tables == 4 * 6 * 751 and data.quadrature == 4 * 24
+    assert data.tables == 4 * 6 * 751 and data.quadrature == 4 * 32
     with pytest.raises(ConstantMemoryError, match=f"{data.total} bytes.*field tables 18024 bytes"):
         header_source(with_tables)
     # In float64 a model that fits in float32 may not.
@@ -502,8 +502,8 @@ def test_a_model_over_64_kb_is_refused(tmp_path: Path, capsys) -> None:
 
 def test_refusal_says_what_would_fit(tmp_path: Path, capsys) -> None:
     """Issue 17 item 13: a preset's model (all five are over 64 KB) is refused with what fits:
-    the trigger preset and tune's --max-weights at this formulation's bound (11818 weights and
-    biases for the default one in float32, 10316 in float64: docs/trigger_header.md's table)."""
+    the trigger preset and tune's --max-weights at this formulation's bound (11810 weights and
+    biases for the default one in float32, 10308 in float64: docs/trigger_header.md's table)."""
     from raytrack.models.presets import get_preset
 
     large = make_model(*FORMULATIONS[0], hidden=get_preset("large").hidden)
@@ -511,15 +511,15 @@ def test_refusal_says_what_would_fit(tmp_path: Path, capsys) -> None:
     args = [str(tmp_path / "large.bin"), "--header", str(tmp_path / "large.h")]
     assert export_main(args) == 1
     err = capsys.readouterr().err
-    assert "at most 11818 weights and biases fit" in err
+    assert "at most 11810 weights and biases fit" in err
     trigger = get_preset("trigger").weight_count
     assert f"`python -m raytrack.train --preset trigger` ({trigger} weights)" in err
-    assert "`python -m raytrack.tune --max-weights 11818`" in err
+    assert "`python -m raytrack.tune --max-weights 11810`" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "large.h").exists()
     # In float64 the trigger preset (11764 weights) does not fit: only the bound is given.
     with pytest.raises(ConstantMemoryError) as refused:
         header_source(BinModel.from_torch(large), precision="float64")
-    assert "--max-weights 10316" in str(refused.value) and "--preset" not in str(refused.value)
+    assert "--max-weights 10308" in str(refused.value) and "--preset" not in str(refused.value)
 
 
 def test_namespaces_are_checked() -> None:

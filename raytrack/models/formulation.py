@@ -94,8 +94,7 @@ class Formulation(nn.Module):
         return INPUT_SETS[self.inputs]
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
-        # A model saved with another number of quadrature nodes (8 until December 2026) keeps
-        # its own.
+        # A model saved with another number of quadrature nodes keeps its own.
         saved = state_dict.get(prefix + "quadrature_nodes")
         if saved is not None and saved.shape != self.quadrature_nodes.shape:
             self.quadrature_nodes = torch.empty_like(saved)

@@ -26,7 +26,7 @@ Two transports use them (both in torch, any dtype and device; autograd flows thr
 * :func:`expansion_transport`: that, plus the field off the symmetry plane that Maxwell's
   equations derive from the on-axis profile, integrated along the on-axis trajectory at the
   same quadrature nodes. What remains for a network is the field's x dependence and the
-  higher orders (on the default dipole: 0.24 mm mean, 0.25 mm P95 over the default phase space).
+  higher orders (on the default dipole: 0.23 mm mean, 0.22 mm P95 over the default phase space).
 """
 
 from __future__ import annotations
@@ -46,10 +46,12 @@ DEFAULT_SPACING_MM = 20.0
 RULES = ("linear", "smooth")
 #: Gauss-Legendre nodes of the integrals along the leg. Measured on the default dipole over
 #: 20,000 default-phase-space tracks, the expansion base's mean / P95 position error: 5 nodes
-#: 0.280 / 0.377 mm, 6 nodes 0.240 / 0.246, 8 nodes 0.239 / 0.231, 16 nodes 0.239 / 0.232. The
-#: look-ups at the nodes are most of a small model's inference cost: 6, not 8 (models saved
-#: with 8 keep them: the count travels with a model).
-QUADRATURE_NODES = 6
+#: 0.280 / 0.377 mm, 6 nodes 0.240 / 0.246, 8 nodes 0.239 / 0.231, 16 nodes 0.239 / 0.232.
+#: Trained (`small`, 150 s, one thread each, side by side, 1M tracks), 6 nodes left the model
+#: 17-19 % worse in mean and P95 than 8 (0.0370 / 0.103 against 0.0301 / 0.0855 mm), for a
+#: quarter of the look-ups' cost: 8. (The count travels with a model: one saved with another
+#: count keeps its own.)
+QUADRATURE_NODES = 8
 #: ``1 - ux^2 - uy^2`` is kept above this (|slope| < 5) so that a track the tables bend past
 #: 90 degrees gives a large but finite base, not NaN.
 MIN_UZ_SQUARED = 0.04
