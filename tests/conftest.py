@@ -1,9 +1,11 @@
-"""Shared fixtures: one local Ray instance for the whole test session, small datasets."""
+"""Shared fixtures: one local Ray instance for the whole test session, small datasets, and
+tracks on parabolas for the report tests."""
 
 from __future__ import annotations
 
 import os
 
+import numpy as np
 import pytest
 import torch
 
@@ -55,3 +57,31 @@ def classic_dataset(ray_cluster, tmp_path_factory):
 def default_dataset(ray_cluster, tmp_path_factory):
     """A tiny default-phase-space dataset (variable legs; 6000 tracks, 5 shards)."""
     return _dataset(tmp_path_factory, "default", 6000, seed=12)
+
+
+class ParabolicTracks:
+    """Tracks of known end states without an integrator: each on a parabola (a constant
+    curvature in x and in y), so positions and slopes anywhere along the leg are exact."""
+
+    @staticmethod
+    def starts(rng, n: int, half_x: float, half_y: float) -> np.ndarray:
+        """(n, 7) inputs: x, y within +-half_x, +-half_y mm, slopes and q/p of the default phase
+        space, z from 0-4000 mm to 4000-14000 mm."""
+        return np.column_stack([
+            rng.uniform(-half_x, half_x, n), rng.uniform(-half_y, half_y, n),
+            rng.uniform(-0.3, 0.3, n), rng.uniform(-0.25, 0.25, n),
+            rng.choice([-1, 1], n) / rng.uniform(2e3, 1e5, n),
+            rng.uniform(0, 4000, n), rng.uniform(4000, 14000, n),
+        ])  # fmt: skip
+
+    @staticmethod
+    def ends(inputs: np.ndarray, bend: np.ndarray) -> np.ndarray:
+        """(n, 4) end states of the inputs' tracks with curvatures ``bend`` (n, 2), 1/mm."""
+        dz = (inputs[:, 6] - inputs[:, 5])[:, None]
+        positions = inputs[:, :2] + inputs[:, 2:4] * dz + bend * dz**2 / 2
+        return np.column_stack([positions, inputs[:, 2:4] + bend * dz])
+
+
+@pytest.fixture
+def parabolic_tracks() -> type[ParabolicTracks]:
+    return ParabolicTracks

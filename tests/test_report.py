@@ -533,7 +533,7 @@ def test_evaluation_figures_have_titles_and_labelled_log_axes(tmp_path):
         assert 3 <= len(ticks) <= 12 and ticks[0] <= low and high <= ticks[-1], (low, ticks)
 
 
-def test_best_model_section_has_the_tails_the_worst_track_and_the_mid_leg_bins():
+def test_best_model_section_has_the_tails_the_worst_track_and_the_mid_leg_bins(parabolic_tracks):
     """Issue 15: the report's best model, its P99 and worst, its worst track by name, its
     errors in bins across the aperture, and figures against |x| and |y| at mid-leg."""
     from types import SimpleNamespace
@@ -545,17 +545,9 @@ def test_best_model_section_has_the_tails_the_worst_track_and_the_mid_leg_bins()
 
     rng = np.random.default_rng(2)
     n = 500
-    inputs = np.column_stack([
-        rng.uniform(-900, 900, n), rng.uniform(-750, 750, n), rng.uniform(-0.3, 0.3, n),
-        rng.uniform(-0.25, 0.25, n), rng.choice([-1, 1], n) / rng.uniform(2e3, 1e5, n),
-        rng.uniform(0, 4000, n), rng.uniform(4000, 14000, n),
-    ])  # fmt: skip
-    dz = inputs[:, 6] - inputs[:, 5]
+    inputs = parabolic_tracks.starts(rng, n, 900, 750)
     bend = rng.uniform(-2e-5, 2e-5, (n, 1)) * [1.0, 0.1]  # a parabola, mostly in x
-    truth = np.column_stack([
-        inputs[:, :2] + inputs[:, 2:4] * dz[:, None] + bend * dz[:, None] ** 2 / 2,
-        inputs[:, 2:4] + bend * dz[:, None],
-    ])  # fmt: skip
+    truth = parabolic_tracks.ends(inputs, bend)
     predicted = truth + rng.lognormal(-4, 1, truth.shape)
     row = {"name": "small", "trial_id": "t_00001"}
     best = BestModel(row, "best/ (the exported weights)", inputs, truth, predicted)

@@ -212,7 +212,7 @@ def test_validation_keeps_the_worst_track_and_resumes_checkpoints_without_it(spl
     assert "best_val_pos_max_mm" in seen[0]  # NaN when the older best epoch is still the best
 
 
-def test_binned_report_names_the_tails_and_bins_by_mid_leg_position(capsys):
+def test_binned_report_names_the_tails_and_bins_by_mid_leg_position(capsys, parabolic_tracks):
     """Issue 15: P99 and the worst track in every bin, bins by |x| and |y| at mid-leg, and the
     worst tracks named by their start state and leg."""
     from raytrack.evaluate import X_MID_BINS_MM, binned_report, print_summary
@@ -220,19 +220,11 @@ def test_binned_report_names_the_tails_and_bins_by_mid_leg_position(capsys):
 
     rng = np.random.default_rng(5)
     n = 3000
-    inputs = np.column_stack([
-        rng.uniform(-1500, 1500, n), rng.uniform(-1200, 1200, n), rng.uniform(-0.3, 0.3, n),
-        rng.uniform(-0.25, 0.25, n), rng.choice([-1, 1], n) / rng.uniform(2e3, 1e5, n),
-        rng.uniform(0, 4000, n), rng.uniform(4000, 14000, n),
-    ])  # fmt: skip
+    inputs = parabolic_tracks.starts(rng, n, 1500, 1200)
     dz = inputs[:, 6] - inputs[:, 5]
     # A constant curvature per track (a parabola in x and in y): the cubic's mid-leg is exact.
     bend = rng.uniform(-2e-5, 2e-5, (n, 2))
-    truth = np.column_stack([
-        inputs[:, 0] + inputs[:, 2] * dz + bend[:, 0] * dz**2 / 2,
-        inputs[:, 1] + inputs[:, 3] * dz + bend[:, 1] * dz**2 / 2,
-        inputs[:, 2] + bend[:, 0] * dz, inputs[:, 3] + bend[:, 1] * dz,
-    ])  # fmt: skip
+    truth = parabolic_tracks.ends(inputs, bend)
     mid_true = inputs[:, :2] + inputs[:, 2:4] * (dz / 2)[:, None] + bend * (dz**2 / 8)[:, None]
     np.testing.assert_allclose(mid_leg_position(inputs, truth), mid_true, atol=1e-6)
     predicted = truth + rng.lognormal(-4, 1, truth.shape)
