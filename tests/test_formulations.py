@@ -76,12 +76,13 @@ def test_a_model_saved_with_another_number_of_quadrature_nodes_keeps_it(variable
     its own 6, and computes what a 6-node base computes."""
     from raytrack.physics.field_integrals import expansion_transport, gauss_legendre
 
-    model = TrackMLP(ModelConfig(), axis=variable_legs.axis_profile())
+    config = ModelConfig(base="expansion")
+    model = TrackMLP(config, axis=variable_legs.axis_profile())
     assert model.formulation.quadrature_nodes.shape == (8,)
     state = model.state_dict()
     nodes, weights = gauss_legendre(6)
     state["formulation.quadrature_nodes"], state["formulation.quadrature_weights"] = nodes, weights
-    other = TrackMLP.from_state(ModelConfig(), state)
+    other = TrackMLP.from_state(config, state)
     assert torch.equal(other.formulation.quadrature_nodes, nodes)
     x = torch.from_numpy(variable_legs.test.inputs()[:50]).double()
     _, base, _ = other.prepare(x)

@@ -3,10 +3,13 @@
 A model predicts ``end = base(state, leg) + scale(leg, qop) * network(features)``:
 
 * ``base`` (``ModelConfig.base``): the straight line (``"line"``), the first-order
-  field-integral kick (``"kick"``), the exact transport in the on-axis field (``"axial"``), or
-  that plus the first-order effect of the field off the symmetry plane (``"expansion"``);
-  see :mod:`raytrack.physics.field_integrals`. Every base but the line reads two cumulative
-  tables of the on-axis field of the dataset's own field, kept in the model as buffers.
+  field-integral kick (``"kick"``), the exact transport in the on-axis field (``"axial"``),
+  that plus the first-order effect of the field off the symmetry plane (``"expansion"``), or
+  the on-axis transport corrected for the whole field along the track's own path, x
+  dependence included (``"path"``, the default); see :mod:`raytrack.physics.field_integrals`.
+  Every base but the line reads two cumulative tables of the on-axis field of the dataset's
+  own field, kept in the model as buffers; ``path`` also the fitted x dependence of the
+  field's midplane (none for the default dipole).
 * ``features`` (``ModelConfig.inputs``): the 7 inputs (``"state"``), or those plus the leg
   length, the field integrals I1 and I2 and the base's bending (``"physics"``).
 * ``scale`` (``ModelConfig.target`` and ``ModelConfig.leg_power``): the residual over the base,
@@ -26,6 +29,10 @@ import torch
 from torch import nn
 
 from raytrack.physics.field_integrals import (
+    PATH_NODES,
+    PATH_PASSES,
+    QUADRATURE_NODES,
+    X_SCALE_MM,
     AxisProfile,
     AxisTables,
     Ends,
@@ -33,14 +40,16 @@ from raytrack.physics.field_integrals import (
     expansion_transport,
     field_integrals,
     gauss_legendre,
+    integration_matrix,
     interval_rows,
     kick_transport,
     leg_ends,
+    path_transport,
 )
 
 N_INPUTS = 7
 N_OUTPUTS = 4
-BASES = ("expansion", "axial", "kick", "line")
+BASES = ("path", "expansion", "axial", "kick", "line")
 INPUT_SETS = {"state": N_INPUTS, "physics": N_INPUTS + 7}
 #: Legs shorter than this count as this long in the target scaling (m): avoids dividing by 0.
 MIN_LEG_M = 0.001
@@ -57,6 +66,11 @@ def straight_line(inputs):
 def needs_field(base: str, inputs: str) -> bool:
     """Whether a formulation reads the on-axis field tables."""
     return base != "line" or inputs == "physics"
+
+
+def quadrature_nodes(base: str) -> int:
+    """Gauss-Legendre nodes along the leg a new model of ``base`` integrates with."""
+    return PATH_NODES if base == "path" else QUADRATURE_NODES
 
 
 class Formulation(nn.Module):
@@ -80,31 +94,62 @@ class Formulation(nn.Module):
         grid = [axis.z_first, axis.spacing] if axis is not None else [0.0, 1.0]
         self.register_buffer("axis_values", values)
         self.register_buffer("axis_grid", torch.tensor(grid, dtype=torch.float64))
-        # Derived from axis_values, so not saved: the look-ups' rows (interval_rows).
-        rows = interval_rows(values) if values.shape[1] else values.T
-        self.register_buffer("axis_rows", rows, persistent=False)
         # The same two numbers as Python floats, so an ONNX export sees constants.
         self.z_first, self.spacing = grid
-        nodes, weights = gauss_legendre()
+        nodes, weights = gauss_legendre(quadrature_nodes(base))
         self.register_buffer("quadrature_nodes", nodes)
         self.register_buffer("quadrature_weights", weights)
+        # The path base: the midplane's x dependence (none: (0, T)), its scale, the passes.
+        x_values = torch.zeros(0, values.shape[1], dtype=torch.float64)
+        x_scale = X_SCALE_MM
+        if base == "path" and axis is not None and axis.x_degree:
+            x_values, x_scale = axis.x_tables(), axis.x_scale
+        self.register_buffer("x_values", x_values)
+        self.register_buffer("x_grid", torch.tensor([x_scale], dtype=torch.float64))
+        self.register_buffer("path_passes", torch.tensor(PATH_PASSES))
+        self._derive()
+
+    def _derive(self) -> None:
+        """What follows from the saved buffers (recomputed after loading a state), not saved:
+        the look-ups' rows, the path's integration matrix, Python constants for the export."""
+        rows = interval_rows(self.axis_values) if self.axis_values.shape[1] else self.axis_values.T
+        self.register_buffer("axis_rows", rows, persistent=False)
+        x_rows = interval_rows(self.x_values) if len(self.x_values) else self.x_values.T
+        self.register_buffer("x_rows", x_rows, persistent=False)
+        integration = integration_matrix(self.quadrature_nodes)
+        self.register_buffer("integration", integration, persistent=False)
+        self.x_scale, self.passes = float(self.x_grid[0]), int(self.path_passes)
 
     @property
     def n_features(self) -> int:
         return INPUT_SETS[self.inputs]
 
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
-        # A model saved with another number of quadrature nodes keeps its own.
-        saved = state_dict.get(prefix + "quadrature_nodes")
-        if saved is not None and saved.shape != self.quadrature_nodes.shape:
-            self.quadrature_nodes = torch.empty_like(saved)
-            self.quadrature_weights = torch.empty_like(saved)
+        # A model saved with another number of quadrature nodes keeps its own, one saved with
+        # other x tables its own; one saved before the path base existed has none.
+        state_dict.setdefault(prefix + "x_values", self.x_values[:0])
+        state_dict.setdefault(prefix + "x_grid", self.x_grid)
+        state_dict.setdefault(prefix + "path_passes", self.path_passes)
+        for name, partner in (("quadrature_nodes", "quadrature_weights"), ("x_values", None)):
+            saved = state_dict.get(prefix + name)
+            if saved is not None and saved.shape != getattr(self, name).shape:
+                setattr(self, name, torch.empty_like(saved))
+                if partner:
+                    setattr(self, partner, torch.empty_like(saved))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-        if self.axis_values.shape[1]:  # the look-ups' rows follow the tables just loaded
-            self.axis_rows = interval_rows(self.axis_values)
+        self._derive()
 
     def tables(self) -> AxisTables:
-        return AxisTables(self.axis_values, self.z_first, self.spacing, self.axis_rows)
+        x_values = self.x_values if len(self.x_values) else None
+        return AxisTables(
+            self.axis_values,
+            self.z_first,
+            self.spacing,
+            self.axis_rows,
+            x_values,
+            self.x_scale,
+            self.x_rows if x_values is not None else None,
+        )
 
     def base_prediction(self, inputs: torch.Tensor, ends: Ends | None = None) -> torch.Tensor:
         """(N, 4) float64 base end states of (N, 7) float64 inputs (``ends``: the tables at the
@@ -115,6 +160,9 @@ class Formulation(nn.Module):
         ends = ends or leg_ends(inputs, tables)
         if self.base == "kick":
             return kick_transport(inputs, tables, ends)
+        if self.base == "path":
+            nodes, weights, passes = self.quadrature_nodes, self.quadrature_weights, self.passes
+            return path_transport(inputs, tables, nodes, weights, self.integration, ends, passes)
         transport = axial_transport if self.base == "axial" else expansion_transport
         return transport(inputs, tables, self.quadrature_nodes, self.quadrature_weights, ends)
 

@@ -64,7 +64,7 @@ class ModelConfig:
     activation: str = "silu"
     dropout: float = 0.0
     target: str = "residual_qop"
-    base: str = "expansion"
+    base: str = "path"
     inputs: str = "physics"
     leg_power: float = 1.5
 

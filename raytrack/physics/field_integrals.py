@@ -31,6 +31,7 @@ Two transports use them (both in torch, any dtype and device; autograd flows thr
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +53,21 @@ RULES = ("linear", "smooth")
 #: quarter of the look-ups' cost: 8. (The count travels with a model: one saved with another
 #: count keeps its own.)
 QUADRATURE_NODES = 8
+#: The midplane field's x dependence, ``b(x, z) - b(0, z)`` with ``b = By(x, 0, z)``, is fitted at
+#: each table node by a polynomial of this degree in ``u = x / x_scale`` (no constant term).
+#: On the window-frame test map (fall-off 1 / (1 + (x / 4.8 m)^2) over |x| < 4 m) degree 8
+#: leaves 3e-5 of the peak field.
+X_DEGREE = 8
+#: x samples of that fit, mm (LHCb's map grid).
+X_SAMPLE_SPACING_MM = 100.0
+#: Half width of the fit, mm, for an analytic field (a map: its own grid's, up to this).
+X_SCALE_MM = 4000.0
+#: A field whose midplane deviates from its axis by less than this fraction of its peak has no
+#: x dependence to fit (the default dipole: exactly none), and its models carry no x tables.
+X_DEPENDENCE_FLOOR = 1e-6
+#: The ``path`` base (:func:`path_transport`): quadrature nodes and passes along the path.
+PATH_NODES = 12
+PATH_PASSES = 3
 #: ``1 - ux^2 - uy^2`` is kept above this (|slope| < 5) so that a track the tables bend past
 #: 90 degrees gives a large but finite base, not NaN.
 MIN_UZ_SQUARED = 0.04
@@ -67,6 +83,15 @@ class AxisProfile:
     f: np.ndarray  # (n,) T mm, F(z_first) = 0
     h: np.ndarray  # (n,) T mm^2, H(z_first) = 0
     rule: str = "smooth"  # how F was integrated from By (see from_by)
+    #: The midplane's x dependence (see :func:`fit_x_dependence`): (n, D) polynomial
+    #: coefficients (T) in ``u = x / x_scale`` at the same z nodes, D = 0 for none.
+    x_coefficients: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 0)))
+    x_scale: float = X_SCALE_MM  # mm
+
+    @property
+    def x_degree(self) -> int:
+        """D: 0 when the field has no x dependence (its models carry no x tables)."""
+        return int(self.x_coefficients.shape[1]) if self.x_coefficients.size else 0
 
     @property
     def z_last(self) -> float:
@@ -84,7 +109,10 @@ class AxisProfile:
         nodes = first + spacing * np.arange(count)
         # A trilinear map is linear in z between its nodes (among ours at 20 mm spacing).
         rule = "linear" if isinstance(field, GridField) else "smooth"
-        return cls.from_by(first, spacing, _on_axis_by(field, nodes), rule)
+        profile = cls.from_by(first, spacing, _on_axis_by(field, nodes), rule)
+        scale = x_scale_of(field)
+        coefficients = fit_x_dependence(field, nodes, scale)
+        return dataclasses.replace(profile, x_coefficients=coefficients, x_scale=scale)
 
     @classmethod
     def from_by(
@@ -107,24 +135,56 @@ class AxisProfile:
         return cls(float(z_first), float(spacing), by, f, _integrate_hermite(f, by, spacing), rule)
 
     @classmethod
-    def from_tables(cls, z_first: float, spacing: float, tables: np.ndarray) -> AxisProfile:
-        """From the (4, n) rows of :meth:`tables` as a model stores them."""
+    def from_tables(
+        cls,
+        z_first: float,
+        spacing: float,
+        tables: np.ndarray,
+        x_tables: np.ndarray | None = None,
+        x_scale: float = X_SCALE_MM,
+    ) -> AxisProfile:
+        """From the (4, n) rows of :meth:`tables` (and the (2D, n) of :meth:`x_tables`) as a
+        model stores them."""
         tables = np.asarray(tables, dtype=np.float64)
-        return cls(float(z_first), float(spacing), tables[0], tables[2], tables[3])
+        profile = cls(float(z_first), float(spacing), tables[0], tables[2], tables[3])
+        if x_tables is None or not len(x_tables):
+            return profile
+        x_tables = np.asarray(x_tables, dtype=np.float64)
+        coefficients = x_tables[: len(x_tables) // 2].T.copy()
+        return dataclasses.replace(profile, x_coefficients=coefficients, x_scale=float(x_scale))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for a manifest: the integrals are rebuilt from By on reading."""
-        return {
+        data: dict[str, Any] = {
             "z_first_mm": self.z_first,
             "spacing_mm": self.spacing,
             "by_between_nodes": self.rule,
             "by_tesla": self.by.tolist(),
         }
+        if self.x_degree:
+            data["midplane_x"] = {
+                "x_scale_mm": self.x_scale,
+                "degree": self.x_degree,
+                "coefficients_tesla": self.x_coefficients.tolist(),
+            }
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> AxisProfile:
-        return cls.from_by(
+        profile = cls.from_by(
             data["z_first_mm"], data["spacing_mm"], data["by_tesla"], data["by_between_nodes"]
+        )
+        x = data.get("midplane_x")  # absent: no x dependence, or an older manifest
+        if not x:
+            return profile
+        coefficients = np.asarray(x["coefficients_tesla"], dtype=np.float64)
+        if coefficients.shape != (len(profile.by), x["degree"]):
+            raise ValueError(
+                f"midplane_x.coefficients_tesla has shape {coefficients.shape}, "
+                f"expected ({len(profile.by)}, {x['degree']})"
+            )
+        return dataclasses.replace(
+            profile, x_coefficients=coefficients, x_scale=float(x["x_scale_mm"])
         )
 
     def half_maximum_extent(self) -> tuple[float, float]:
@@ -153,6 +213,45 @@ class AxisProfile:
         rows = np.stack([self.by, np.gradient(self.by, self.spacing), self.f, self.h])
         return torch.tensor(rows, dtype=dtype, device=device)
 
+    def x_tables(self, dtype=torch.float64, device=None) -> torch.Tensor:
+        """(2D, n) tensor: the D coefficients of the midplane's x dependence (T), then their
+        dz derivatives (central differences, T / mm); (0, n) without x dependence."""
+        c = self.x_coefficients
+        if not self.x_degree:
+            return torch.zeros(0, len(self.by), dtype=dtype, device=device)
+        rows = np.concatenate((c.T, np.gradient(c, self.spacing, axis=0).T))
+        return torch.tensor(rows, dtype=dtype, device=device)
+
+
+def x_scale_of(field: Field) -> float:
+    """Half width of the x dependence's fit, mm: a map's own (the smaller side of its grid),
+    at most :data:`X_SCALE_MM`."""
+    if isinstance(field, GridField):
+        first = field.origin[0]
+        last = first + field.spacing[0] * (field.shape[0] - 1)
+        return float(min(X_SCALE_MM, -first, last))
+    return X_SCALE_MM
+
+
+def fit_x_dependence(field: Field, z: np.ndarray, x_scale: float) -> np.ndarray:
+    """(len(z), D) coefficients c of ``b(x, z) - b(0, z) = sum_p c_p (x / x_scale)^p``,
+    p = 1..D, fitted by least squares to the midplane field ``b = By(x, 0, z)`` at x every
+    :data:`X_SAMPLE_SPACING_MM` over [-x_scale, x_scale]; (len(z), 0) when the deviation
+    stays below :data:`X_DEPENDENCE_FLOOR` of the peak field (no x dependence)."""
+    if x_scale <= 0:
+        return np.zeros((len(z), 0))
+    count = 2 * int(np.ceil(x_scale / X_SAMPLE_SPACING_MM)) + 1
+    u = np.linspace(-1.0, 1.0, count)
+    xt, zt = np.meshgrid(u * x_scale, np.asarray(z, dtype=np.float64), indexing="ij")
+    by = field.evaluate(*(torch.as_tensor(v) for v in (xt, np.zeros_like(xt), zt)))[1]
+    b = by.numpy().astype(np.float64)  # (x, z)
+    deviation = b - _on_axis_by(field, z)[None, :]
+    if np.abs(deviation).max() <= X_DEPENDENCE_FLOOR * max(np.abs(b).max(), 1e-300):
+        return np.zeros((len(z), 0))
+    powers = u[:, None] ** np.arange(1, X_DEGREE + 1)[None, :]
+    coefficients, *_ = np.linalg.lstsq(powers, deviation, rcond=None)
+    return np.ascontiguousarray(coefficients.T)
+
 
 def _on_axis_by(field: Field, z: np.ndarray) -> np.ndarray:
     zt = torch.as_tensor(z, dtype=torch.float64)
@@ -171,16 +270,26 @@ def _integrate_hermite(f: np.ndarray, by: np.ndarray, spacing: float) -> np.ndar
 
 @dataclass(frozen=True)
 class AxisTables:
-    """The (4, n) tables of :meth:`AxisProfile.tables` and where their nodes lie.
+    """The (4, n) tables of :meth:`AxisProfile.tables` and where their nodes lie, and the
+    (2D, n) tables of the midplane's x dependence (:meth:`AxisProfile.x_tables`; empty
+    without).
 
-    ``rows``: the tables as the look-ups read them (:func:`interval_rows`); computed from
-    ``values`` when not given (a model keeps them as a buffer, computed once).
+    ``rows``, ``x_rows``: the tables as the look-ups read them (:func:`interval_rows`);
+    computed from ``values`` and ``x_values`` when not given (a model keeps them as buffers,
+    computed once).
     """
 
     values: torch.Tensor
     z_first: float
     spacing: float
     rows: torch.Tensor | None = None
+    x_values: torch.Tensor | None = None
+    x_scale: float = X_SCALE_MM
+    x_rows: torch.Tensor | None = None
+
+    @property
+    def x_degree(self) -> int:
+        return 0 if self.x_values is None else self.x_values.shape[0] // 2
 
     def at(self, z: torch.Tensor) -> AxisValues:
         """By, dBy/dz (linear between nodes), F and H (cubic Hermite) at z, any shape. Beyond
@@ -191,16 +300,20 @@ class AxisTables:
         rows = self.rows
         if rows is None:
             rows = interval_rows(self.values)
+        x_rows = self.x_rows
+        if x_rows is None and self.x_degree:
+            x_rows = interval_rows(self.x_values)
         t = (z - self.z_first) / self.spacing
         index = torch.clamp(torch.floor(t), 0, rows.shape[0] - 1)
         u = torch.clamp(t - index, 0.0, 1.0)
         outside = (t - index - u) * self.spacing  # signed distance past the end node
-        return AxisValues(rows, index.long(), u, outside, self.spacing)
+        midplane = (x_rows, self.x_scale) if self.x_degree else None
+        return AxisValues(rows, index.long(), u, outside, self.spacing, midplane)
 
 
 def interval_rows(values: torch.Tensor) -> torch.Tensor:
-    """(n - 1, 8) rows ``By, dBy/dz, F, H`` at the two nodes of each interval of the (4, n)
-    tables: what a look-up reads, in one gather."""
+    """(n - 1, 2R) rows: the R rows of the (R, n) tables at the two nodes of each interval
+    (``By, dBy/dz, F, H`` for the axis tables): what a look-up reads, in one gather."""
     return torch.cat((values[:, :-1], values[:, 1:])).T.contiguous()
 
 
@@ -215,12 +328,13 @@ class AxisValues:
         u: torch.Tensor,
         outside: torch.Tensor,
         spacing: float,
+        midplane: tuple[torch.Tensor, float] | None = None,
     ) -> None:
         # One gather of each z's row, (M, 8), then its columns (ONNX Runtime fuses the slices
         # into one split): one gather per column took three times as long there.
-        gathered = torch.index_select(rows, 0, index.reshape(-1)).T
-        self._c = [c.reshape(index.shape) for c in gathered.unbind(0)]
-        self._u, self._outside, self._spacing = u, outside, spacing
+        self._c = _gather_columns(rows, index)
+        self._index, self._u, self._outside, self._spacing = index, u, outside, spacing
+        self._midplane = midplane
 
     @functools.cached_property
     def _basis(self) -> tuple[torch.Tensor, ...]:
@@ -268,6 +382,73 @@ class AxisValues:
     def d2by(self) -> torch.Tensor:
         """The slope of the dBy/dz interpolant (constant between nodes), T / mm^2."""
         return (self._c[5] - self._c[1]) / self._spacing * self._inside
+
+    @property
+    def has_x_dependence(self) -> bool:
+        return self._midplane is not None
+
+    @functools.cached_property
+    def _x_coefficients(self) -> tuple[list, list, list]:
+        """The x polynomial's coefficients at z (linear between nodes), their dz derivatives
+        (likewise) and second dz derivatives (the slopes of those: constant between nodes)."""
+        x_rows, _ = self._midplane
+        columns = _gather_columns(x_rows, self._index)
+        degree = len(columns) // 4
+        value = [self._lerp_pair(columns[p], columns[p + 2 * degree]) for p in range(degree)]
+        slope = [
+            self._lerp_pair(columns[degree + p], columns[3 * degree + p]) for p in range(degree)
+        ]
+        curve = [
+            (columns[3 * degree + p] - columns[degree + p]) / self._spacing for p in range(degree)
+        ]
+        return value, slope, curve
+
+    def midplane_terms(self, x) -> tuple:
+        """What the midplane's x dependence ``d = b(x, z) - b(0, z)`` gives at x (same shape
+        as z): ``(d, dd/dx, d2d/dx2 + d2d/dz2, dd/dz)`` (T, T/mm, T/mm^2, T/mm), zero beyond
+        the tables. With them, Maxwell's equations to second order in y add to the on-axis
+        field's expansion ``(0, -y^2/2 f'', y f')``::
+
+            dBy = d - y^2/2 (d2d/dx2 + d2d/dz2),   Bx = y dd/dx,   dBz = y dd/dz
+
+        ``d`` is the fitted polynomial in ``u = x / x_scale``, u clamped to [-1, 1]."""
+        _, x_scale = self._midplane
+        value, slope, curve = self._x_coefficients
+        degree = len(value)
+        u = torch.clamp(x / x_scale, -1.0, 1.0)
+        powers = [u]  # u^1 .. u^D
+        for _ in range(degree - 1):
+            powers.append(powers[-1] * u)
+        # d/du and d2/du2 of sum c_p u^p: the same sums one and two powers down.
+        d_du = value[0] + _polynomial([(p + 2) * value[p + 1] for p in range(degree - 1)], powers)
+        d2_du2 = _polynomial([(p + 3) * (p + 2) * value[p + 2] for p in range(degree - 2)], powers)
+        if degree > 1:
+            d2_du2 = d2_du2 + 2 * value[1]
+        inside = self._inside
+        laplacian = d2_du2 * (1 / (x_scale * x_scale)) + _polynomial(curve, powers)
+        return (
+            _polynomial(value, powers) * inside,
+            d_du * (inside / x_scale),
+            laplacian * inside,
+            _polynomial(slope, powers) * inside,
+        )
+
+    def _lerp_pair(self, first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        return first * (1 - self._u) + second * self._u
+
+
+def _gather_columns(rows: torch.Tensor, index: torch.Tensor) -> list[torch.Tensor]:
+    """The columns of ``rows`` at each index, each in the index's shape."""
+    gathered = torch.index_select(rows, 0, index.reshape(-1)).T
+    return [c.reshape(index.shape) for c in gathered.unbind(0)]
+
+
+def _polynomial(coefficients: list, powers: list):
+    """sum_p coefficients[p] powers[p] (``powers[p] = u^(p+1)``); 0 for no coefficients."""
+    total = 0.0
+    for c, power in zip(coefficients, powers[: len(coefficients)], strict=True):
+        total = c * power + total if isinstance(total, float) else total + c * power
+    return total
 
 
 def field_integrals(
@@ -362,7 +543,8 @@ def expansion_transport(
 
         By = f - y^2/2 f'',   Bz = y f',   Bx = 0
 
-    (exactly the default dipole). The extra terms of the equations of motion are evaluated at
+    (exactly the default dipole). It ignores the midplane's x dependence (:func:`path_transport`
+    reads it). The extra terms of the equations of motion are evaluated at
     the quadrature nodes of the on-axis trajectory (its slopes, and y with its first-order
     bending) and integrated to first order: ``d slope = int g dz``,
     ``d position = int (z1 - z) g dz``. On the default dipole this leaves 0.24 mm mean and
@@ -397,6 +579,98 @@ def expansion_transport(
         ),
         dim=1,
     )
+
+
+def integration_matrix(nodes: torch.Tensor) -> torch.Tensor:
+    """(K, K) S with ``sum_j S[k, j] g(t_j) = int_0^t_k g dt`` for the nodes t on [0, 1]: exact
+    for polynomials of degree below K (the integral of the Lagrange interpolant through the
+    nodes, as a Gauss collocation method uses it)."""
+    t = nodes.detach().cpu().numpy().astype(np.float64)
+    powers = np.arange(len(t))
+    vandermonde = t[:, None] ** powers[None, :]
+    integrated = t[:, None] ** (powers + 1)[None, :] / (powers + 1)[None, :]
+    return torch.tensor(integrated @ np.linalg.inv(vandermonde), dtype=nodes.dtype)
+
+
+def path_transport(
+    inputs: torch.Tensor,
+    tables: AxisTables,
+    nodes: torch.Tensor,
+    weights: torch.Tensor,
+    integration: torch.Tensor,
+    ends: Ends | None = None,
+    passes: int = PATH_PASSES,
+) -> torch.Tensor:
+    """The on-axis transport, corrected for the whole field along the track's own path.
+
+    In direction cosines ``u`` the equations of motion are ``dux/dz = KAPPA qop (uy Bz / uz -
+    By)`` and ``duy/dz = KAPPA qop (Bx - ux Bz / uz)``: the on-axis field's ``By`` changes ux
+    by exactly ``-KAPPA qop dF`` whatever the slopes (:func:`axial_transport`), so the rest of
+    the field, off the axis, is a correction ``du`` that barely depends on the slopes. Each
+    pass evaluates that field at the quadrature nodes along the current path (Maxwell's
+    expansion to second order in y of the on-axis profile and, when the tables carry it, of the
+    midplane's x dependence: :meth:`AxisValues.midplane_terms`), integrates it to every node
+    (``integration``: :func:`integration_matrix`) for ``du`` and the path's slopes, and the
+    slopes to every node for the next path. The first path is the straight line plus the
+    kick's first-order bending.
+
+    Measured on 20,000 default-phase-space tracks, mean / P95 / P99 position error: the default
+    dipole, 12 nodes, 3 passes: 0.0074 / 0.021 / 0.16 mm (``expansion``: 0.24 / 0.23 / 4.2); the
+    window-frame test map: 0.014 / 0.041 / 0.27 mm (``expansion``: 2.8 / 11 / 61).
+    """
+    x, y, tx, ty, qop, z0, z1 = inputs.unbind(1)
+    start, end = ends or leg_ends(inputs, tables)
+    norm = torch.sqrt(1 + tx * tx + ty * ty)
+    ux0, uy0 = tx / norm, ty / norm
+    kq = KAPPA * qop
+    dz = z1 - z0
+    run = _col(nodes) * dz  # z - z0 at the nodes, (K, N)
+    at = tables.at(z0 + run)
+    ux_axis = ux0 - kq * (at.f - start.f)  # the exact on-axis direction at the nodes
+    uy_axis = uy0 + 0.0 * ux_axis
+    bend = (kq * norm) * (at.h - start.h - start.f * run)
+    x_k = x + tx * run - (1 + tx * tx) * bend
+    y_k = y + ty * run - (tx * ty) * bend
+    ux, uy = ux_axis, uy_axis
+    for step in range(passes):
+        gx, gy = _off_axis_force(at, x_k, y_k, ux, uy, kq)
+        ux = ux_axis + dz * _cumulative(gx, integration)
+        uy = uy_axis + dz * _cumulative(gy, integration)
+        if step + 1 < passes:
+            tx_k, ty_k = _slopes(ux, uy)
+            x_k = x + dz * _cumulative(tx_k, integration)
+            y_k = y + dz * _cumulative(ty_k, integration)
+    tx_k, ty_k = _slopes(ux, uy)
+    ux1 = ux0 - kq * (end.f - start.f) + dz * _quadrature(gx, weights)
+    tx1, ty1 = _slopes(ux1, uy0 + dz * _quadrature(gy, weights))
+    return torch.stack(
+        (
+            x + dz * _quadrature(tx_k, weights),
+            y + dz * _quadrature(ty_k, weights),
+            tx1,
+            ty1,
+        ),
+        dim=1,
+    )
+
+
+def _off_axis_force(at: AxisValues, x, y, ux, uy, kq) -> tuple:
+    """d(ux, uy)/dz from the field beyond the on-axis ``By`` at the nodes' (x, y)."""
+    inv_uz = torch.rsqrt(torch.clamp(1 - ux * ux - uy * uy, min=MIN_UZ_SQUARED))
+    half_y2 = 0.5 * y * y
+    by, bz = -half_y2 * at.d2by, y * at.dby
+    if not at.has_x_dependence:
+        return -kq * (by - uy * bz * inv_uz), -kq * (ux * bz * inv_uz)
+    deviation, d_dx, laplacian, d_dz = at.midplane_terms(x)
+    by = by + deviation - half_y2 * laplacian
+    bz = bz + y * d_dz
+    return -kq * (by - uy * bz * inv_uz), kq * (y * d_dx - ux * bz * inv_uz)
+
+
+def _cumulative(values, integration: torch.Tensor):
+    """(K, N) integrals from the leg's start to each node of (K, N) values at the nodes, over
+    [0, 1] (a product and a sum, as :func:`_quadrature`)."""
+    return (integration.unsqueeze(2) * values.unsqueeze(0)).sum(1)
 
 
 def _quadrature(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
