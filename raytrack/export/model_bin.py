@@ -1,12 +1,12 @@
 """The ``model.bin`` deployment format: writer and an independent NumPy reader.
 
 The byte-by-byte specification is ``docs/model_bin.md``; this docstring is a summary. Everything
-is little-endian, with no padding (version 2; F = n_features, K = quadrature nodes, T = table
-nodes, L = linear layers)::
+is little-endian, with no padding (version 3; F = n_features, K = quadrature nodes, T = table
+nodes, D = x coefficients of the midplane field, L = linear layers)::
 
     offset      type            field
     0           char[8]         magic b"RTRKMLP\\0"
-    8           uint32          format version (2; version 1 files are still read)
+    8           uint32          format version (3; versions 1 and 2 are still read)
     12          uint32          endianness marker 0x01020304 (bytes 04 03 02 01 on disk)
     16          uint32          dtype code (1 = float32 network, float64 formulation)
     20          uint32          activation code (1 relu, 2 silu, 3 gelu (exact erf), 4 tanh)
@@ -14,26 +14,32 @@ nodes, L = linear layers)::
     28          uint32          n_inputs (7)
     32          uint32          n_outputs (4)
     36          uint32          n_layers L (number of Linear layers)
-    40          uint32          base code (0 line, 1 kick, 2 axial, 3 expansion)
+    40          uint32          base code (0 line, 1 kick, 2 axial, 3 expansion, 4 path)
     44          uint32          input set code (0 state, 1 physics)
     48          uint32          n_features F (7 for state, 14 for physics)
-    52          uint32          K, quadrature nodes (0 unless base is axial or expansion)
+    52          uint32          K, quadrature nodes (0 unless base is axial, expansion or path)
     56          uint32          T, field table nodes (0 unless the formulation reads the field)
-    60          uint32          reserved, 0 (keeps the float64 fields 8-byte aligned)
-    64          float64[6]      leg_power, kappa, min_uz_squared, min_leg_m (m),
-                                z_first (mm), spacing (mm)
-    112         uint32[L][2]    per layer: rows (out_features), cols (in_features)
-    112 + 8L    float64[K]      quadrature nodes on [0, 1], then float64[K] weights
+    60          uint32          D, x coefficients of the midplane field (0 unless base path)
+    64          float64[7]      leg_power, kappa, min_uz_squared, min_leg_m (m),
+                                z_first (mm), spacing (mm), x_scale (mm; 0 unless base path)
+    120         uint32          passes (path base; 0 otherwise)
+    124         uint32          reserved, 0 (keeps the float64 fields 8-byte aligned)
+    128         uint32[L][2]    per layer: rows (out_features), cols (in_features)
+    128 + 8L    float64[K]      quadrature nodes on [0, 1], then float64[K] weights
                 float64[4][T]   tables By (T), dBy/dz (T/mm), F (T mm), H (T mm^2)
+                float64[2D][T]  x tables: the D coefficients (T) of the midplane's x
+                                dependence, then their dz derivatives (T/mm)
                 float32[2F+8]   input_mean[F], input_std[F], target_mean[4], target_std[4]
                 per layer       weight float32[rows * cols] ROW-MAJOR (W[o][i] at o*cols + i),
                                 then bias float32[rows]
     end - 4     uint32          CRC-32 (zlib polynomial) of every byte before it
 
 The file length must equal exactly what the header implies, so truncation and trailing bytes
-are both detected before the checksum is even looked at. Version 1 files (no formulation block:
-the shapes follow at byte 40, the normalisation has 7 inputs) are read as the formulation they
-were trained with: base ``line``, inputs ``state``, ``leg_power`` 0.
+are both detected before the checksum is even looked at. Version 2 files (a 112-byte header:
+word 60 reserved, six float64, no x tables, no base ``path``) are read as version 3 with D = 0.
+Version 1 files (no formulation block: the shapes follow at byte 40, the normalisation has 7
+inputs) are read as the formulation they were trained with: base ``line``, inputs ``state``,
+``leg_power`` 0.
 
 :func:`read_model_bin` returns a :class:`BinModel` whose :meth:`BinModel.forward` evaluates the
 model with NumPy only (no torch): the formulation in float64, the network in float32, as the
@@ -59,19 +65,24 @@ from raytrack.physics.field_integrals import MIN_UZ_SQUARED
 from raytrack.physics.units import KAPPA
 
 MAGIC = b"RTRKMLP\0"
-FORMAT_VERSION = 2
-#: Versions this reader understands: 1 (straight-line base, 7 inputs) and 2.
-READABLE_VERSIONS = (1, 2)
+FORMAT_VERSION = 3
+#: Versions this reader understands: 1 (straight-line base, 7 inputs), 2 (no path base) and 3.
+READABLE_VERSIONS = (1, 2, 3)
 ENDIAN_MARKER = 0x01020304
 DTYPE_FLOAT32 = 1
 ACTIVATION_CODES = {"relu": 1, "silu": 2, "gelu": 3, "tanh": 4}
 TARGET_CODES = {"raw": 0, "residual": 1, "residual_qop": 2}
-BASE_CODES = {"line": 0, "kick": 1, "axial": 2, "expansion": 3}
+BASE_CODES = {"line": 0, "kick": 1, "axial": 2, "expansion": 3, "path": 4}
 INPUT_CODES = {"state": 0, "physics": 1}
 #: Network input width per input set (the 7 inputs; plus dz, I1, I2 and the base's bending).
 FEATURE_COUNTS = {"state": N_INPUTS, "physics": N_INPUTS + 7}
 #: Bases that integrate along the leg and so need quadrature nodes.
-QUADRATURE_BASES = ("axial", "expansion")
+QUADRATURE_BASES = ("axial", "expansion", "path")
+#: Sanity bounds of the path base: passes along the path, K (the C++ core's per-track arrays)
+#: and D (x coefficients).
+MAX_PASSES = 64
+MAX_PATH_NODES = 32
+MAX_X_DEGREE = 32
 MAX_WIDTH = 1 << 20  # sanity bound on a layer dimension, keeps size arithmetic small
 MAX_QUADRATURE = 1024  # sanity bound on K
 MAX_TABLE = 1 << 24  # sanity bound on T (16M nodes: 1 mm steps over 16 km)
@@ -80,6 +91,7 @@ INCLUDE_DIR = Path(__file__).resolve().parent / "include"
 
 _V1_HEADER = struct.Struct("<8s8I")  # magic + version ... n_layers: 40 bytes
 _V2_HEADER = struct.Struct("<8s14I6d")  # ... + base ... reserved, 6 float64: 112 bytes
+_V3_HEADER = struct.Struct("<8s14I7d2I")  # word 60 is D, + x_scale, passes, reserved: 128
 _CRC = struct.Struct("<I")
 
 
@@ -89,7 +101,10 @@ class BinModel:
 
     Weight matrices are (out, in) float32; the formulation's arrays are float64:
     ``axis_values`` (4, T) rows By, dBy/dz, F, H at ``axis_z_first + i * axis_spacing``;
-    ``quadrature_nodes`` / ``quadrature_weights`` (K,) Gauss-Legendre on [0, 1].
+    ``quadrature_nodes`` / ``quadrature_weights`` (K,) Gauss-Legendre on [0, 1]; for the path
+    base ``x_values`` (2D, T): the D coefficients of the midplane field's x dependence in
+    ``x / x_scale`` at the table nodes, then their dz derivatives ((0, T) for none), and
+    ``passes`` (0 for every other base, as ``x_scale``).
     ``version`` is the format version the model was read from (writing always gives the current).
     """
 
@@ -112,6 +127,9 @@ class BinModel:
     axis_values: np.ndarray = field(default_factory=lambda: np.zeros((4, 0)))
     quadrature_nodes: np.ndarray = field(default_factory=lambda: np.zeros(0))
     quadrature_weights: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    x_values: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    x_scale: float = 0.0
+    passes: int = 0
     version: int = FORMAT_VERSION
 
     @classmethod
@@ -133,6 +151,9 @@ class BinModel:
         uses_field = needs_field(config.base, config.inputs)
         uses_quadrature = config.base in QUADRATURE_BASES
         z_first, spacing = (float(v) for v in form.axis_grid) if uses_field else (0.0, 1.0)
+        axis_values = f64(form.axis_values) if uses_field else np.zeros((4, 0))
+        path = config.base == "path"
+        x_values = f64(form.x_values) if path else np.zeros((0, axis_values.shape[1]))
         return cls(
             activation=config.activation,
             target=config.target,
@@ -147,9 +168,12 @@ class BinModel:
             leg_power=float(config.leg_power),
             axis_z_first=z_first,
             axis_spacing=spacing,
-            axis_values=f64(form.axis_values) if uses_field else np.zeros((4, 0)),
+            axis_values=axis_values,
             quadrature_nodes=f64(form.quadrature_nodes) if uses_quadrature else np.zeros(0),
             quadrature_weights=f64(form.quadrature_weights) if uses_quadrature else np.zeros(0),
+            x_values=x_values,
+            x_scale=float(form.x_scale) if path else 0.0,
+            passes=int(form.passes) if path else 0,
         )
 
     @property
@@ -159,6 +183,11 @@ class BinModel:
     @property
     def n_features(self) -> int:
         return FEATURE_COUNTS[self.inputs]
+
+    @property
+    def x_degree(self) -> int:
+        """D, the x coefficients of the midplane field (0: no x dependence, or not path)."""
+        return len(self.x_values) // 2
 
     @property
     def weight_count(self) -> int:
@@ -191,7 +220,9 @@ class BinModel:
     def prepare(self, inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Features (N, F), base (N, 4) and target scale (N, 4) of (N, 7) float64 inputs."""
         tables = self._tables()
-        base = base_prediction(self.base, inputs, tables, self._quadrature(), self.kappa)
+        base = base_prediction(
+            self.base, inputs, tables, self._quadrature(), self.kappa, self.passes
+        )
         features = inputs
         if self.inputs == "physics":
             z0, z1 = inputs[:, 5], inputs[:, 6]
@@ -215,7 +246,14 @@ class BinModel:
         return scale
 
     def _tables(self) -> Tables:
-        return Tables(self.axis_values, self.axis_z_first, self.axis_spacing, self.min_uz_squared)
+        return Tables(
+            self.axis_values,
+            self.axis_z_first,
+            self.axis_spacing,
+            self.min_uz_squared,
+            self.x_values,
+            self.x_scale,
+        )
 
     def _quadrature(self) -> tuple[np.ndarray, np.ndarray]:
         return self.quadrature_nodes, self.quadrature_weights
@@ -226,7 +264,7 @@ class BinModel:
         shapes = [w.shape for w in self.weights]
         n_quad, n_table = len(self.quadrature_nodes), self.axis_values.shape[1]
         parts = [
-            _V2_HEADER.pack(
+            _V3_HEADER.pack(
                 MAGIC,
                 FORMAT_VERSION,
                 ENDIAN_MARKER,
@@ -241,18 +279,22 @@ class BinModel:
                 self.n_features,
                 n_quad,
                 n_table,
-                0,
+                self.x_degree,
                 self.leg_power,
                 self.kappa,
                 self.min_uz_squared,
                 self.min_leg_m,
                 self.axis_z_first,
                 self.axis_spacing,
+                self.x_scale,
+                self.passes,
+                0,
             ),
             struct.pack(f"<{2 * self.n_layers}I", *(d for shape in shapes for d in shape)),
             _le_f64(self.quadrature_nodes),
             _le_f64(self.quadrature_weights),
             _le_f64(self.axis_values),  # C order: the four rows one after the other
+            _le_f64(self.x_values),  # the 2D rows, likewise
         ]
         norms = (self.input_mean, self.input_std, self.target_mean, self.target_std)
         parts += [_le_f32(a) for a in norms]
@@ -293,6 +335,12 @@ class BinModel:
             raise ValueError(f"{name}: axis_values must be (4, T), got {self.axis_values.shape}")
         if self.quadrature_nodes.shape != self.quadrature_weights.shape:
             raise ValueError(f"{name}: quadrature nodes and weights differ in length")
+        rows = self.x_values.shape[0] if self.x_values.ndim == 2 else -1
+        if rows % 2 or (rows and self.x_values.shape[1] != self.axis_values.shape[1]):
+            raise ValueError(
+                f"{name}: x_values must be (2D, T) with the axis tables' T = "
+                f"{self.axis_values.shape[1]}, got {self.x_values.shape}"
+            )
         _check_formulation(
             name,
             self.base,
@@ -301,6 +349,9 @@ class BinModel:
             self.axis_values.shape[1],
             (self.leg_power, self.kappa, self.min_uz_squared, self.min_leg_m),
             self.axis_spacing,
+        )
+        _check_path(
+            name, self.base, len(self.quadrature_nodes), self.x_degree, self.x_scale, self.passes
         )
 
 
@@ -321,7 +372,7 @@ def write_model_bin(model: TrackMLP, path: str | os.PathLike) -> None:
 
 
 def read_model_bin(path: str | os.PathLike) -> BinModel:
-    """Read and validate a model.bin (version 1 or 2); raise ValueError naming the file."""
+    """Read and validate a model.bin (version 1, 2 or 3); raise ValueError naming the file."""
     path = Path(path)
     return parse_model_bin(path.read_bytes(), str(path))
 
@@ -338,27 +389,39 @@ def parse_model_bin(data: bytes, name: str = "<bytes>") -> BinModel:
     target_mode = _decode_code(name, "target mode", TARGET_CODES, target)
     if version == 1:
         return _parse_v1(data, name, activation, target_mode, n_layers)
-    if len(data) < _V2_HEADER.size:
-        raise ValueError(f"{name}: truncated: {len(data)} bytes, the header alone needs 112")
-    fields = _V2_HEADER.unpack_from(data)
-    base_code, inputs_code, n_features, n_quad, n_table, reserved = fields[9:15]
-    leg_power, kappa, min_uz2, min_leg, z_first, spacing = fields[15:]
+    layout = _V2_HEADER if version == 2 else _V3_HEADER
+    if len(data) < layout.size:
+        raise ValueError(
+            f"{name}: truncated: {len(data)} bytes, the header alone needs {layout.size}"
+        )
+    fields = layout.unpack_from(data)
+    base_code, inputs_code, n_features, n_quad, n_table, word_60 = fields[9:15]
+    leg_power, kappa, min_uz2, min_leg, z_first, spacing = fields[15:21]
+    n_x, x_scale, passes = 0, 0.0, 0
+    if version == 2:
+        if word_60 != 0:
+            raise ValueError(f"{name}: reserved header field is {word_60}, expected 0")
+        if base_code == BASE_CODES["path"]:
+            raise ValueError(f"{name}: unknown base code {base_code} in a version-2 file")
+    else:
+        n_x, (x_scale, passes, reserved) = word_60, fields[21:]
+        if reserved != 0:
+            raise ValueError(f"{name}: reserved header field (byte 124) is {reserved}, expected 0")
     base = _decode_code(name, "base", BASE_CODES, base_code)
     inputs = _decode_code(name, "input set", INPUT_CODES, inputs_code)
     if n_features != FEATURE_COUNTS[inputs]:
         raise ValueError(
             f"{name}: n_features {n_features}, input set {inputs!r} has {FEATURE_COUNTS[inputs]}"
         )
-    if reserved != 0:
-        raise ValueError(f"{name}: reserved header field is {reserved}, expected 0")
     _check_formulation(
         name, base, inputs, n_quad, n_table, (leg_power, kappa, min_uz2, min_leg), spacing
     )
     if not math.isfinite(z_first):
         raise ValueError(f"{name}: z_first {z_first} is not finite")
-    shapes = _read_shapes(data, name, n_layers, _V2_HEADER.size, n_features)
-    pos = _V2_HEADER.size + 8 * n_layers
-    n_f64 = 2 * n_quad + 4 * n_table
+    _check_path(name, base, n_quad, n_x, x_scale, passes)
+    shapes = _read_shapes(data, name, n_layers, layout.size, n_features)
+    pos = layout.size + 8 * n_layers
+    n_f64 = 2 * n_quad + 4 * n_table + 2 * n_x * n_table
     n_f32 = 2 * n_features + 2 * N_OUTPUTS + sum(r * c + r for r, c in shapes)
     _check_length_and_crc(data, name, pos + 8 * n_f64 + 4 * n_f32)
     f64 = np.frombuffer(data, dtype="<f8", offset=pos, count=n_f64).astype(np.float64)
@@ -368,7 +431,10 @@ def parse_model_bin(data: bytes, name: str = "<bytes>") -> BinModel:
     model.kappa, model.min_uz_squared, model.min_leg_m = kappa, min_uz2, min_leg
     model.axis_z_first, model.axis_spacing = z_first, spacing
     model.quadrature_nodes, model.quadrature_weights = f64[:n_quad], f64[n_quad : 2 * n_quad]
-    model.axis_values = f64[2 * n_quad :].reshape(4, n_table)
+    tables_end = 2 * n_quad + 4 * n_table
+    model.axis_values = f64[2 * n_quad : tables_end].reshape(4, n_table)
+    model.x_values = f64[tables_end:].reshape(2 * n_x, n_table)
+    model.x_scale, model.passes, model.version = x_scale, passes, version
     return model
 
 
@@ -455,6 +521,31 @@ def _check_formulation(
             raise ValueError(f"{name}: table spacing {spacing} must be finite and positive")
 
 
+def _check_path(name: str, base: str, n_quad: int, n_x: int, x_scale: float, passes: int) -> None:
+    """The path base's fields: passes, at most MAX_PATH_NODES nodes, x tables with a scale;
+    every other base has none of them (docs/model_bin.md, Validation)."""
+    if base != "path":
+        if n_x or passes or x_scale != 0:
+            raise ValueError(
+                f"{name}: base {base!r} has no x tables, passes or x_scale, the file has "
+                f"D {n_x}, passes {passes}, x_scale {x_scale}"
+            )
+        return
+    if not 1 <= passes <= MAX_PASSES:
+        raise ValueError(
+            f"{name}: base 'path' needs 1 to {MAX_PASSES} passes, the file has {passes}"
+        )
+    if n_quad > MAX_PATH_NODES:
+        raise ValueError(
+            f"{name}: base 'path' takes at most {MAX_PATH_NODES} quadrature nodes, the file has "
+            f"{n_quad}"
+        )
+    if n_x > MAX_X_DEGREE:
+        raise ValueError(f"{name}: implausible x degree D {n_x} (at most {MAX_X_DEGREE})")
+    if not math.isfinite(x_scale) or (n_x and not x_scale > 0):
+        raise ValueError(f"{name}: x_scale {x_scale} must be finite (and positive with x tables)")
+
+
 def _decode_code(name: str, what: str, codes: dict[str, int], value: int) -> str:
     for key, code in codes.items():
         if code == value:
@@ -504,13 +595,17 @@ def _le_f64(a: np.ndarray) -> bytes:
 @dataclass(frozen=True)
 class AxisPoint:
     """By (T), dBy/dz (T/mm), F (T mm), H (T mm^2) and d2By/dz2 (T/mm^2) at some z, each an
-    array."""
+    array; and where z lies (interval index, fraction u in it, inside the tables or not) for the
+    x tables' look-up."""
 
     by: np.ndarray
     dby: np.ndarray
     f: np.ndarray
     h: np.ndarray
     d2by: np.ndarray
+    index: np.ndarray
+    u: np.ndarray
+    inside: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -521,6 +616,9 @@ class Tables:
     z_first: float
     spacing: float
     min_uz_squared: float
+    #: (2D, T): the midplane's x coefficients, then their dz derivatives; (0, T) for none.
+    x_values: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
+    x_scale: float = 0.0
 
     def at(self, z: np.ndarray) -> AxisPoint:
         """Linear By and dBy/dz, cubic Hermite F (slope By) and H (slope F), d2By the slope of
@@ -543,7 +641,46 @@ class Tables:
             f=f_z,
             h=h_z,
             d2by=np.where(inside, (dby[index + 1] - dby[index]) / self.spacing, 0.0),
+            index=index,
+            u=u,
+            inside=inside,
         )
+
+    def midplane(self, at: AxisPoint, x: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The midplane's x dependence ``d = b(x, z) - b(0, z)`` at the look-up ``at`` and x:
+        ``(d, dd/dx, d2d/dx2 + d2d/dz2, dd/dz)`` (docs/model_bin.md, step 2, path). The
+        coefficients are linear in z between nodes, their dz derivatives too, the second dz
+        derivatives the slopes of those; d is their polynomial in u = clamp(x / x_scale, -1, 1);
+        all zero beyond the tables."""
+        degree = len(self.x_values) // 2
+        i, w = at.index, at.u
+        rows = self.x_values
+        value = [_lerp(rows[p], i, w) for p in range(degree)]
+        slope = [_lerp(rows[degree + p], i, w) for p in range(degree)]
+        curve = [
+            (rows[degree + p][i + 1] - rows[degree + p][i]) / self.spacing for p in range(degree)
+        ]
+        u = np.clip(x / self.x_scale, -1.0, 1.0)
+        d = _power_series(value, u, 1)
+        d_du = _power_series([(p + 1) * c for p, c in enumerate(value)], u, 0)
+        d2_du2 = _power_series([(p + 2) * (p + 1) * c for p, c in enumerate(value[1:])], u, 0)
+        laplacian = d2_du2 / (self.x_scale * self.x_scale) + _power_series(curve, u, 1)
+        inside = at.inside
+        zero = 0.0
+        return (
+            np.where(inside, d, zero),
+            np.where(inside, d_du / self.x_scale, zero),
+            np.where(inside, laplacian, zero),
+            np.where(inside, _power_series(slope, u, 1), zero),
+        )
+
+
+def _power_series(coefficients: list, u: np.ndarray, first: int) -> np.ndarray:
+    """sum_p coefficients[p] u^(p + first), by Horner's rule (0 for no coefficients)."""
+    total = np.zeros_like(u)
+    for c in reversed(coefficients):
+        total = total * u + c
+    return total * u if first else total
 
 
 def _lerp(values: np.ndarray, index: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -581,6 +718,7 @@ def base_prediction(
     tables: Tables,
     quadrature: tuple[np.ndarray, np.ndarray],
     kappa: float,
+    passes: int = 0,
 ) -> np.ndarray:
     """(N, 4) float64 base end states of (N, 7) float64 inputs."""
     if base == "line":
@@ -589,6 +727,8 @@ def base_prediction(
         return _kick(inputs, tables, kappa)
     if base == "expansion":
         return _expansion(inputs, tables, quadrature, kappa)
+    if base == "path":
+        return _path(inputs, tables, quadrature, kappa, passes)
     return _axial(inputs, tables, quadrature, kappa)
 
 
@@ -661,6 +801,75 @@ def _expansion(inputs, tables: Tables, quadrature, kappa: float) -> np.ndarray:
         ),
         1,
     )
+
+
+def integration_matrix(nodes: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(K, K) S, ``sum_j S[k, j] g(t_j) = int_0^t_k g dt`` for polynomials g of degree below K:
+    S[k, j] is the integral over [0, t_k] of the Lagrange basis polynomial L_j of the nodes,
+    computed by the nodes' own Gauss-Legendre rule scaled to [0, t_k] (exact: L_j has degree
+    K - 1), ``t_k sum_m w_m L_j(t_k t_m)``, with L_j in product form (no ill-conditioned
+    Vandermonde matrix)."""
+    t = np.asarray(nodes, dtype=np.float64)
+    w = np.asarray(weights, dtype=np.float64)
+    count = len(t)
+    points = t[:, None] * t[None, :]  # (k, m): t_k t_m
+    basis = np.ones((count, count, count))  # (j, k, m): L_j(t_k t_m)
+    for j in range(count):
+        for other in range(count):
+            if other != j:
+                basis[j] = basis[j] * ((points - t[other]) / (t[j] - t[other]))
+    return (t[:, None] * (basis @ w).T).copy()
+
+
+def _path(inputs, tables: Tables, quadrature, kappa: float, passes: int) -> np.ndarray:
+    """The on-axis transport corrected for the whole field along the track's own path
+    (docs/model_bin.md, step 2, path): in direction cosines, ux on the axis changes by exactly
+    -kappa qop dF; ``passes`` times, the rest of the field (Maxwell's expansion to second order
+    in y of the on-axis profile and of the midplane's x dependence) is evaluated at the nodes
+    of the current path and integrated to every node, for the direction and the next path."""
+    nodes, weights = quadrature
+    integration = integration_matrix(nodes, weights)  # (K, K)
+    x, y, tx, ty, qop, z0, z1 = inputs.T
+    norm = np.sqrt(1 + tx * tx + ty * ty)
+    ux0, uy0 = tx / norm, ty / norm
+    kq = kappa * qop
+    dz = z1 - z0
+    run = nodes[:, None] * dz  # (K, N): z - z0 at the nodes
+    start = tables.at(z0)
+    at = tables.at(z0 + run)
+    ux_axis = ux0 - kq * (at.f - start.f)
+    uy_axis = uy0 + 0.0 * ux_axis
+    bend = (kq * norm) * (at.h - start.h - start.f * run)
+    x_k = x + tx * run - (1 + tx * tx) * bend
+    y_k = y + ty * run - (tx * ty) * bend
+    ux, uy = ux_axis, uy_axis
+    gx = gy = np.zeros_like(ux)
+    for step in range(passes):
+        gx, gy = _off_axis_force(tables, at, x_k, y_k, ux, uy, kq)
+        ux = ux_axis + dz * (integration @ gx)
+        uy = uy_axis + dz * (integration @ gy)
+        if step + 1 < passes:
+            tx_k, ty_k = _slopes(ux, uy, tables.min_uz_squared)
+            x_k = x + dz * (integration @ tx_k)
+            y_k = y + dz * (integration @ ty_k)
+    tx_k, ty_k = _slopes(ux, uy, tables.min_uz_squared)
+    ux1 = ux0 - kq * (tables.at(z1).f - start.f) + dz * (weights @ gx)
+    tx1, ty1 = _slopes(ux1, uy0 + dz * (weights @ gy), tables.min_uz_squared)
+    return np.stack((x + dz * (weights @ tx_k), y + dz * (weights @ ty_k), tx1, ty1), 1)
+
+
+def _off_axis_force(tables: Tables, at: AxisPoint, x, y, ux, uy, kq) -> tuple[np.ndarray, ...]:
+    """d(ux, uy)/dz from the field beyond the on-axis By at the nodes' (x, y): By = -y^2/2 f'',
+    Bz = y f' and, with x tables, dBy = d - y^2/2 (d_xx + d_zz), Bx = y d_x, dBz = y d_z."""
+    inv_uz = 1 / np.sqrt(np.maximum(1 - ux * ux - uy * uy, tables.min_uz_squared))
+    half_y2 = 0.5 * y * y
+    by, bz = -half_y2 * at.d2by, y * at.dby
+    if not len(tables.x_values):
+        return -kq * (by - uy * bz * inv_uz), -kq * (ux * bz * inv_uz)
+    deviation, d_dx, laplacian, d_dz = tables.midplane(at, x)
+    by = by + deviation - half_y2 * laplacian
+    bz = bz + y * d_dz
+    return -kq * (by - uy * bz * inv_uz), kq * (y * d_dx - ux * bz * inv_uz)
 
 
 # --- the network, float32 like the torch model -------------------------------------------------
