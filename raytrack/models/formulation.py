@@ -74,7 +74,11 @@ def quadrature_nodes(base: str) -> int:
 
 
 class Formulation(nn.Module):
-    """Base prediction, features and target scaling of one model configuration (no weights)."""
+    """Base prediction, features and target scaling of one model configuration (no weights).
+
+    ``path_nodes``: the path base's quadrature nodes (training chooses them from the data:
+    :func:`raytrack.physics.field_integrals.choose_path_nodes`); a loaded state keeps its own.
+    """
 
     def __init__(
         self,
@@ -83,6 +87,7 @@ class Formulation(nn.Module):
         target: str,
         leg_power: float,
         axis: AxisProfile | None = None,
+        path_nodes: int | None = None,
     ) -> None:
         super().__init__()
         self.base, self.inputs, self.target, self.leg_power = base, inputs, target, leg_power
@@ -96,7 +101,7 @@ class Formulation(nn.Module):
         self.register_buffer("axis_grid", torch.tensor(grid, dtype=torch.float64))
         # The same two numbers as Python floats, so an ONNX export sees constants.
         self.z_first, self.spacing = grid
-        nodes, weights = gauss_legendre(quadrature_nodes(base))
+        nodes, weights = gauss_legendre(path_nodes or quadrature_nodes(base))
         self.register_buffer("quadrature_nodes", nodes)
         self.register_buffer("quadrature_weights", weights)
         # The path base: the midplane's x dependence (none: (0, T)), its scale, the passes.

@@ -222,7 +222,8 @@ class TrackMLP(nn.Module):
     """MLP extrapolator with its formulation and standardisation built in.
 
     ``axis``: the on-axis field profile of the dataset (required when
-    ``config.needs_field``); see :func:`raytrack.data.axis_profile`.
+    ``config.needs_field``); see :func:`raytrack.data.axis_profile`. ``path_nodes``: the path
+    base's quadrature nodes (see :class:`Formulation`).
     """
 
     def __init__(
@@ -230,11 +231,12 @@ class TrackMLP(nn.Module):
         config: ModelConfig,
         norm: Normalisation | None = None,
         axis: AxisProfile | None = None,
+        path_nodes: int | None = None,
     ) -> None:
         super().__init__()
         self.config = config
         self.formulation = Formulation(
-            config.base, config.inputs, config.target, config.leg_power, axis
+            config.base, config.inputs, config.target, config.leg_power, axis, path_nodes
         )
         norm = norm or Normalisation.identity(config.n_features)
         for name in ("input_mean", "input_std", "target_mean", "target_std"):

@@ -35,7 +35,7 @@ from raytrack.models.mlp import (
     TrackMLP,
     options_from_dict,
 )
-from raytrack.physics.field_integrals import AxisProfile
+from raytrack.physics.field_integrals import AxisProfile, choose_path_nodes
 
 CHECKPOINT_NAME = "checkpoint.pt"
 CHECKPOINT_FORMAT = "raytrack-checkpoint-2"  # 2: the formulation (field tables) in the model
@@ -149,7 +149,8 @@ def train_model(
             "training option jacobian_weight needs the transport Jacobians of the training "
             "tracks: generate the dataset with python -m raytrack.generate --jacobian"
         )
-    model = TrackMLP(model_config, axis=axis).to(dev)
+    model = TrackMLP(model_config, axis=axis, path_nodes=_path_nodes(model_config, axis, train))
+    model = model.to(dev)
     loop = _Loop(model, model_config, train_config, train, validation, dev, jacobians)
     ckpt_path = None
     if checkpoint_dir is not None:
@@ -158,6 +159,14 @@ def train_model(
     if ckpt_path and ckpt_path.exists():
         loop.restore(torch.load(ckpt_path, map_location=dev, weights_only=True))
     return loop.run(ckpt_path, callback)
+
+
+def _path_nodes(config: ModelConfig, axis: AxisProfile | None, train) -> int | None:
+    """The path base's quadrature nodes, as few as the dataset's field and legs allow."""
+    if config.base != "path" or axis is None:
+        return None
+    tables = TrackMLP(config, axis=axis).formulation.tables()
+    return choose_path_nodes(tables, torch.from_numpy(np.asarray(train[0])))
 
 
 def _configure_precision(config: TrainConfig, device: torch.device) -> None:
