@@ -4,10 +4,12 @@ Every formulation (physics base x input set x target mode, leg_power 0 and 2) is
 evaluated by torch, ONNX Runtime, the NumPy reader and the C++ header on the same tracks: legs
 of any length in both directions, short hops, legs that leave the field tables and a fixed leg.
 Models are built without training (random weights, the default dipole's on-axis profile, a
-normalisation fitted on synthetic end states), so the tests are fast. Every model has
-non-square layers and non-trivial normalisation, so a transposed weight matrix or a forgotten
-standardisation cannot hide; negative controls show that a column-major weight matrix (the bug
-of an earlier export, docs/physics.md section 6) and a wrong physics base are caught.
+normalisation fitted on synthetic end states), so the tests are fast; the path base also on the
+window-frame test map's profile, whose midplane x dependence its model carries as x tables.
+Every model has non-square layers and non-trivial normalisation, so a transposed weight matrix
+or a forgotten standardisation cannot hide; negative controls show that a column-major weight
+matrix (the bug of an earlier export, docs/physics.md section 6) and a wrong physics base are
+caught.
 """
 
 from __future__ import annotations
@@ -33,12 +35,23 @@ from raytrack.export import (
 from raytrack.export.model_bin import BinModel, erf, parse_model_bin
 from raytrack.models.formulation import MIN_LEG_M, Formulation
 from raytrack.models.mlp import ModelConfig, Normalisation, TrackMLP
-from raytrack.physics.field_integrals import MIN_UZ_SQUARED, QUADRATURE_NODES, AxisProfile
+from raytrack.physics.field_integrals import (
+    MIN_UZ_SQUARED,
+    PATH_NODES,
+    PATH_PASSES,
+    QUADRATURE_NODES,
+    X_DEGREE,
+    AxisProfile,
+)
 from raytrack.physics.fields import DipoleField
+from raytrack.physics.synthetic_map import WindowFrameField
 from raytrack.physics.units import KAPPA
 
 AXIS = AxisProfile.from_field(DipoleField(), -500.0, 14500.0)
-BASES = ("line", "kick", "axial", "expansion")
+#: The window-frame test map's profile (analytic): its midplane falls off with x, fitted by a
+#: degree-8 polynomial at every table node (the path base's x tables).
+MAP_AXIS = AxisProfile.from_field(WindowFrameField(), -500.0, 14500.0)
+BASES = ("line", "kick", "axial", "expansion", "path")
 INPUT_SETS = ("state", "physics")
 TARGETS = ("raw", "residual", "residual_qop")
 LEG_POWERS = (0.0, 2.0)
@@ -49,6 +62,8 @@ SHAPES = ((16, 8), (24, 12, 6))
 # The formulations also exported to ONNX (an export takes seconds): every (base, inputs) once,
 # every target but raw with both leg powers, every base with both; the default formulation first.
 ONNX_CASES = {
+    ("path", "physics", "residual_qop", 2.0),
+    ("path", "state", "residual", 0.0),
     ("expansion", "physics", "residual_qop", 2.0),
     ("expansion", "state", "residual", 0.0),
     ("axial", "physics", "residual", 2.0),
@@ -145,14 +160,16 @@ def make_model(
     seed: int = 0,
     dropout: float = 0.0,
     fit_on: np.ndarray | None = None,
+    axis: AxisProfile = AXIS,
     **formulation,
 ) -> TrackMLP:
     """A TrackMLP in eval mode with random weights and biases and a normalisation fitted with
     ``Normalisation.fit`` on synthetic end states of ``fit_on`` (default: tracks of any leg).
 
-    ``formulation``: ModelConfig's base / inputs / target / leg_power (defaults otherwise)."""
+    ``formulation``: ModelConfig's base / inputs / target / leg_power (defaults otherwise);
+    ``axis``: the field profile (default: the default dipole's)."""
     config = ModelConfig(hidden=hidden, activation=activation, dropout=dropout, **formulation)
-    model = TrackMLP(config, axis=AXIS)
+    model = TrackMLP(config, axis=axis)
     if fit_on is None:
         fit_on = np.concatenate([draw_tracks(1500, 1000 + seed), draw_tracks(500, seed, "short")])
     inputs = torch.from_numpy(fit_on)
@@ -294,7 +311,7 @@ def test_every_reader_matches_torch(case, cpp_predict: Path, tmp_path: Path) -> 
 
     proc, got = run_cpp(cpp_predict, tmp_path / "model.bin", inputs, tmp_path)
     assert proc.returncode == 0, proc.stderr
-    expected_stdout = ["4", str(model.config.weight_count), "2", str(model.config.n_features)]
+    expected_stdout = ["4", str(model.config.weight_count), "3", str(model.config.n_features)]
     assert proc.stdout.split() == expected_stdout
     assert_groups_match(got, ref, groups, f"C++ {what}")
 
@@ -302,6 +319,31 @@ def test_every_reader_matches_torch(case, cpp_predict: Path, tmp_path: Path) -> 
         export_onnx(model, tmp_path / "model.onnx")
         got = onnx_predict(tmp_path / "model.onnx", inputs, intra_op_num_threads=1)
         assert_groups_match(got, ref, groups, f"onnx {what}")
+
+
+@pytest.mark.parametrize("inputs", INPUT_SETS)
+def test_path_base_on_a_map_every_reader_matches_torch(
+    inputs: str, cpp_predict: Path, tmp_path: Path
+) -> None:
+    """The path base on the window-frame map (x tables of degree 8 in the file): NumPy, C++ and
+    (the default formulation) ONNX Runtime give what torch gives, on legs of every kind."""
+    model = make_model((24, 12, 6), "silu", seed=61, axis=MAP_AXIS, base="path", inputs=inputs)
+    assert model.formulation.x_values.shape == (2 * X_DEGREE, len(MAP_AXIS.by))
+    groups = track_groups(seed=61)
+    everywhere = np.concatenate(list(groups.values()))
+    ref = torch_predict(model, everywhere)
+    write_model_bin(model, tmp_path / "model.bin")
+    loaded = read_model_bin(tmp_path / "model.bin")
+    assert (loaded.x_degree, loaded.x_scale, loaded.passes) == (X_DEGREE, 4000.0, PATH_PASSES)
+    np.testing.assert_array_equal(loaded.x_values, model.formulation.x_values.numpy())
+    assert_groups_match(loaded.forward(everywhere), ref, groups, f"numpy map {inputs}")
+    proc, got = run_cpp(cpp_predict, tmp_path / "model.bin", everywhere, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert_groups_match(got, ref, groups, f"C++ map {inputs}")
+    if inputs == "physics":
+        export_onnx(model, tmp_path / "model.onnx")
+        got = onnx_predict(tmp_path / "model.onnx", everywhere, intra_op_num_threads=1)
+        assert_groups_match(got, ref, groups, "onnx map")
 
 
 def test_every_formulation_and_leg_power_is_covered() -> None:
@@ -342,9 +384,15 @@ def test_numpy_reader_ignores_dropout_like_eval_mode(tmp_path: Path) -> None:
     )
 
 
-def test_numpy_formulation_matches_torch_in_float64() -> None:
-    """Features, base and scale agree with torch's to float64 rounding, not just float32."""
-    model = make_model(seed=3)  # the default: expansion, physics, residual_qop, leg_power 2
+@pytest.mark.parametrize(
+    "base, axis",
+    [("path", AXIS), ("path", MAP_AXIS), ("expansion", AXIS)],
+    ids=["path", "path-map", "expansion"],
+)
+def test_numpy_formulation_matches_torch_in_float64(base: str, axis: AxisProfile) -> None:
+    """Features, base and scale agree with torch's to float64 rounding, not just float32
+    (measured for the path base: 2e-12 mm on the default dipole, 3e-12 mm on the map)."""
+    model = make_model(seed=3, axis=axis, base=base)  # physics, residual_qop, leg_power 2
     loaded = BinModel.from_torch(model)
     inputs = np.concatenate(list(track_groups(seed=3).values()))
     with torch.no_grad():
@@ -360,14 +408,15 @@ def test_erf_is_exact_to_float64_precision() -> None:
     assert np.max(np.abs(erf(xs) - ref)) < 1e-12
 
 
-def spec_size(hidden, n_features: int, n_quad: int, n_table: int) -> int:
-    """S = 112 + 8L + 8(2K + 4T) + 4(2F + 8) + 4 sum(rows cols + rows) + 4 (docs/model_bin.md)."""
+def spec_size(hidden, n_features: int, n_quad: int, n_table: int, n_x: int = 0) -> int:
+    """S = 128 + 8L + 8(2K + 4T + 2DT) + 4(2F + 8) + 4 sum(rows cols + rows) + 4
+    (docs/model_bin.md)."""
     widths = (n_features, *hidden, 4)
     layers = sum(r * c + r for c, r in zip(widths[:-1], widths[1:], strict=True))
     return (
-        112
+        128
         + 8 * (len(widths) - 1)
-        + 8 * (2 * n_quad + 4 * n_table)
+        + 8 * (2 * n_quad + 4 * n_table + 2 * n_x * n_table)
         + 4 * (2 * n_features + 8)
         + 4 * layers
         + 4
@@ -379,16 +428,21 @@ def test_write_is_atomic_and_leaves_no_temporary_files(tmp_path: Path) -> None:
     (tmp_path / "model.bin").write_bytes(b"old content")
     write_model_bin(model, tmp_path / "model.bin")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.bin"]
-    assert (tmp_path / "model.bin").stat().st_size == 1428  # the first worked example
-    assert spec_size((16, 8), 7, 0, 0) == 1428
+    assert (tmp_path / "model.bin").stat().st_size == 1444  # the first worked example
+    assert spec_size((16, 8), 7, 0, 0) == 1444
     read_model_bin(tmp_path / "model.bin")
 
 
 def test_file_round_trips_byte_for_byte(tmp_path: Path) -> None:
-    model = make_model(seed=4)
+    model = make_model(seed=4, base="expansion")
     write_model_bin(model, tmp_path / "model.bin")
     data = (tmp_path / "model.bin").read_bytes()
-    assert len(data) == spec_size((16, 8), 14, 8, len(AXIS.by)) == 26092  # 2nd worked example
+    assert len(data) == spec_size((16, 8), 14, 8, len(AXIS.by)) == 26108  # 2nd worked example
+    assert parse_model_bin(data).to_bytes() == data
+    # The third: the path base on the map, 12 nodes and 2 x 8 x tables.
+    write_model_bin(make_model(seed=4, axis=MAP_AXIS), tmp_path / "map.bin")
+    data = (tmp_path / "map.bin").read_bytes()
+    assert len(data) == spec_size((16, 8), 14, 12, 751, 8) == 122300
     assert parse_model_bin(data).to_bytes() == data
 
 
@@ -396,18 +450,22 @@ def test_file_round_trips_byte_for_byte(tmp_path: Path) -> None:
 
 
 def spec_layout(data: bytes) -> dict:
-    """Parse a version-2 model.bin with struct, following docs/model_bin.md literally."""
+    """Parse a version-3 model.bin with struct, following docs/model_bin.md literally."""
     magic = data[0:8]
     header = struct.unpack_from("<14I", data, 8)
-    numbers = struct.unpack_from("<6d", data, 64)
+    numbers = struct.unpack_from("<7d", data, 64)
+    path_words = struct.unpack_from("<2I", data, 120)  # passes, reserved
     n_layers, n_features, n_quad, n_table = header[7], header[10], header[11], header[12]
-    dims = struct.unpack_from(f"<{2 * n_layers}I", data, 112)
+    n_x = header[13]
+    dims = struct.unpack_from(f"<{2 * n_layers}I", data, 128)
     shapes = list(zip(dims[0::2], dims[1::2], strict=True))
-    offset = 112 + 8 * n_layers
+    offset = 128 + 8 * n_layers
     quadrature = np.frombuffer(data, "<f8", 2 * n_quad, offset).reshape(2, n_quad)
     offset += 16 * n_quad
     tables = np.frombuffer(data, "<f8", 4 * n_table, offset).reshape(4, n_table)
     offset += 32 * n_table
+    x_tables = np.frombuffer(data, "<f8", 2 * n_x * n_table, offset).reshape(2 * n_x, n_table)
+    offset += 16 * n_x * n_table
     norm = np.frombuffer(data, "<f4", 2 * n_features + 8, offset)
     offset += 4 * (2 * n_features + 8)
     layers = []
@@ -420,8 +478,9 @@ def spec_layout(data: bytes) -> dict:
         layers.append((w_off, rows, cols, weight, bias))
     (crc,) = struct.unpack_from("<I", data, offset)
     return dict(
-        magic=magic, header=header, numbers=numbers, quadrature=quadrature, tables=tables,
-        norm=norm, layers=layers, crc=crc, end=offset + 4,
+        magic=magic, header=header, numbers=numbers, path_words=path_words,
+        quadrature=quadrature, tables=tables, x_tables=x_tables, norm=norm, layers=layers,
+        crc=crc, end=offset + 4,
     )  # fmt: skip
 
 
@@ -433,9 +492,9 @@ def test_layout_follows_the_spec_byte_by_byte(tmp_path: Path) -> None:
     assert spec["magic"] == b"RTRKMLP\0"
     assert data[12:16] == bytes([4, 3, 2, 1])  # 0x01020304 little-endian
     n_table = len(AXIS.by)
-    # version, endian, dtype, gelu, residual, 7, 4, L; axial, physics, F, K, T, reserved
+    # version, endian, dtype, gelu, residual, 7, 4, L; axial, physics, F, K, T, D
     assert spec["header"] == (
-        2,
+        3,
         0x01020304,
         1,
         3,
@@ -450,7 +509,10 @@ def test_layout_follows_the_spec_byte_by_byte(tmp_path: Path) -> None:
         n_table,
         0,
     )
-    assert spec["numbers"] == (1.5, KAPPA, MIN_UZ_SQUARED, MIN_LEG_M, AXIS.z_first, AXIS.spacing)
+    assert spec["numbers"] == (
+        1.5, KAPPA, MIN_UZ_SQUARED, MIN_LEG_M, AXIS.z_first, AXIS.spacing, 0.0
+    )  # fmt: skip
+    assert spec["path_words"] == (0, 0)  # no passes (not the path base), reserved
     assert spec["end"] == len(data)
     assert spec["crc"] == zlib.crc32(data[:-4])
     form = model.formulation
@@ -474,6 +536,22 @@ def test_layout_follows_the_spec_byte_by_byte(tmp_path: Path) -> None:
         np.testing.assert_array_equal(bias, layer.bias.detach().numpy())
 
 
+def test_path_layout_on_a_map_follows_the_spec(tmp_path: Path) -> None:
+    """Base code 4, K = 12 nodes, D = 8 at byte 60, x_scale at 112, passes at 120, and the 2D
+    x tables after the axis tables: the coefficients of the fit, then their dz derivatives."""
+    model = make_model(seed=8, axis=MAP_AXIS, base="path")
+    write_model_bin(model, tmp_path / "model.bin")
+    data = (tmp_path / "model.bin").read_bytes()
+    spec = spec_layout(data)
+    assert spec["header"][8:14] == (4, 1, 14, PATH_NODES, len(MAP_AXIS.by), X_DEGREE)
+    assert spec["numbers"][6] == MAP_AXIS.x_scale == 4000.0
+    assert spec["path_words"] == (PATH_PASSES, 0)
+    assert spec["end"] == len(data) and spec["crc"] == zlib.crc32(data[:-4])
+    np.testing.assert_array_equal(spec["x_tables"][:X_DEGREE], MAP_AXIS.x_coefficients.T)
+    np.testing.assert_array_equal(spec["x_tables"], model.formulation.x_values.numpy())
+    np.testing.assert_array_equal(spec["tables"][0], MAP_AXIS.by)
+
+
 def test_straight_line_files_carry_no_tables(tmp_path: Path) -> None:
     """Tables and quadrature are written only when the formulation reads them."""
     for formulation, sizes in (
@@ -481,6 +559,7 @@ def test_straight_line_files_carry_no_tables(tmp_path: Path) -> None:
         (dict(base="kick", inputs="state"), (0, len(AXIS.by))),
         (dict(base="line", inputs="physics"), (0, len(AXIS.by))),
         (dict(base="expansion", inputs="state"), (QUADRATURE_NODES, len(AXIS.by))),
+        (dict(base="path", inputs="state"), (PATH_NODES, len(AXIS.by))),
     ):
         write_model_bin(make_model(**formulation), tmp_path / "model.bin")
         header = spec_layout((tmp_path / "model.bin").read_bytes())["header"]
@@ -539,10 +618,47 @@ def test_version_1_files_still_read(target: str, cpp_predict: Path, tmp_path: Pa
     assert_groups_match(got, ref, groups, "C++, version 1")
 
     rewritten = parse_model_bin(loaded.to_bytes())
-    assert rewritten.version == 2
+    assert rewritten.version == 3
     np.testing.assert_array_equal(rewritten.forward(inputs), loaded.forward(inputs))
     write_model_bin(model, tmp_path / "v2.bin")
     assert loaded.to_bytes() == (tmp_path / "v2.bin").read_bytes()
+
+
+def version_2_bytes(current: bytes) -> bytes:
+    """The version-2 file of a model that is not path (from its version-3 file): a 112-byte
+    header, word 60 reserved 0 and six float64 (no x_scale, passes, reserved word)."""
+    assert struct.unpack_from("<I", current, 40)[0] != 4 and current[112:128] == bytes(16)
+    body = bytearray(current[:112] + current[128:-4])
+    body[8:12] = struct.pack("<I", 2)
+    return bytes(body) + struct.pack("<I", zlib.crc32(bytes(body)))
+
+
+def test_version_2_files_still_read(cpp_predict: Path, tmp_path: Path) -> None:
+    """A version-2 file (an expansion model) reads in both readers as the same model, and
+    rewrites as the version-3 file."""
+    model = make_model((16, 8), "silu", seed=42, base="expansion")
+    write_model_bin(model, tmp_path / "v3.bin")
+    path = tmp_path / "v2.bin"
+    path.write_bytes(version_2_bytes((tmp_path / "v3.bin").read_bytes()))
+    groups = track_groups(100, seed=42)
+    inputs = np.concatenate(list(groups.values()))
+    ref = torch_predict(model, inputs)
+    loaded = read_model_bin(path)
+    assert (loaded.version, loaded.base, loaded.x_degree, loaded.passes) == (2, "expansion", 0, 0)
+    assert_groups_match(loaded.forward(inputs), ref, groups, "numpy, version 2")
+    proc, got = run_cpp(cpp_predict, path, inputs, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[2] == "2"
+    assert_groups_match(got, ref, groups, "C++, version 2")
+    assert loaded.to_bytes() == (tmp_path / "v3.bin").read_bytes()
+    # Base code 4 is version 3's: a version-2 file with it is refused.
+    data = bytearray(path.read_bytes())
+    data[40:44] = struct.pack("<I", 4)
+    path.write_bytes(_with_crc(data))
+    with pytest.raises(ValueError, match="base code 4"):
+        read_model_bin(path)
+    proc, _ = run_cpp(cpp_predict, path, inputs[:3], tmp_path)
+    assert proc.returncode == 1 and "base code 4" in proc.stderr
 
 
 # --- (c) negative controls: a column-major matrix and a wrong base are caught -----------------
@@ -579,7 +695,7 @@ def test_transposed_weights_are_caught(target: str, cpp_predict: Path, tmp_path:
 def test_a_wrong_base_is_caught(legs: str, cpp_predict: Path, tmp_path: Path) -> None:
     """The comparison sees the physics: relabelling an expansion model as axial (dropping only
     the off-plane correction) fails it on long legs and on short hops alike."""
-    model = make_model(seed=12)
+    model = make_model(seed=12, base="expansion")
     path = tmp_path / "model.bin"
     write_model_bin(model, path)
     data = bytearray(path.read_bytes())
@@ -617,7 +733,7 @@ def _u32(value: int) -> bytes:
 # name -> (corruption of a valid version-2 file, text both readers' messages contain)
 CORRUPTIONS = {
     "wrong-magic": (_patch(0, b"ONNXMLP\0"), "bad magic"),
-    "version-3": (_patch(8, _u32(3)), "version 3"),
+    "version-4": (_patch(8, _u32(4)), "version 4"),
     "version-0": (_patch(8, _u32(0)), "version 0"),
     "byte-swapped": (_patch(12, struct.pack(">I", 0x01020304)), "byte-swapped"),
     "unknown-activation": (_patch(20, _u32(9)), "activation code 9"),
@@ -626,7 +742,11 @@ CORRUPTIONS = {
     "n-features": (_patch(48, _u32(9)), "n_features 9"),
     "no-quadrature": (_patch(52, _u32(0)), "needs quadrature nodes"),
     "no-tables": (_patch(56, _u32(1)), "needs the field tables"),
-    "layer-shape-chain": (_patch(112 + 8 + 4, _u32(15)), "layer 1"),
+    "layer-shape-chain": (_patch(128 + 8 + 4, _u32(15)), "layer 1"),
+    "no-passes": (_patch(120, _u32(0)), "needs 1 to 64 passes"),
+    "reserved-word": (_patch(124, _u32(5)), "reserved header field"),
+    "too-many-path-nodes": (_patch(52, _u32(40)), "at most 32 quadrature nodes"),
+    "path-fields-on-expansion": (_patch(40, _u32(3)), "passes"),  # path -> expansion
     "flipped-table-byte": (_patch(1000, b"\x5a", fix_crc=False), "checksum mismatch"),
     "flipped-weight-byte": (_patch(-100, b"\x5a", fix_crc=False), "checksum mismatch"),
     "truncated": (lambda d: d[:-10], "truncated"),
@@ -640,7 +760,7 @@ CORRUPTIONS = {
 @pytest.fixture(scope="module")
 def valid_bin(tmp_path_factory) -> bytes:
     path = tmp_path_factory.mktemp("valid") / "valid.bin"
-    write_model_bin(make_model((16, 8), "tanh", seed=21), path)  # expansion, physics
+    write_model_bin(make_model((16, 8), "tanh", seed=21), path)  # path, physics
     return path.read_bytes()
 
 
@@ -656,11 +776,11 @@ def test_bad_files_raise_clear_errors(name: str, valid_bin: bytes, tmp_path: Pat
 
 def test_unknown_version_names_the_file_and_both_versions(valid_bin, tmp_path: Path) -> None:
     path = tmp_path / "future.bin"
-    path.write_bytes(_patch(8, _u32(3))(valid_bin))
+    path.write_bytes(_patch(8, _u32(4))(valid_bin))
     with pytest.raises(ValueError) as info:
         read_model_bin(path)
     assert str(info.value) == (
-        f"{path}: format version 3, this reader supports versions 1, 2 (current 2)"
+        f"{path}: format version 4, this reader supports versions 1, 2, 3 (current 3)"
     )
 
 

@@ -3,7 +3,7 @@
 // The format is specified byte by byte in docs/model_bin.md (raytrack repository); the Python
 // writer is raytrack.export.model_bin.write_model_bin. No dependencies beyond the standard
 // library; the file is decoded byte by byte as little-endian, so it works on any host.
-// Reads format versions 1 and 2 (a version-1 file is the straight-line formulation).
+// Reads format versions 1, 2 and 3 (a version-1 file is the straight-line formulation).
 //
 // Usage:
 //
@@ -29,8 +29,8 @@
 // weights[o * in + i], exactly as torch's nn.Linear.weight holds it.
 //
 // forward() computes, per track (docs/model_bin.md, "Forward pass"):
-//   1. in double, from the float inputs: the base end state (line, kick, axial or expansion,
-//      reading the on-axis field tables), the features (the 7 inputs, or those plus dz, I1, I2
+//   1. in double, from the float inputs: the base end state (line, kick, axial, expansion or
+//      path, reading the on-axis field tables and the path's x tables), the features (the 7 inputs, or those plus dz, I1, I2
 //      and base - line) and the target scale (qop and |dz|/1000 to the power leg_power);
 //   2. in float: h = (float(features) - input_mean) / input_std, then the layers,
 //      h = act(W_k h + b_k) for every layer but the last, h = W_L h + b_L for the last;
@@ -69,7 +69,7 @@ namespace raytrack {
 
 enum class Activation : std::uint32_t { Relu = 1, Silu = 2, Gelu = 3, Tanh = 4 };
 enum class Target : std::uint32_t { Raw = 0, Residual = 1, ResidualQop = 2 };
-enum class Base : std::uint32_t { Line = 0, Kick = 1, Axial = 2, Expansion = 3 };
+enum class Base : std::uint32_t { Line = 0, Kick = 1, Axial = 2, Expansion = 3, Path = 4 };
 enum class Inputs : std::uint32_t { State = 0, Physics = 1 };
 
 // >>> raytrack core: begin
@@ -90,7 +90,10 @@ namespace core {
 // model.bin's codes (docs/model_bin.md).
 constexpr unsigned kRelu = 1, kSilu = 2, kGelu = 3, kTanh = 4;
 constexpr unsigned kRaw = 0, kResidual = 1, kResidualQop = 2;
-constexpr unsigned kLine = 0, kKick = 1, kAxial = 2, kExpansion = 3;
+constexpr unsigned kLine = 0, kKick = 1, kAxial = 2, kExpansion = 3, kPath = 4;
+// The path base's most quadrature nodes (model.bin's readers refuse more): the length of its
+// per-track arrays.
+constexpr int kMaxPathNodes = 32;
 constexpr unsigned kState = 0, kPhysics = 1;
 constexpr int kInputs = 7, kOutputs = 4, kMaxFeatures = 14;
 // Differentiated inputs: x, y, tx, ty, qop (z_start and z_end are not).
@@ -201,6 +204,8 @@ RAYTRACK_HD inline Wide<T> sqrt_(const Wide<T>& a) {
 }
 template <class T>
 RAYTRACK_HD inline Wide<T> max_(const Wide<T>& a, T b) { return a < b ? Wide<T>(b) : a; }
+template <class T>
+RAYTRACK_HD inline Wide<T> min_(const Wide<T>& a, T b) { return b < a.hi ? Wide<T>(b) : a; }
 
 // The leading part of a value (itself for a plain number), and a value rounded to float.
 RAYTRACK_HD inline float lead(float x) { return x; }
@@ -335,6 +340,10 @@ template <class V, class T>
 RAYTRACK_HD inline Dual<V, T> max_(const Dual<V, T>& a, T b) {
   return a.v < b ? Dual<V, T>::constant(V(b)) : a;
 }
+template <class V, class T>
+RAYTRACK_HD inline Dual<V, T> min_(const Dual<V, T>& a, T b) {
+  return b < lead(a.v) ? Dual<V, T>::constant(V(b)) : a;
+}
 
 // Plain and dual arithmetic behind one name: S is the formulation's scalar (its value type
 // Value<R>, or Dual<Value<R>, R> for the Jacobian), Net the network's (float, or Dual<float>),
@@ -448,10 +457,14 @@ RAYTRACK_HD inline Net row_product(float bias, const float* w, const Net* a, int
 // On-axis field tables at one z: By and dBy/dz linear between nodes, F and H cubic Hermite
 // (slopes By and F), d2By the slope of the dBy/dz interpolant. Past either end By = dBy =
 // d2By = 0, F keeps its end value and H grows linearly with it. (docs/model_bin.md, step 1)
+// Also where z lies, for the path base's x tables: interval i, fraction u, inside the tables.
 template <class R>
 struct Point {
   R by, dby, d2by;
   Value<R> f, h;
+  R u;
+  int i;
+  bool inside;
 };
 
 template <class R>
@@ -467,6 +480,11 @@ struct Axis {
   const R* by_lo;
   const R* f_lo;
   const R* h_lo;
+  // The path base's midplane x dependence (x_degree = D, 0 for none): 2D rows of n, the D
+  // coefficients of (x / x_scale)^1..D (T), then their dz derivatives (T/mm).
+  int x_degree;
+  R x_scale;
+  const R* x;
 
   RAYTRACK_HD Value<R> f_at(int i) const { return join(f[i], f_lo ? f_lo[i] : R(0)); }
 
@@ -483,7 +501,7 @@ struct Axis {
   RAYTRACK_HD Point<R> at(const Value<R>& z) const {
     using V = Value<R>;
     const R zl = lead(z);
-    if (zl != zl) return Point<R>{zl, zl, zl, V(zl), V(zl)};  // NaN in, NaN out
+    if (zl != zl) return Point<R>{zl, zl, zl, V(zl), V(zl), zl, 0, false};  // NaN in, out
     const R last = static_cast<R>(n) - R(2);
     R index = min_(max_(floor_((zl - z_first) / spacing), R(0)), last);
     // The interval is decided from the distance to its node, computed from z itself (exact
@@ -506,6 +524,9 @@ struct Axis {
     p.f = rise(f, f_lo, i, by[i], by[i + 1], inner, a, b);
     p.h = rise(h, h_lo, i, f[i], f[i + 1], inner, a, b);
     const bool inside = outside == R(0);
+    p.u = u;
+    p.i = i;
+    p.inside = inside;
     if (!inside) p.h = p.h + p.f * outside;
     p.by = inside ? by[i] * (R(1) - u) + by[i + 1] * u : R(0);
     p.dby = p.d2by = R(0);
@@ -549,6 +570,8 @@ struct Model {
   const R* weights;     // their weights
   const R* nodes_lo;    // may be null: their rounding errors, as the tables'
   const R* weights_lo;
+  int passes;              // path base: passes along the path
+  const R* integration;    // path base: (n_quad, n_quad) row-major S, int_0^t_k = sum_j S_kj
   const float* input_mean;
   const float* input_std;
   const float* target_mean;
@@ -676,12 +699,145 @@ RAYTRACK_HD void expansion(const Model<R>& m, const S s[5], R z0, R z1, S out[4]
   out[3] = ty1 + dz * sum_dty;
 }
 
+// The midplane's x dependence d = b(x, z) - b(0, z) at the table point p (inside the tables)
+// and x: d, dd/dx, d2d/dx2 + d2d/dz2 and dd/dz (T, T/mm, T/mm^2, T/mm). The coefficients are
+// linear in z between nodes, their dz derivatives too, the second dz derivatives the slopes
+// of those; d is their polynomial in v = clamp(x / x_scale, -1, 1) (Horner's rule).
+template <class R, class L>
+RAYTRACK_HD void midplane(const Axis<R>& a, const Point<R>& p, const L& x, L& d, L& d_dx,
+                          L& laplacian, L& d_dz) {
+  const int degree = a.x_degree, n = a.n, i = p.i;
+  const R w = p.u, rest = R(1) - w;
+  const L v = min_(max_(x / a.x_scale, R(-1)), R(1));
+  L value = Traits<L>::constant(R(0)), slope = value, curve = value, du = value, du2 = value;
+  for (int q = degree; q >= 1; --q) {  // the coefficient of v^q and its dz derivative
+    const R* c = a.x + (q - 1) * n;
+    const R* g = a.x + (degree + q - 1) * n;
+    const R cq = c[i] * rest + c[i + 1] * w;
+    value = value * v + cq;
+    slope = slope * v + (g[i] * rest + g[i + 1] * w);
+    curve = curve * v + (g[i + 1] - g[i]) / a.spacing;
+    du = du * v + R(q) * cq;
+    if (q >= 2) du2 = du2 * v + R(q * (q - 1)) * cq;
+  }
+  d = value * v;
+  d_dx = du / a.x_scale;
+  laplacian = du2 / (a.x_scale * a.x_scale) + curve * v;
+  d_dz = slope * v;
+}
+
+// d(ux, uy)/dz from the field beyond the on-axis By at a node (x, y) of the path: By = -y^2/2
+// f'', Bz = y f' and, with x tables, dBy = d - y^2/2 (d_xx + d_zz), Bx = y d_x, dBz = y d_z.
+template <class R, class L>
+RAYTRACK_HD void path_force(const Model<R>& m, const Point<R>& p, const L& x, const L& y,
+                            const L& ux, const L& uy, const L& kq, L& gx, L& gy) {
+  const L inv_uz = R(1) / sqrt_(max_(R(1) - ux * ux - uy * uy, m.min_uz_squared));
+  const L half_y2 = R(0.5) * y * y;
+  L by = -half_y2 * p.d2by, bz = y * p.dby;
+  if (m.axis.x_degree > 0 && p.inside) {
+    L d, d_dx, laplacian, d_dz;
+    midplane(m.axis, p, x, d, d_dx, laplacian, d_dz);
+    by = by + d - half_y2 * laplacian;
+    bz = bz + y * d_dz;
+    gx = -kq * (by - uy * bz * inv_uz);
+    gy = kq * (y * d_dx - ux * bz * inv_uz);
+  } else {
+    gx = -kq * (by - uy * bz * inv_uz);
+    gy = -kq * (ux * bz * inv_uz);
+  }
+}
+
+// The on-axis transport corrected for the whole field along the track's own path
+// (field_integrals.path_transport): in direction cosines the on-axis By changes ux by exactly
+// -kappa qop dF; `passes` times the rest of the field is evaluated at the quadrature nodes of
+// the current path (first: the straight line plus the kick's bending) and integrated to every
+// node (the matrix S) for the directions there, and their slopes for the next path. The
+// directions and end state in S; the field, its integrals and the path in Lite (their R
+// rounding is far below the end state's float spacing).
+template <class R, class S>
+RAYTRACK_HD void path(const Model<R>& m, const S s[5], R z0, R z1, S out[4]) {
+  using V = Value<R>;
+  using T = Traits<S>;
+  using L = typename T::Lite;
+  const S &x = s[0], &y = s[1], &tx = s[2], &ty = s[3], &qop = s[4];
+  const S norm = sqrt_(R(1) + tx * tx + ty * ty);
+  const S ux0 = tx / norm, uy0 = ty / norm, kq = m.kappa_value() * qop;
+  const V dz = V(z1) - z0;
+  const R dzl = lead(dz);
+  const Point<R> st = m.axis.at(z0);
+  const int nk = m.n_quad;
+  const L zero = Traits<L>::constant(R(0)), kql = T::lite(kq);
+  Point<R> at[kMaxPathNodes];
+  S ux_axis[kMaxPathNodes], ux[kMaxPathNodes], uy[kMaxPathNodes];
+  L px[kMaxPathNodes], py[kMaxPathNodes], gx[kMaxPathNodes], gy[kMaxPathNodes];
+  const S bend0 = kq * norm, lever_x = R(1) + tx * tx, lever_y = tx * ty;
+  for (int k = 0; k < nk; ++k) {
+    const V step = dz * m.node(k);  // z - z0 at the node
+    at[k] = m.axis.at(step + z0);
+    ux_axis[k] = ux0 - kq * (at[k].f - st.f);
+    ux[k] = ux_axis[k];
+    uy[k] = uy0;
+    const S bend = bend0 * (at[k].h - st.h - st.f * step);
+    px[k] = T::lite(x + tx * step - lever_x * bend);
+    py[k] = T::lite(y + ty * step - lever_y * bend);
+    gx[k] = gy[k] = zero;
+  }
+  for (int pass = 0; pass < m.passes; ++pass) {
+    for (int k = 0; k < nk; ++k) {
+      path_force(m, at[k], px[k], py[k], T::lite(ux[k]), T::lite(uy[k]), kql, gx[k], gy[k]);
+    }
+    for (int k = 0; k < nk; ++k) {
+      const R* row = m.integration + k * nk;
+      L sum_x = zero, sum_y = zero;
+      for (int j = 0; j < nk; ++j) {
+        sum_x = sum_x + row[j] * gx[j];
+        sum_y = sum_y + row[j] * gy[j];
+      }
+      ux[k] = ux_axis[k] + T::full(dzl * sum_x);
+      uy[k] = uy0 + T::full(dzl * sum_y);
+    }
+    if (pass + 1 == m.passes) break;
+    // The next path: its slopes at the nodes (kept where the force was), integrated.
+    for (int k = 0; k < nk; ++k) slopes(m, T::lite(ux[k]), T::lite(uy[k]), gx[k], gy[k]);
+    for (int k = 0; k < nk; ++k) {
+      const R* row = m.integration + k * nk;
+      L sum_x = zero, sum_y = zero;
+      for (int j = 0; j < nk; ++j) {
+        sum_x = sum_x + row[j] * gx[j];
+        sum_y = sum_y + row[j] * gy[j];
+      }
+      px[k] = T::lite(x) + dzl * sum_x;
+      py[k] = T::lite(y) + dzl * sum_y;
+    }
+  }
+  const S zero_s = T::constant(R(0));
+  S sum_x = zero_s, sum_y = zero_s;
+  L turn_x = zero, turn_y = zero;
+  for (int k = 0; k < nk; ++k) {
+    const V w = m.weight(k);
+    S txk, tyk;
+    slopes(m, ux[k], uy[k], txk, tyk);
+    sum_x = sum_x + txk * w;
+    sum_y = sum_y + tyk * w;
+    turn_x = turn_x + lead(w) * gx[k];
+    turn_y = turn_y + lead(w) * gy[k];
+  }
+  S tx1, ty1;
+  slopes(m, ux0 - kq * (m.axis.at(z1).f - st.f) + T::full(dzl * turn_x),
+         uy0 + T::full(dzl * turn_y), tx1, ty1);
+  out[0] = x + dz * sum_x;
+  out[1] = y + dz * sum_y;
+  out[2] = tx1;
+  out[3] = ty1;
+}
+
 template <class R, class S>
 RAYTRACK_HD void base_prediction(const Model<R>& m, const S s[5], R z0, R z1, S out[4]) {
   switch (m.base) {
     case kKick: kick(m, s, z0, z1, out); return;
     case kAxial: axial(m, s, z0, z1, out); return;
     case kExpansion: expansion(m, s, z0, z1, out); return;
+    case kPath: path(m, s, z0, z1, out); return;
     default: line(s, Value<R>(z1) - z0, out); return;
   }
 }
@@ -797,6 +953,12 @@ struct Layer {
 struct AxisTables {
   double z_first = 0.0, spacing = 1.0;
   std::vector<double> by, dby, f, h;
+  // The path base's midplane x dependence: 2D rows of size() nodes (coefficients of
+  // (x / x_scale)^1..D, then their dz derivatives); empty for none.
+  std::vector<double> x;
+  double x_scale = 0.0;
+
+  int x_degree() const { return size() ? static_cast<int>(x.size() / (2 * size())) : 0; }
 
   std::size_t size() const { return by.size(); }
 
@@ -812,7 +974,8 @@ struct AxisTables {
     return core::Axis<double>{z_first,   spacing,   static_cast<int>(size()),
                               by.data(), dby.empty() ? nullptr : dby.data(),
                               f.data(),  h.data(),
-                              nullptr,   nullptr,   nullptr};  // no rounding-error rows
+                              nullptr,   nullptr,   nullptr,  // no rounding-error rows
+                              x_degree(), x_scale,  x.empty() ? nullptr : x.data()};
   }
 };
 
@@ -823,7 +986,7 @@ class Mlp {
   static constexpr std::size_t kMaxFeatures = 14;
   static constexpr std::size_t kJacobian = 20;  // d out[a] / d in[b], a < 4, b < 5
 
-  std::uint32_t version = 2;  // the format version the file had
+  std::uint32_t version = 3;  // the format version the file had
   Activation activation = Activation::Relu;
   Target target = Target::Raw;
   Base base = Base::Line;
@@ -834,6 +997,10 @@ class Mlp {
   double min_leg_m = 0.001;  // shortest leg length (m) in the target scale
   AxisTables axis;
   std::vector<double> nodes, weights;  // Gauss-Legendre on [0, 1]
+  std::uint32_t passes = 0;  // path base: passes along the path (0 otherwise)
+  // path base: the (K, K) integration matrix of the nodes, computed on loading
+  // (integration_matrix).
+  std::vector<double> integration;
   std::vector<float> input_mean, input_std;  // n_features() each
   std::array<float, kOutputs> target_mean{}, target_std{};
   std::vector<Layer> layers;
@@ -906,6 +1073,8 @@ class Mlp {
     m.n_quad = static_cast<int>(nodes.size());
     m.nodes = nodes.data();
     m.weights = weights.data();
+    m.passes = static_cast<int>(passes);
+    m.integration = integration.empty() ? nullptr : integration.data();
     m.input_mean = input_mean.data();
     m.input_std = input_std.data();
     m.target_mean = target_mean.data();
@@ -915,6 +1084,28 @@ class Mlp {
     return m;
   }
 };
+
+// S[k][j] = int_0^t_k L_j(t) dt for the Lagrange basis L_j of the nodes t (row-major K x K),
+// by the nodes' own Gauss-Legendre rule on [0, t_k] (exact: L_j has degree K - 1).
+inline std::vector<double> integration_matrix(const std::vector<double>& t,
+                                              const std::vector<double>& w) {
+  const std::size_t n = t.size();
+  std::vector<double> s(n * n, 0.0);
+  for (std::size_t k = 0; k < n; ++k) {
+    for (std::size_t j = 0; j < n; ++j) {
+      double sum = 0.0;
+      for (std::size_t q = 0; q < n; ++q) {
+        double basis = 1.0;
+        for (std::size_t o = 0; o < n; ++o) {
+          if (o != j) basis *= (t[k] * t[q] - t[o]) / (t[j] - t[o]);
+        }
+        sum += w[q] * basis;
+      }
+      s[k * n + j] = t[k] * sum;
+    }
+  }
+  return s;
+}
 
 namespace detail {
 
@@ -1002,25 +1193,27 @@ class Reader {
   std::size_t pos_ = 0;
 };
 
-// Magic, version, endianness, dtype; returns the version (1 or 2).
+// Magic, version, endianness, dtype; returns the version (1, 2 or 3).
 inline std::uint32_t check_header(Reader& r) {
   r.expect_magic("RTRKMLP\0");
   const std::uint32_t version = r.u32();
   const std::uint32_t endian = r.u32();
   if (endian == 0x04030201u) r.fail("byte-swapped file (written big-endian)");
   if (endian != 0x01020304u) r.fail("bad endianness marker " + std::to_string(endian));
-  if (version != 1u && version != 2u) {
+  if (version < 1u || version > 3u) {
     r.fail("unsupported format version " + std::to_string(version) +
-           " (this reader supports versions 1, 2)");
+           " (this reader supports versions 1, 2, 3)");
   }
   if (r.u32() != 1u) r.fail("unsupported dtype code (only 1 = float32)");
   return version;
 }
 
-// Version-2 formulation block (bytes 40-111); checks what the formulation needs is present.
-inline void read_formulation(Reader& r, Mlp& m, std::size_t& n_quad, std::size_t& n_table) {
+// The formulation block (bytes 40-111 in version 2, 40-127 in version 3); checks that what
+// the formulation needs is present.
+inline void read_formulation(Reader& r, Mlp& m, std::size_t& n_quad, std::size_t& n_table,
+                             std::size_t& n_x) {
   const std::uint32_t base = r.u32(), inputs = r.u32();
-  if (base > 3u) r.fail("unknown base code " + std::to_string(base));
+  if (base > (m.version >= 3u ? 4u : 3u)) r.fail("unknown base code " + std::to_string(base));
   if (inputs > 1u) r.fail("unknown input set code " + std::to_string(inputs));
   m.base = static_cast<Base>(base);
   m.inputs = static_cast<Inputs>(inputs);
@@ -1031,21 +1224,45 @@ inline void read_formulation(Reader& r, Mlp& m, std::size_t& n_quad, std::size_t
   }
   n_quad = r.u32();
   n_table = r.u32();
-  if (r.u32() != 0u) r.fail("reserved header field is not 0");
+  n_x = r.u32();  // reserved (0) in version 2
+  if (m.version < 3u && n_x != 0u) r.fail("reserved header field is not 0");
   m.leg_power = r.f64();
   m.kappa = r.f64();
   m.min_uz_squared = r.f64();
   m.min_leg_m = r.f64();
   m.axis.z_first = r.f64();
   m.axis.spacing = r.f64();
+  if (m.version >= 3u) {
+    m.axis.x_scale = r.f64();
+    m.passes = r.u32();
+    const std::uint32_t reserved = r.u32();
+    if (reserved != 0u) {
+      r.fail("reserved header field (byte 124) is " + std::to_string(reserved) + ", expected 0");
+    }
+  }
   if (!std::isfinite(m.leg_power) || !std::isfinite(m.kappa) || !std::isfinite(m.axis.z_first))
     r.fail("non-finite leg_power, kappa or z_first");
   if (!(m.min_uz_squared > 0.0 && m.min_uz_squared <= 1.0) || !(m.min_leg_m > 0.0) ||
       !std::isfinite(m.min_leg_m))
     r.fail("min_uz_squared must be in (0, 1] and min_leg_m > 0");
   if (n_quad > 1024u || n_table > (1u << 24)) r.fail("implausible quadrature or table size");
-  const bool quadrature = m.base == Base::Axial || m.base == Base::Expansion;
+  const bool quadrature =
+      m.base == Base::Axial || m.base == Base::Expansion || m.base == Base::Path;
   if (quadrature && n_quad < 1) r.fail("the base needs quadrature nodes, the file has none");
+  if (m.base != Base::Path) {
+    if (n_x != 0u || m.passes != 0u || m.axis.x_scale != 0.0)
+      r.fail("only base path has x tables, passes or x_scale (the file has D " +
+             std::to_string(n_x) + ", passes " + std::to_string(m.passes) + ")");
+  } else {
+    if (m.passes < 1u || m.passes > 64u)
+      r.fail("base path needs 1 to 64 passes, the file has " + std::to_string(m.passes));
+    if (n_quad > static_cast<std::size_t>(core::kMaxPathNodes))
+      r.fail("base path takes at most " + std::to_string(core::kMaxPathNodes) +
+             " quadrature nodes, the file has " + std::to_string(n_quad));
+    if (n_x > 32u) r.fail("implausible x degree D " + std::to_string(n_x) + " (at most 32)");
+    if (!std::isfinite(m.axis.x_scale) || (n_x > 0u && !(m.axis.x_scale > 0.0)))
+      r.fail("x_scale must be finite (and positive with x tables)");
+  }
   if (m.base != Base::Line || m.inputs == Inputs::Physics) {
     if (n_table < 2) r.fail("the formulation needs the field tables (at least 2 nodes)");
     if (!(std::isfinite(m.axis.spacing) && m.axis.spacing > 0.0))
@@ -1055,7 +1272,7 @@ inline void read_formulation(Reader& r, Mlp& m, std::size_t& n_quad, std::size_t
 
 }  // namespace detail
 
-// Load and validate a model.bin (version 1 or 2); throws std::runtime_error("<path>: <problem>").
+// Load and validate a model.bin (version 1, 2 or 3); throws std::runtime_error("<path>: <problem>").
 inline Mlp load_mlp(const std::string& path) {
   std::ifstream file(path, std::ios::binary);
   if (!file) throw std::runtime_error(path + ": cannot open file");
@@ -1076,8 +1293,8 @@ inline Mlp load_mlp(const std::string& path) {
 
   // Version 1 has no formulation block: it is the straight line on the 7 inputs (the Mlp's
   // defaults), with no tables or quadrature.
-  std::size_t n_quad = 0, n_table = 0;
-  if (m.version >= 2u) detail::read_formulation(r, m, n_quad, n_table);
+  std::size_t n_quad = 0, n_table = 0, n_x = 0;
+  if (m.version >= 2u) detail::read_formulation(r, m, n_quad, n_table, n_x);
 
   const std::size_t nf = m.n_features();
   std::size_t width = nf, n_floats = 2 * nf + 2 * Mlp::kOutputs;
@@ -1093,7 +1310,8 @@ inline Mlp load_mlp(const std::string& path) {
     n_floats += l.rows * l.cols + l.rows;
   }
   if (width != Mlp::kOutputs) r.fail("last layer does not have 4 outputs");
-  const std::size_t expected = r.pos() + 8 * (2 * n_quad + 4 * n_table) + 4 * n_floats + 4;
+  const std::size_t expected =
+      r.pos() + 8 * (2 * n_quad + 4 * n_table + 2 * n_x * n_table) + 4 * n_floats + 4;
   if (r.size() != expected) {
     r.fail(std::string(r.size() < expected ? "truncated" : "trailing bytes") + ": " +
            std::to_string(r.size()) + " bytes, header implies " + std::to_string(expected));
@@ -1105,6 +1323,8 @@ inline Mlp load_mlp(const std::string& path) {
   r.read(m.axis.dby, n_table);
   r.read(m.axis.f, n_table);
   r.read(m.axis.h, n_table);
+  r.read(m.axis.x, 2 * n_x * n_table);
+  if (m.base == Base::Path) m.integration = integration_matrix(m.nodes, m.weights);
   r.read(m.input_mean, nf);
   r.read(m.input_std, nf);
   r.floats(m.target_mean.data(), Mlp::kOutputs);
