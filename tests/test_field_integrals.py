@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,14 +11,19 @@ import torch
 
 from raytrack.physics import DipoleField, Field, GridField, Tolerance, propagate
 from raytrack.physics.field_integrals import (
+    X_DEGREE,
     AxisProfile,
     AxisTables,
     axial_transport,
+    choose_path_nodes,
     expansion_transport,
     field_integrals,
     gauss_legendre,
+    integration_matrix,
     kick_transport,
+    path_transport,
 )
+from raytrack.physics.synthetic_map import WindowFrameField
 
 
 class OnAxisOnly(Field):
@@ -171,3 +177,116 @@ def test_evaluate_prints_the_magnet_extent_and_momentum_bins_as_the_readme_does(
     assert "z 2954 -> 7060 mm" in printed
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert "z 2954 -> 7060 mm" in " ".join(readme.split())
+
+
+# -- the path base: the whole field along the track's own path -----------------------------------
+
+
+def path_tables(field: Field, profile: AxisProfile | None = None) -> AxisTables:
+    profile = profile or AxisProfile.from_field(field, -500.0, 14500.0)
+    x_values = profile.x_tables() if profile.x_degree else None
+    return AxisTables(
+        profile.tables(),
+        profile.z_first,
+        profile.spacing,
+        x_values=x_values,
+        x_scale=profile.x_scale,
+    )
+
+
+def path_base(inputs: np.ndarray, tables: AxisTables, count: int = 12) -> np.ndarray:
+    nodes, weights = gauss_legendre(count)
+    matrix = integration_matrix(nodes)
+    return path_transport(torch.from_numpy(inputs), tables, nodes, weights, matrix).numpy()
+
+
+def tracks_and_truth(field: Field, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    inputs = random_tracks(n, seed=seed)
+    expected = truth(inputs, field)
+    kept = np.isfinite(expected).all(axis=1)
+    return inputs[kept], expected[kept]
+
+
+def test_integration_matrix_integrates_polynomials_to_every_node():
+    for count in (8, 32):  # 32: where the monomials' Vandermonde inverse broke down
+        nodes, _ = gauss_legendre(count)
+        matrix = integration_matrix(nodes).numpy()
+        t = nodes.numpy()
+        for degree in (0, 3, count - 1):
+            expected = t ** (degree + 1) / (degree + 1)
+            assert np.allclose(matrix @ t**degree, expected, rtol=0, atol=1e-12)
+
+
+def test_path_transport_is_near_exact_on_the_default_dipole():
+    inputs, expected = tracks_and_truth(DipoleField(), 1500, seed=5)
+    tables = path_tables(DipoleField())
+    assert tables.x_degree == 0  # the default dipole has no x dependence
+    path = position_error(path_base(inputs, tables), expected)
+    nodes, weights = gauss_legendre()
+    expansion = expansion_transport(torch.from_numpy(inputs), tables, nodes, weights).numpy()
+    expansion = position_error(expansion, expected)
+    assert np.mean(path) < 0.03 and np.percentile(path, 95) < 0.06  # mm
+    assert np.mean(path) < 0.1 * np.mean(expansion)
+
+
+def test_path_transport_reads_the_x_dependence_of_a_map():
+    field = WindowFrameField()
+    inputs, expected = tracks_and_truth(field, 1500, seed=6)
+    profile = AxisProfile.from_field(field, -500.0, 14500.0)
+    assert profile.x_degree == X_DEGREE and profile.x_scale == 4000.0
+    with_x = position_error(path_base(inputs, path_tables(field, profile)), expected)
+    on_axis = AxisTables(profile.tables(), profile.z_first, profile.spacing)
+    without_x = position_error(path_base(inputs, on_axis), expected)
+    assert np.mean(with_x) < 0.05 and np.percentile(with_x, 95) < 0.1  # mm
+    assert np.mean(with_x) < 0.05 * np.mean(without_x)
+
+
+def test_the_x_fit_reproduces_the_midplane_field():
+    field = WindowFrameField()
+    profile = AxisProfile.from_field(field, 2000.0, 8000.0)
+    rng = np.random.default_rng(7)
+    x, index = rng.uniform(-4000, 4000, 500), rng.integers(0, len(profile.by), 500)
+    z = profile.z_first + profile.spacing * index
+    u = (x / profile.x_scale)[:, None] ** np.arange(1, X_DEGREE + 1)
+    fitted = profile.by[index] + (profile.x_coefficients[index] * u).sum(1)
+    zero = np.zeros_like(x)
+    exact = field.evaluate(*(torch.from_numpy(v) for v in (x, zero, z)))[1].numpy()
+    assert np.abs(fitted - exact).max() < 1e-4 * np.abs(profile.by).max()
+
+
+def test_path_nodes_follow_the_field():
+    inputs = torch.from_numpy(random_tracks(2000, seed=8))
+    assert choose_path_nodes(path_tables(DipoleField()), inputs) == 8
+    # The window frame's fringes are sharper than the Gaussian dipole's: more nodes.
+    assert choose_path_nodes(path_tables(WindowFrameField()), inputs) >= 10
+
+
+def test_a_map_profile_smooths_its_derivatives_and_round_trips_through_the_manifest():
+    field = WindowFrameField()
+    grid = sampled_window_frame()
+    profile = AxisProfile.from_field(grid, 1500.0, 8500.0)
+    assert profile.grid_mm == 100.0 and profile.x_degree == X_DEGREE
+    again = AxisProfile.from_dict(json.loads(json.dumps(profile.to_dict())))
+    assert again.grid_mm == profile.grid_mm and again.x_scale == profile.x_scale
+    assert np.array_equal(again.x_coefficients, profile.x_coefficients)
+    assert torch.equal(again.tables(), profile.tables())
+    assert torch.equal(again.x_tables(), profile.x_tables())
+    # dBy/dz of the trilinear map's tables, against the analytic field's: the raw central
+    # differences jump at every grid node, the smoothed ones follow the field (away from the
+    # tables' ends, which lie in the margin beyond the phase space).
+    exact = AxisProfile.from_field(field, 1500.0, 8500.0).tables()[1].numpy()[15:-15]
+    smoothed = profile.tables()[1].numpy()[15:-15]
+    raw = np.gradient(profile.by, profile.spacing)[15:-15]
+    assert np.abs(smoothed - exact).max() < 0.01 * np.abs(exact).max()
+    assert np.abs(raw - exact).max() > 2 * np.abs(smoothed - exact).max()
+
+
+def sampled_window_frame() -> GridField:
+    """The window-frame field on a 100 mm grid over the region the tests read."""
+    x = np.arange(-4000.0, 4000.1, 100.0)
+    y = np.array([-100.0, 0.0, 100.0])
+    z = np.arange(1000.0, 9000.1, 100.0)
+    xs, ys, zs = np.meshgrid(x, y, z, indexing="ij")
+    field = WindowFrameField()
+    values = np.stack([b.numpy() for b in field.evaluate(*map(torch.from_numpy, (xs, ys, zs)))], -1)
+    return GridField(values, origin=(x[0], y[0], z[0]), spacing=(100.0, 100.0, 100.0))

@@ -269,10 +269,11 @@ def smoothed_over(values: np.ndarray, width: int) -> np.ndarray:
     box[[0, -1]] = 0.5 / width
     out = np.asarray(values, dtype=np.float64)
     for _ in range(2):
-        padded = np.concatenate(
-            (np.repeat(out[:1], width // 2, 0), out, np.repeat(out[-1:], width - width // 2, 0))
-        )
-        out = np.apply_along_axis(lambda column: np.convolve(column, box, mode="valid"), 0, padded)
+        # Padded by odd reflection: a linear trend at the tables' ends stays linear.
+        before = 2 * out[:1] - out[width // 2 : 0 : -1]
+        after = 2 * out[-1:] - out[-2 : -2 - (width - width // 2) : -1]
+        padded = np.concatenate((before, out, after))
+        out = np.apply_along_axis(lambda column: np.convolve(column, box, "valid"), 0, padded)
     return out
 
 
