@@ -31,7 +31,7 @@ from raytrack.models.formulation import BASES, INPUT_SETS
 from raytrack.models.mlp import TARGET_MODES
 from raytrack.models.presets import get_preset, load_presets
 from raytrack.models.run import RunSpec, check_run_dir, checkpoint_path
-from raytrack.models.training import PRECISIONS, SCHEDULES, TrainConfig
+from raytrack.models.training import LOSSES, PRECISIONS, SCHEDULES, TrainConfig
 from raytrack.run import json_report, train_run
 
 #: With a time budget the clock ends the run (and drives the cosine schedule), not an epoch count.
@@ -78,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=defaults.jacobian_weight,
         help="weight of the Jacobian-matching loss term (needs data from generate --jacobian)",
     )
+    p.add_argument(
+        "--loss",
+        choices=LOSSES,
+        default=defaults.loss,
+        help="huber: targets scaled by their spread without the outer 1 %%, loss linear beyond "
+        "it; mse: full standard deviation, mean squared error",
+    )
     p.add_argument("--target", choices=TARGET_MODES, help="override the preset's target mode")
     p.add_argument("--activation", help="override the preset's activation")
     p.add_argument("--base", choices=BASES, help="override the preset's physics base")
@@ -118,6 +125,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         precision=args.precision,
         seed=args.seed,
         jacobian_weight=args.jacobian_weight,
+        loss=args.loss,
     )
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     check_device(device)
