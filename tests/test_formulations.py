@@ -146,3 +146,24 @@ def test_evaluate_independent_measures_the_onnx_export(default_dataset, tmp_path
     assert independent["measured"].endswith("model.onnx")
     assert independent["model"]["tracks"] == 400
     assert sum(row["tracks"] for row in independent["region_bins"]) == 400
+
+
+def test_path_models_keep_their_x_tables_and_older_states_load(variable_legs):
+    """A path model on a field with x dependence keeps its x tables through its state; a state
+    saved before the path base existed (no x tables, no passes) loads as it was."""
+    from raytrack.bench.common import axis_of
+    from raytrack.physics.synthetic_map import WindowFrameField
+
+    x = torch.from_numpy(variable_legs.test.inputs()[:50])
+    axis = axis_of("default", WindowFrameField())
+    model = TrackMLP(ModelConfig(), axis=axis, path_nodes=10)
+    assert model.formulation.x_values.shape == (2 * axis.x_degree, len(axis.by))
+    again = TrackMLP.from_state(ModelConfig(), model.state_dict())
+    assert again.formulation.quadrature_nodes.shape == (10,)
+    assert torch.equal(model(x), again(x))
+    config = ModelConfig(base="expansion")
+    older = TrackMLP(config, axis=variable_legs.axis_profile())
+    state = older.state_dict()
+    for name in ("x_values", "x_grid", "path_passes"):
+        del state["formulation." + name]
+    assert torch.equal(TrackMLP.from_state(config, state)(x), older(x))

@@ -38,11 +38,12 @@ from raytrack.models.mlp import (
 from raytrack.physics.field_integrals import AxisProfile, choose_path_nodes
 
 LOSSES = ("huber", "mse")
-#: The huber loss: the fraction of the encoded targets left out, half at each end, when their
-#: spread is measured (the standardisation's target_std), and where (in those units) the loss
-#: turns from quadratic to linear. With the path base the residuals are near the data's float32
-#: resolution on most tracks, and that noise, amplified by the target scaling on short stiff
-#: legs, and a few tracks the base misses made 73-100 % of the targets' variance (top 1 %).
+#: The huber loss: the fraction of the encoded targets left out (those farthest from the
+#: median) when their mean and spread are measured (the standardisation's), and where (in those
+#: units) the loss turns from quadratic to linear. With the path base the residuals are near
+#: the data's float32 resolution on most tracks, and that noise, amplified by the target
+#: scaling on short stiff legs, and a few tracks the base misses made 73-100 % of the
+#: targets' variance (the top 1 % of tracks).
 TARGET_TRIM = 0.01
 HUBER_BETA = 1.0
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -183,14 +184,21 @@ def _path_nodes(config: ModelConfig, axis: AxisProfile | None, train) -> int | N
     return choose_path_nodes(tables, torch.from_numpy(np.asarray(train[0])))
 
 
-def _trimmed_spread(targets: torch.Tensor, norm: Normalisation) -> np.ndarray:
-    """(4,) standard deviation of each column of the (N, 4) encoded targets around its mean,
-    without the TARGET_TRIM of them farthest from it (1 where the full spread is 1: fixed)."""
-    deviation = (targets.double() - torch.as_tensor(norm.target_mean)).abs().numpy()
-    keep = np.quantile(deviation, 1 - TARGET_TRIM, axis=0)
-    trimmed = np.where(deviation <= keep, deviation, np.nan)
-    spread = np.sqrt(np.nanmean(trimmed**2, axis=0))
-    return np.where((norm.target_std == 1.0) | ~(spread > 0), norm.target_std, spread)
+def _trimmed_moments(targets: torch.Tensor, norm: Normalisation) -> Normalisation:
+    """``norm`` with the mean and standard deviation of each column of the (N, 4) encoded
+    targets taken without the TARGET_TRIM of them farthest from the column's median (a fixed
+    column keeps its scale of 1)."""
+    values = targets.double().numpy()
+    deviation = np.abs(values - np.median(values, axis=0))
+    kept = deviation <= np.quantile(deviation, 1 - TARGET_TRIM, axis=0)
+    trimmed = np.where(kept, values, np.nan)
+    mean, spread = np.nanmean(trimmed, axis=0), np.nanstd(trimmed, axis=0)
+    fixed = (norm.target_std == 1.0) | ~(spread > 0)
+    return replace(
+        norm,
+        target_mean=np.where(fixed, norm.target_mean, mean),
+        target_std=np.where(fixed, norm.target_std, spread),
+    )
 
 
 def _configure_precision(config: TrainConfig, device: torch.device) -> None:
@@ -256,7 +264,7 @@ class _Loop:
                 targets[lo : lo + len(t)] = t.float().cpu()
         norm = Normalisation.from_moments(*moments)
         if self.config.loss == "huber":
-            norm = replace(norm, target_std=_trimmed_spread(targets, norm))
+            norm = _trimmed_moments(targets, norm)
         self.model.set_normalisation(norm)
         targets -= torch.as_tensor(norm.target_mean, dtype=torch.float32)
         targets /= torch.as_tensor(norm.target_std, dtype=torch.float32)
