@@ -330,7 +330,7 @@ def test_train_and_evaluate_commands(classic_dataset, tmp_path, capsys):
     assert metadata["weight_count"] == TINY.weight_count
     assert metadata["dataset"]["dataset_id"] == load(classic_dataset).dataset_id
     assert metadata["architecture"]["layers"] == [14, 64, 64, 4]
-    assert metadata["architecture"]["base"] == "expansion"
+    assert metadata["architecture"]["base"] == "path"
     assert len(metadata["normalisation"]["input_mean"]) == 14
     assert metadata["test_metrics"]["model"]["pos_mean_mm"] > 0
     assert len(json.loads((run_dir / "history.json").read_text())) == 3
@@ -363,7 +363,7 @@ def test_train_and_evaluate_commands(classic_dataset, tmp_path, capsys):
 
 def test_the_huber_loss_scales_targets_by_their_spread_without_the_outliers():
     from raytrack.models.mlp import Normalisation
-    from raytrack.models.training import _trimmed_moments
+    from raytrack.models.training import standardisation
 
     rng = np.random.default_rng(3)
     targets = rng.normal(0.0, 2.0, (20_000, 4))
@@ -372,7 +372,7 @@ def test_the_huber_loss_scales_targets_by_their_spread_without_the_outliers():
     norm = Normalisation.fit(np.zeros((20_000, 7)), targets)
     norm.target_std[3] = 1.0
     assert norm.target_std[0] > 100  # the full spread follows the outliers
-    trimmed = _trimmed_moments(torch.from_numpy(targets), norm)
+    trimmed = standardisation(norm, torch.from_numpy(targets), "huber")
     spread, mean = trimmed.target_std, trimmed.target_mean
     assert 1.7 < spread[0] < 2.1 and 1.7 < spread[1] < 2.1 and spread[3] == 1.0
     assert abs(mean[0]) < 0.1 and norm.target_mean[0] > 20

@@ -259,7 +259,7 @@ def straight_line_space(tmp_path: Path) -> Path:
     """The default search space on the straight line and the 7 inputs: for tests of the search
     itself, where this formulation trains and exports fastest."""
     text = (Path(__file__).parents[1] / "search_spaces" / "default.toml").read_text()
-    text = text.replace('value = "expansion"', 'value = "line"')
+    text = text.replace('value = "path"', 'value = "line"')
     text = text.replace('value = "physics"', 'value = "state"')
     assert text.count('value = "line"') == 1 and text.count('value = "state"') == 1
     path = tmp_path / "line.toml"

@@ -100,13 +100,15 @@ def baseline_model_and_data(
     from torch.utils.data import TensorDataset
 
     from raytrack.models.mlp import Normalisation, TrackMLP
+    from raytrack.models.training import TrainConfig, path_nodes_for, standardisation
 
-    model = TrackMLP(config, axis=axis if config.needs_field else None)
+    axis = axis if config.needs_field else None
+    model = TrackMLP(config, axis=axis, path_nodes=path_nodes_for(config, axis, train))
     with torch.no_grad():
         features, encoded = model.encode(
             torch.as_tensor(train[0], dtype=torch.float32), torch.as_tensor(train[1])
         )
-    norm = Normalisation.fit(features, encoded)
+    norm = standardisation(Normalisation.fit(features, encoded), encoded, TrainConfig().loss)
     model.set_normalisation(norm)
     standard = (encoded - torch.as_tensor(norm.target_mean)) / torch.as_tensor(norm.target_std)
     return model, TensorDataset(features.float(), standard.float())

@@ -135,6 +135,8 @@ class Dual:
             return _clamp(*args, **kwargs)
         if func in (torch.stack, torch.cat):
             return _join(func, *args, **kwargs)
+        if func in (torch.matmul, torch.Tensor.__matmul__) and not isinstance(args[0], Dual):
+            return _matmul(*args)
         if func in _REFLECTED:  # a plain tensor on the left of a Dual: plain (op) dual
             plain, dual = args
             return getattr(dual, _REFLECTED[func])(plain)
@@ -151,6 +153,12 @@ _REFLECTED = {
     torch.Tensor.__truediv__: "__rtruediv__",
     torch.Tensor.__rtruediv__: "__truediv__",
 }
+
+
+def _matmul(matrix: torch.Tensor, x: Dual) -> Dual:
+    """A plain (K, K) matrix times a (K, N) dual: the tangents, (K, N, D), as D batches."""
+    tangent = torch.matmul(matrix, x.tangent.permute(2, 0, 1)).permute(1, 2, 0)
+    return Dual(torch.matmul(matrix, x.value), tangent)
 
 
 def _parts(other) -> tuple:

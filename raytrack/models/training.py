@@ -164,7 +164,7 @@ def train_model(
             "training option jacobian_weight needs the transport Jacobians of the training "
             "tracks: generate the dataset with python -m raytrack.generate --jacobian"
         )
-    model = TrackMLP(model_config, axis=axis, path_nodes=_path_nodes(model_config, axis, train))
+    model = TrackMLP(model_config, axis=axis, path_nodes=path_nodes_for(model_config, axis, train))
     model = model.to(dev)
     loop = _Loop(model, model_config, train_config, train, validation, dev, jacobians)
     ckpt_path = None
@@ -176,12 +176,18 @@ def train_model(
     return loop.run(ckpt_path, callback)
 
 
-def _path_nodes(config: ModelConfig, axis: AxisProfile | None, train) -> int | None:
+def path_nodes_for(config: ModelConfig, axis: AxisProfile | None, train) -> int | None:
     """The path base's quadrature nodes, as few as the dataset's field and legs allow."""
     if config.base != "path" or axis is None:
         return None
     tables = TrackMLP(config, axis=axis).formulation.tables()
     return choose_path_nodes(tables, torch.from_numpy(np.asarray(train[0])))
+
+
+def standardisation(norm: Normalisation, targets: torch.Tensor, loss: str) -> Normalisation:
+    """The standardisation a training with ``loss`` uses: ``norm`` (the features' and targets'
+    moments) as it is for ``mse``, its targets' moments trimmed for ``huber``."""
+    return _trimmed_moments(targets, norm) if loss == "huber" else norm
 
 
 def _trimmed_moments(targets: torch.Tensor, norm: Normalisation) -> Normalisation:
@@ -262,9 +268,7 @@ class _Loop:
                 moments[1].add(t)
                 extras[lo : lo + len(f)] = f[:, N_INPUTS:].float().cpu()
                 targets[lo : lo + len(t)] = t.float().cpu()
-        norm = Normalisation.from_moments(*moments)
-        if self.config.loss == "huber":
-            norm = _trimmed_moments(targets, norm)
+        norm = standardisation(Normalisation.from_moments(*moments), targets, self.config.loss)
         self.model.set_normalisation(norm)
         targets -= torch.as_tensor(norm.target_mean, dtype=torch.float32)
         targets /= torch.as_tensor(norm.target_std, dtype=torch.float32)

@@ -745,8 +745,8 @@ def _off_axis_force(at: AxisValues, x, y, ux, uy, kq) -> tuple:
 
 def _cumulative(values, integration: torch.Tensor):
     """(K, N) integrals from the leg's start to each node of (K, N) values at the nodes, over
-    [0, 1] (a product and a sum, as :func:`_quadrature`)."""
-    return (integration.unsqueeze(2) * values.unsqueeze(0)).sum(1)
+    [0, 1]: one matrix product (a broadcast product and a sum wrote K times the data)."""
+    return torch.matmul(integration, values)
 
 
 def _quadrature(values: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
