@@ -71,5 +71,6 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"wrote {Path(args.header)}: namespace {args.namespace}, {model.weight_count} weights, "
         f"constant data {data.total} of {CONSTANT_MEMORY_BYTES} bytes ({data.describe()})"
+        + (f"; {data.describe_global()}" if data.field_tables else "")
     )
     return 0

@@ -7,14 +7,21 @@ functions, ``__host__ __device__`` under nvcc::
     void predict(const float in[7], float out[4]);
     void predict_with_jacobian(const float in[7], float out[4], float jac[20]);
 
+plus, for a path model whose field has x dependence (its x tables), the same two functions with
+a last argument ``const Real* field_tables``: those tables (2D x T numbers, 48 KB for D = 8 and
+T = 751 in float32) would not fit CUDA's 64 KB of constant memory beside the rest, so the header
+keeps them as a host array (``data::kFieldTables``, ``kFieldTableBytes``) that a CUDA program
+copies once to device global memory and passes to every call; host code may call the
+two-argument forms, which read the host array.
+
 No allocation, no file I/O, no standard library beyond ``<math.h>``. The per-track code is a
 verbatim copy of the ``raytrack core`` block of ``raytrack_mlp.hpp`` (model.bin's C++ reader),
 so both run the same arithmetic; the header only fixes the numbers and the precision of the
 formulation (``float32`` by default, the type a GPU trigger computes in; ``float64`` on request).
 A float32 formulation computes its values in two floats (hi + lo) and keeps, beside its tables,
 quadrature and kappa, what rounding them to float left out, so that it reproduces the float64
-model (docs/trigger_header.md, "Precision"). The whole constant data must fit the 64 KB of CUDA
-constant memory, or the export is refused.
+model (docs/trigger_header.md, "Precision"). The whole constant data (everything but the x
+tables) must fit the 64 KB of CUDA constant memory, or the export is refused.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ from raytrack.export.model_bin import (
     INPUT_CODES,
     TARGET_CODES,
     BinModel,
+    integration_matrix,
     read_model_bin,
 )
 from raytrack.files import replacing
@@ -68,7 +76,9 @@ class ConstantMemoryError(ValueError):
 @dataclass(frozen=True)
 class ConstantData:
     """What a header's arrays hold, bytes: the network with its normalisation (float32), the
-    field tables and the quadrature (in the formulation's precision)."""
+    field tables and the quadrature (with the path base's integration matrix), in the
+    formulation's precision: the constant data; and the path base's x tables (``field_tables``,
+    global memory on a GPU: not part of ``total``)."""
 
     network: int
     tables: int
@@ -77,9 +87,11 @@ class ConstantData:
     table_rows: int
     table_nodes: int
     precision: str
+    field_tables: int = 0
 
     @property
     def total(self) -> int:
+        """The constant data, bytes (what must fit 64 KB)."""
         return self.network + self.tables + self.quadrature
 
     def describe(self) -> str:
@@ -92,6 +104,17 @@ class ConstantData:
         if self.quadrature:
             parts.append(f"quadrature {self.quadrature} bytes")
         return ", ".join(parts)
+
+    def describe_global(self) -> str:
+        """The x tables, for the header's comment and the CLI ("" when there are none)."""
+        if not self.field_tables:
+            return ""
+        ctype = PRECISIONS[self.precision][0]
+        count = self.field_tables // PRECISIONS[self.precision][1]
+        return (
+            f"x tables {self.field_tables} bytes ({count // self.table_nodes} x "
+            f"{self.table_nodes} {ctype}), in global memory on a GPU"
+        )
 
 
 #: The table rows by name, in the order of core::Axis's pointers: model.bin's four, then what
@@ -116,7 +139,7 @@ def _table_rows(model: BinModel, precision: str = "float32") -> list[str]:
     differences), whose d2By would otherwise be a difference of neighbouring float dBy/dz."""
     if model.axis_values.shape[1] == 0:
         return []
-    expansion = model.base == "expansion"
+    expansion = model.base in ("expansion", "path")  # the bases that read dBy/dz
     if precision == "float64":
         return ["by", "dby", "f", "h"] if expansion else ["by", "f", "h"]
     if expansion:
@@ -155,12 +178,29 @@ def _table_values(model: BinModel, rows: list[str], precision: str) -> np.ndarra
 
 
 def _quadrature_values(model: BinModel, precision: str) -> np.ndarray:
-    """Nodes and weights, then in float32 their rounding errors (nodes, then weights)."""
+    """Nodes and weights, then in float32 their rounding errors (nodes, then weights); for the
+    path base then its (K, K) integration matrix, row-major (rounded to the precision: the
+    path's field and its integrals are computed in plain Real)."""
     nodes, nodes_lo = _split(model.quadrature_nodes, precision)
     weights, weights_lo = _split(model.quadrature_weights, precision)
+    parts = [nodes, weights] if precision == "float64" else [nodes, weights, nodes_lo, weights_lo]
+    if model.base == "path":
+        matrix = integration_matrix(model.quadrature_nodes, model.quadrature_weights)
+        parts.append(_split(matrix.ravel(), precision)[0])
+    return np.concatenate(parts).astype(np.float64)
+
+
+def _field_table_values(model: BinModel, precision: str) -> np.ndarray:
+    """The path base's x tables (2D rows of T), rounded to the precision; in float32 then what
+    rounding the D derivative rows left out (the second dz derivative is a difference of
+    neighbouring ones, multiplied by y^2 / 2: without it the window-frame map's header was off
+    by 12 um). Empty for none."""
+    if model.base != "path" or not model.x_degree:
+        return np.zeros(0)
+    hi, lo = _split(model.x_values, precision)
     if precision == "float64":
-        return np.concatenate([nodes, weights])
-    return np.concatenate([nodes, weights, nodes_lo, weights_lo]).astype(np.float64)
+        return hi.ravel()
+    return np.concatenate([hi.ravel(), lo[model.x_degree :].ravel()])
 
 
 def constant_data(model: BinModel, precision: str = "float32") -> ConstantData:
@@ -179,6 +219,7 @@ def constant_data(model: BinModel, precision: str = "float32") -> ConstantData:
         table_rows=len(rows),
         table_nodes=n_table,
         precision=precision,
+        field_tables=size * len(_field_table_values(model, precision)),
     )
 
 
@@ -303,6 +344,14 @@ def header_source(
     n_table = model.axis_values.shape[1]
     rows = _table_rows(model, precision)
     n_quad = len(model.quadrature_nodes)
+    field_tables = _field_table_values(model, precision)
+    has_field_tables = len(field_tables) > 0
+    global_comment = _global_comment(data, namespace)
+    tables_doc = (
+        "the x tables (above): device global memory in a kernel"
+        if has_field_tables
+        else "ignored (this model has no x tables; nullptr will do)"
+    )
     crc = zlib.crc32(model.to_bytes())
     origin_line = origin.replace("\n", " ")
 
@@ -323,14 +372,18 @@ leg_power {model.leg_power:g},
 {model.weight_count} weights and biases.
 // Constant data: {data.total} of {CONSTANT_MEMORY_BYTES} bytes:
 //   {data.describe()}.
-// Arithmetic: the formulation (physics base, features, target scale, decoding) and its tables
-// in {real}, the network in float.
+{global_comment}// Arithmetic: the formulation (physics base, features, target scale,
+// decoding) and its tables in {real}, the network in float.
 //
 // API, in namespace {namespace}; __host__ __device__ under nvcc, plain functions otherwise:
 //   void predict(const float in[7], float out[4]);
 //   void predict_with_jacobian(const float in[7], float out[4], float jac[20]);
+//   void predict(const float in[7], float out[4], const Real* field_tables);
+//   void predict_with_jacobian(const float in[7], float out[4], float jac[20],
+//                              const Real* field_tables);
 // in:  x [mm], y [mm], tx, ty, q/p [1/MeV], z_start [mm], z_end [mm]
 // out: x, y [mm], tx, ty at z_end;  jac[5 * a + b] = d out[a] / d in[b], b < 5 (row-major 4 x 5).
+// field_tables: {tables_doc}.
 // No allocation, no file I/O, no standard library beyond <math.h>. Compile as C++17; not with
 // -ffast-math / --use_fast_math (the table look-up tests for NaN, the formulation needs IEEE).
 
@@ -353,6 +406,9 @@ constexpr int kInputs = 7, kOutputs = 4, kJacobianSize = 20;
 constexpr int kLayers = {len(shapes)}, kMaxWidth = {max(widths)}, kFeatures = {nf};
 constexpr int kWeightCount = {model.weight_count};
 constexpr int kConstantBytes = {data.total};
+// The x tables (data::kFieldTables): Real numbers and bytes, 0 when the model has none.
+constexpr int kFieldTableSize = {len(field_tables)};
+constexpr int kFieldTableBytes = {data.field_tables};
 
 namespace data {{
 
@@ -372,7 +428,8 @@ namespace data {{
         "layer its weight (row-major, out x in) and bias",
         "kTables": "on-axis field tables at z_first + i * spacing, one row after the other: "
         + ", ".join(TABLE_ROWS[r] for r in rows),
-        "kQuadrature": f"Gauss-Legendre nodes on [0, 1] ({n_quad}), then their weights{quad_lo}",
+        "kQuadrature": f"Gauss-Legendre nodes on [0, 1] ({n_quad}), then their weights{quad_lo}"
+        + (", then the path's integration matrix (row-major)" if model.base == "path" else ""),
     }
     for suffix, ctype, name, values, prec in arrays:
         add(f"// {comments[name]}\n")
@@ -392,6 +449,24 @@ namespace data {{
             "}\n\n"
         )
 
+    if has_field_tables:
+        degree = model.x_degree
+        errors = (
+            f", then what rounding\n// the derivatives to float left out ({degree} rows)"
+            if precision == "float32"
+            else ""
+        )
+        add(
+            f"// The path base's x tables, rows of {n_table} nodes: the {degree} coefficients "
+            f"of (x / x_scale)^1..{degree}\n"
+            f"// (T), then their dz derivatives (T/mm){errors}. A host array only: a CUDA "
+            "program copies\n// it to global memory and passes that pointer (see the top of "
+            "the header).\n"
+        )
+        add(_array_macro(macro + "FIELD", field_tables, precision))
+        add(f"inline constexpr Real kFieldTables[{len(field_tables)}] = {{{macro}FIELD}};\n")
+        add(f"#undef {macro}FIELD\n\n")
+
     # Pointers into the arrays for every layer.
     offset = 2 * nf + 8  # after the normalisation
     layer_inits = []
@@ -401,27 +476,46 @@ namespace data {{
         offset = bias_at + rows_k
         layer_inits.append(f"{{{rows_k}, {cols_k}, p + {weight_at}, p + {bias_at}}}")
     assert offset == len(net)
+    if has_field_tables:
+        x_lo = "nullptr"
+        if precision == "float32":
+            x_lo = f"field_tables + {2 * model.x_degree * n_table}"
+        x_fields = f"{model.x_degree}, {lit(model.x_scale)}, field_tables, {x_lo}"
+    else:
+        x_fields = "0, Real(0), nullptr, nullptr"
     if rows:
         row_ptr = {r: f"tables() + {k * n_table}" for k, r in enumerate(rows)}
         pointers = ", ".join(row_ptr.get(r, "nullptr") for r in TABLE_ROWS)
         axis = (
             f"core::Axis<Real>{{{lit(model.axis_z_first)}, {lit(model.axis_spacing)}, {n_table}, "
-            f"{pointers}}}"
+            f"{pointers},\n                            {x_fields}}}"
         )
     else:
         axis = (
             "core::Axis<Real>{Real(0), Real(1), 0, "
             + ", ".join(["nullptr"] * len(TABLE_ROWS))
-            + "}"
+            + f", {x_fields}}}"
         )
+    unused = "" if has_field_tables else "  static_cast<void>(field_tables);  // no x tables\n"
+    quad_size = 2 * n_quad if precision == "float64" else 4 * n_quad
+    integration = f"quadrature() + {quad_size}" if model.base == "path" else "nullptr"
     quad_ptr = [f"quadrature() + {k * n_quad}" if n_quad else "nullptr" for k in range(4)]
     if precision == "float64":
         quad_ptr[2:] = ["nullptr", "nullptr"]
     kappa, kappa_lo = (float(v[0]) for v in _split([model.kappa], precision))
+    if has_field_tables:
+        field_what = "the x tables (kFieldTables, or its copy in device global memory)"
+        two_arg_note = ", reading the host array kFieldTables: host code only"
+        two_arg_hd, host_tables = "", "data::kFieldTables"
+    else:
+        field_what = "ignored (this model has no x tables)"
+        two_arg_note = " (this model has no x tables)"
+        two_arg_hd, host_tables = "RAYTRACK_HD ", "nullptr"
     add(
-        f"""// Everything a prediction reads, with the kLayers layers given (pointers into net()).
-RAYTRACK_HD inline core::Model<Real> model(const core::Layer* layers) {{
-  const float* p = net();
+        f"""// Everything a prediction reads, with the kLayers layers given (pointers into net())
+// and the x tables (kFieldTables or a device copy of it).
+RAYTRACK_HD inline core::Model<Real> model(const core::Layer* layers, const Real* field_tables) {{
+{unused}  const float* p = net();
   core::Model<Real> m{{}};
   m.activation = {ACTIVATION_CODES[model.activation]}u;  // {model.activation}
   m.target = {TARGET_CODES[model.target]}u;  // {model.target}
@@ -438,6 +532,8 @@ RAYTRACK_HD inline core::Model<Real> model(const core::Layer* layers) {{
   m.weights = {quad_ptr[1]};
   m.nodes_lo = {quad_ptr[2]};
   m.weights_lo = {quad_ptr[3]};
+  m.passes = {model.passes};
+  m.integration = {integration};
   m.input_mean = p;
   m.input_std = p + {nf};
   m.target_mean = p + {2 * nf};
@@ -450,21 +546,30 @@ RAYTRACK_HD inline core::Model<Real> model(const core::Layer* layers) {{
 }}  // namespace data
 
 // in[7] = x [mm], y [mm], tx, ty, q/p [1/MeV], z_start [mm], z_end [mm];
-// out[4] = x [mm], y [mm], tx, ty at z_end.
-RAYTRACK_HD inline void predict(const float in[7], float out[4]) {{
+// out[4] = x [mm], y [mm], tx, ty at z_end; field_tables: {field_what}.
+RAYTRACK_HD inline void predict(const float in[7], float out[4], const Real* field_tables) {{
   const float* p = data::net();
   const core::Layer layers[kLayers] = {{{", ".join(layer_inits)}}};
   float a[kMaxWidth], b[kMaxWidth];
-  core::predict(data::model(layers), in, out, a, b);
+  core::predict(data::model(layers, field_tables), in, out, a, b);
 }}
 
 // predict, plus jac[5 * a + b] = d out[a] / d in[b] for b < 5 (x, y, tx, ty, q/p): the exact
 // derivative of the same arithmetic (forward-mode, not finite differences).
-RAYTRACK_HD inline void predict_with_jacobian(const float in[7], float out[4], float jac[20]) {{
+RAYTRACK_HD inline void predict_with_jacobian(const float in[7], float out[4], float jac[20],
+                                              const Real* field_tables) {{
   const float* p = data::net();
   const core::Layer layers[kLayers] = {{{", ".join(layer_inits)}}};
   core::Dual<float> a[kMaxWidth], b[kMaxWidth];
-  core::predict_with_jacobian(data::model(layers), in, out, jac, a, b);
+  core::predict_with_jacobian(data::model(layers, field_tables), in, out, jac, a, b);
+}}
+
+// The same{two_arg_note}.
+{two_arg_hd}inline void predict(const float in[7], float out[4]) {{
+  predict(in, out, {host_tables});
+}}
+{two_arg_hd}inline void predict_with_jacobian(const float in[7], float out[4], float jac[20]) {{
+  predict_with_jacobian(in, out, jac, {host_tables});
 }}
 
 }}  // namespace {namespace}
@@ -473,6 +578,22 @@ RAYTRACK_HD inline void predict_with_jacobian(const float in[7], float out[4], f
 """
     )
     return "".join(out)
+
+
+def _global_comment(data: ConstantData, namespace: str) -> str:
+    """The header comment's paragraph on the x tables ("" without them)."""
+    if not data.field_tables:
+        return ""
+    return f"""// Global data: {data.describe_global()}: data::kFieldTables, kFieldTableBytes
+// bytes. With the rest they would outgrow the 64 KB of constant memory, so they are a host
+// array: a CUDA program copies them once to device global memory and passes the pointer:
+//   Real* tables = nullptr;  // Real: {namespace}::Real
+//   cudaMalloc(&tables, {namespace}::kFieldTableBytes);
+//   cudaMemcpy(tables, {namespace}::data::kFieldTables, {namespace}::kFieldTableBytes,
+//              cudaMemcpyHostToDevice);
+//   // in a kernel: {namespace}::predict(in, out, tables);
+// Host code passes data::kFieldTables, or calls the two-argument forms (host only here).
+"""
 
 
 def write_header(

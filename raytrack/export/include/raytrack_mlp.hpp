@@ -482,9 +482,13 @@ struct Axis {
   const R* h_lo;
   // The path base's midplane x dependence (x_degree = D, 0 for none): 2D rows of n, the D
   // coefficients of (x / x_scale)^1..D (T), then their dz derivatives (T/mm).
+  // x_lo may be null: what rounding the derivative rows to R left out (a float header's),
+  // D rows: the second dz derivative, a difference of neighbouring derivatives, would lose
+  // most of a float's digits to cancellation without it.
   int x_degree;
   R x_scale;
   const R* x;
+  const R* x_lo;
 
   RAYTRACK_HD Value<R> f_at(int i) const { return join(f[i], f_lo ? f_lo[i] : R(0)); }
 
@@ -714,9 +718,11 @@ RAYTRACK_HD void midplane(const Axis<R>& a, const Point<R>& p, const L& x, L& d,
     const R* c = a.x + (q - 1) * n;
     const R* g = a.x + (degree + q - 1) * n;
     const R cq = c[i] * rest + c[i + 1] * w;
+    R rise = g[i + 1] - g[i];
+    if (a.x_lo != nullptr) rise += a.x_lo[(q - 1) * n + i + 1] - a.x_lo[(q - 1) * n + i];
     value = value * v + cq;
     slope = slope * v + (g[i] * rest + g[i + 1] * w);
-    curve = curve * v + (g[i + 1] - g[i]) / a.spacing;
+    curve = curve * v + rise / a.spacing;
     du = du * v + R(q) * cq;
     if (q >= 2) du2 = du2 * v + R(q * (q - 1)) * cq;
   }
@@ -735,12 +741,14 @@ RAYTRACK_HD void path_force(const Model<R>& m, const Point<R>& p, const L& x, co
   const L half_y2 = R(0.5) * y * y;
   L by = -half_y2 * p.d2by, bz = y * p.dby;
   if (m.axis.x_degree > 0 && p.inside) {
-    L d, d_dx, laplacian, d_dz;
-    midplane(m.axis, p, x, d, d_dx, laplacian, d_dz);
-    by = by + d - half_y2 * laplacian;
-    bz = bz + y * d_dz;
+    // The polynomial in the plain arithmetic (Lite) of L: its coefficients are R numbers.
+    using Lite = typename Traits<L>::Lite;
+    Lite d, d_dx, laplacian, d_dz;
+    midplane(m.axis, p, Traits<L>::lite(x), d, d_dx, laplacian, d_dz);
+    by = by + Traits<L>::full(d) - half_y2 * Traits<L>::full(laplacian);
+    bz = bz + y * Traits<L>::full(d_dz);
     gx = -kq * (by - uy * bz * inv_uz);
-    gy = kq * (y * d_dx - ux * bz * inv_uz);
+    gy = kq * (y * Traits<L>::full(d_dx) - ux * bz * inv_uz);
   } else {
     gx = -kq * (by - uy * bz * inv_uz);
     gy = -kq * (ux * bz * inv_uz);
@@ -751,25 +759,24 @@ RAYTRACK_HD void path_force(const Model<R>& m, const Point<R>& p, const L& x, co
 // (field_integrals.path_transport): in direction cosines the on-axis By changes ux by exactly
 // -kappa qop dF; `passes` times the rest of the field is evaluated at the quadrature nodes of
 // the current path (first: the straight line plus the kick's bending) and integrated to every
-// node (the matrix S) for the directions there, and their slopes for the next path. The
-// directions and end state in S; the field, its integrals and the path in Lite (their R
-// rounding is far below the end state's float spacing).
+// node (the matrix S) for the directions there, and their slopes for the next path. All of it
+// in S: a track's field depends on where it is (on the window-frame map 1e-4 T/mm across x),
+// and with the earlier passes' paths in plain float the map's float header was off by 2e-7 in
+// slope.
 template <class R, class S>
 RAYTRACK_HD void path(const Model<R>& m, const S s[5], R z0, R z1, S out[4]) {
   using V = Value<R>;
   using T = Traits<S>;
-  using L = typename T::Lite;
   const S &x = s[0], &y = s[1], &tx = s[2], &ty = s[3], &qop = s[4];
   const S norm = sqrt_(R(1) + tx * tx + ty * ty);
   const S ux0 = tx / norm, uy0 = ty / norm, kq = m.kappa_value() * qop;
   const V dz = V(z1) - z0;
-  const R dzl = lead(dz);
   const Point<R> st = m.axis.at(z0);
   const int nk = m.n_quad;
-  const L zero = Traits<L>::constant(R(0)), kql = T::lite(kq);
+  const S zero = T::constant(R(0));
   Point<R> at[kMaxPathNodes];
   S ux_axis[kMaxPathNodes], ux[kMaxPathNodes], uy[kMaxPathNodes];
-  L px[kMaxPathNodes], py[kMaxPathNodes], gx[kMaxPathNodes], gy[kMaxPathNodes];
+  S px[kMaxPathNodes], py[kMaxPathNodes], gx[kMaxPathNodes], gy[kMaxPathNodes];
   const S bend0 = kq * norm, lever_x = R(1) + tx * tx, lever_y = tx * ty;
   for (int k = 0; k < nk; ++k) {
     const V step = dz * m.node(k);  // z - z0 at the node
@@ -778,53 +785,49 @@ RAYTRACK_HD void path(const Model<R>& m, const S s[5], R z0, R z1, S out[4]) {
     ux[k] = ux_axis[k];
     uy[k] = uy0;
     const S bend = bend0 * (at[k].h - st.h - st.f * step);
-    px[k] = T::lite(x + tx * step - lever_x * bend);
-    py[k] = T::lite(y + ty * step - lever_y * bend);
+    px[k] = x + tx * step - lever_x * bend;
+    py[k] = y + ty * step - lever_y * bend;
     gx[k] = gy[k] = zero;
   }
   for (int pass = 0; pass < m.passes; ++pass) {
-    for (int k = 0; k < nk; ++k) {
-      path_force(m, at[k], px[k], py[k], T::lite(ux[k]), T::lite(uy[k]), kql, gx[k], gy[k]);
-    }
+    for (int k = 0; k < nk; ++k) path_force(m, at[k], px[k], py[k], ux[k], uy[k], kq, gx[k], gy[k]);
     for (int k = 0; k < nk; ++k) {
       const R* row = m.integration + k * nk;
-      L sum_x = zero, sum_y = zero;
+      S sum_x = zero, sum_y = zero;
       for (int j = 0; j < nk; ++j) {
         sum_x = sum_x + row[j] * gx[j];
         sum_y = sum_y + row[j] * gy[j];
       }
-      ux[k] = ux_axis[k] + T::full(dzl * sum_x);
-      uy[k] = uy0 + T::full(dzl * sum_y);
+      ux[k] = ux_axis[k] + dz * sum_x;
+      uy[k] = uy0 + dz * sum_y;
     }
     if (pass + 1 == m.passes) break;
-    // The next path: its slopes at the nodes (kept where the force was), integrated.
-    for (int k = 0; k < nk; ++k) slopes(m, T::lite(ux[k]), T::lite(uy[k]), gx[k], gy[k]);
+    // The next path: the integral of its slopes at the nodes (held where the force was: the
+    // next pass computes that again).
+    for (int k = 0; k < nk; ++k) slopes(m, ux[k], uy[k], gx[k], gy[k]);
     for (int k = 0; k < nk; ++k) {
       const R* row = m.integration + k * nk;
-      L sum_x = zero, sum_y = zero;
+      S sum_x = zero, sum_y = zero;
       for (int j = 0; j < nk; ++j) {
         sum_x = sum_x + row[j] * gx[j];
         sum_y = sum_y + row[j] * gy[j];
       }
-      px[k] = T::lite(x) + dzl * sum_x;
-      py[k] = T::lite(y) + dzl * sum_y;
+      px[k] = x + dz * sum_x;
+      py[k] = y + dz * sum_y;
     }
   }
-  const S zero_s = T::constant(R(0));
-  S sum_x = zero_s, sum_y = zero_s;
-  L turn_x = zero, turn_y = zero;
+  S sum_x = zero, sum_y = zero, turn_x = zero, turn_y = zero;
   for (int k = 0; k < nk; ++k) {
     const V w = m.weight(k);
     S txk, tyk;
     slopes(m, ux[k], uy[k], txk, tyk);
     sum_x = sum_x + txk * w;
     sum_y = sum_y + tyk * w;
-    turn_x = turn_x + lead(w) * gx[k];
-    turn_y = turn_y + lead(w) * gy[k];
+    turn_x = turn_x + gx[k] * w;
+    turn_y = turn_y + gy[k] * w;
   }
   S tx1, ty1;
-  slopes(m, ux0 - kq * (m.axis.at(z1).f - st.f) + T::full(dzl * turn_x),
-         uy0 + T::full(dzl * turn_y), tx1, ty1);
+  slopes(m, ux0 - kq * (m.axis.at(z1).f - st.f) + dz * turn_x, uy0 + dz * turn_y, tx1, ty1);
   out[0] = x + dz * sum_x;
   out[1] = y + dz * sum_y;
   out[2] = tx1;
@@ -975,7 +978,8 @@ struct AxisTables {
                               by.data(), dby.empty() ? nullptr : dby.data(),
                               f.data(),  h.data(),
                               nullptr,   nullptr,   nullptr,  // no rounding-error rows
-                              x_degree(), x_scale,  x.empty() ? nullptr : x.data()};
+                              x_degree(), x_scale,  x.empty() ? nullptr : x.data(),
+                              nullptr};
   }
 };
 
