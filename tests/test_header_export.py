@@ -766,6 +766,15 @@ def test_the_documented_examples_compile_and_run(tmp_path: Path) -> None:
         [*cmd, "-o", str(tmp_path / "kernel.o")], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
+    # The x tables' example: a path model on the window-frame map, tables in global memory.
+    on_map = make_model(*FORMULATIONS[3], hidden=(16, 8), axis=MAP_AXIS)
+    write_header(BinModel.from_torch(on_map), tmp_path / "model.h")
+    (tmp_path / "kernel_map.cu").write_text(doc_example("// kernel_map.cu"))
+    cmd = [nvcc, "-std=c++17", "-O3", "-arch=sm_80", "-c", str(tmp_path / "kernel_map.cu")]
+    result = subprocess.run(
+        [*cmd, "-o", str(tmp_path / "kernel_map.o")], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
 
 
 # --- (7) the float32 formulation against the float64 model on both phase spaces (issue 16) ------
