@@ -380,6 +380,24 @@ def test_path_on_a_map_in_the_reader_and_both_headers(mlp_driver: Path, tmp_path
         check_against_torch(model, groups, out, jac, JACOBIAN_RTOL[precision], what)
 
 
+def test_path_on_a_grid_map_keeps_its_smoothed_dby_in_two_floats(tmp_path: Path) -> None:
+    """A map sampled on a grid (the window-frame map's 100 mm grid): its dBy/dz table is of By
+    smoothed over the grid, not By's central differences, so the float32 header keeps that row
+    with its rounding error (d2By is a difference of neighbours) and still matches torch."""
+    from raytrack.export.header import TABLE_ROWS
+    from raytrack.physics.synthetic_map import sampled_grid
+
+    axis = AxisProfile.from_field(sampled_grid(), -500.0, 14500.0)
+    model = make_model(*FORMULATIONS[3], seed=41, axis=axis)
+    data = write_header(BinModel.from_torch(model), tmp_path / "grid.h", "grid")
+    assert data.table_rows == 7 and data.field_tables == 4 * 3 * 8 * len(axis.by)
+    assert TABLE_ROWS["dby_lo"] in (tmp_path / "grid.h").read_text()
+    groups = track_groups(seed=410)
+    out, out2, jac = run_header(tmp_path / "grid.h", "grid", groups, tmp_path)
+    np.testing.assert_array_equal(out2, out)
+    check_against_torch(model, groups, out, jac, JACOBIAN_RTOL["float32"], "header grid map")
+
+
 def test_float64_header_is_the_model_bin_reader_bit_for_bit(
     mlp_driver: Path, tmp_path: Path
 ) -> None:

@@ -127,36 +127,35 @@ TABLE_ROWS = {
     "by_lo": "By - float(By)",
     "f_lo": "F - float(F)",
     "h_lo": "H - float(H)",
+    "dby_lo": "dBy/dz - float(dBy/dz)",
 }
 
 
 def _table_rows(model: BinModel, precision: str = "float32") -> list[str]:
     """Rows of the tables the header keeps: By, F, H always (F's and H's Hermite slopes are By
-    and F) and dBy/dz for the expansion base (its only reader). In float32 also what rounding F
-    and H to float leaves out (F reaches 4500 T mm and H 4e7 T mm^2, where a float's spacing is
-    5e-4 and 4, and a leg's integrals are differences of them), and for the expansion base By's
-    instead of the dBy/dz row: the header takes dBy/dz from By as the tables were made (central
-    differences), whose d2By would otherwise be a difference of neighbouring float dBy/dz."""
+    and F) and dBy/dz for the expansion and path bases (its readers). In float32 also what
+    rounding F and H to float leaves out (F reaches 4500 T mm and H 4e7 T mm^2, where a float's
+    spacing is 5e-4 and 4, and a leg's integrals are differences of them), and for those two
+    bases By's instead of the dBy/dz row where dBy/dz is By's central differences (the header
+    takes it from By as the tables were made), else the dBy/dz row with its rounding error (a
+    map's, smoothed over its grid): d2By, a difference of neighbouring dBy/dz, would otherwise
+    lose ten bits of a float dBy/dz."""
     if model.axis_values.shape[1] == 0:
         return []
     expansion = model.base in ("expansion", "path")  # the bases that read dBy/dz
     if precision == "float64":
         return ["by", "dby", "f", "h"] if expansion else ["by", "f", "h"]
-    if expansion:
-        _check_central_differences(model)
+    if expansion and not _is_central_differences(model):
+        return ["by", "dby", "f", "h", "f_lo", "h_lo", "dby_lo"]
     return ["by", "f", "h", *(["by_lo"] if expansion else []), "f_lo", "h_lo"]
 
 
-def _check_central_differences(model: BinModel) -> None:
-    """Refuse a model whose dBy/dz table is not np.gradient of its By table (every raytrack
-    model's is, AxisProfile.tables): a float32 header computes it from By."""
+def _is_central_differences(model: BinModel) -> bool:
+    """Whether the dBy/dz table is np.gradient of the By table (an analytic field's; a map's is
+    of By smoothed over its grid)."""
     by, dby = model.axis_values[0], model.axis_values[1]
     expected = np.gradient(by, model.axis_spacing)
-    if np.abs(dby - expected).max() > 1e-12 * max(np.abs(expected).max(), 1e-300):
-        raise ValueError(
-            "the model's dBy/dz table is not the central differences of its By table, which a "
-            "float32 header computes it from: export with --precision float64"
-        )
+    return bool(np.abs(dby - expected).max() <= 1e-12 * max(np.abs(expected).max(), 1e-300))
 
 
 def _split(values, precision: str) -> tuple[np.ndarray, np.ndarray]:

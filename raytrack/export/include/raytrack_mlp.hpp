@@ -480,6 +480,9 @@ struct Axis {
   const R* by_lo;
   const R* f_lo;
   const R* h_lo;
+  // May be null: what rounding dBy/dz to R left out (a float header's, where dBy/dz is not
+  // By's central differences: a map's, smoothed), so that d2By keeps its digits.
+  const R* dby_lo;
   // The path base's midplane x dependence (x_degree = D, 0 for none): 2D rows of n, the D
   // coefficients of (x / x_scale)^1..D (T), then their dz derivatives (T/mm).
   // x_lo may be null: what rounding the derivative rows to R left out (a float header's),
@@ -496,7 +499,7 @@ struct Axis {
   // ends, as np.gradient made the table) from By and its rounding error: d2By, a difference of
   // neighbouring dBy, would lose ten bits of a float dBy/dz table to cancellation.
   RAYTRACK_HD Value<R> double_step_slope(int i) const {
-    if (dby != nullptr) return Value<R>(dby[i] * (R(2) * spacing));
+    if (dby != nullptr) return join(dby[i], dby_lo ? dby_lo[i] : R(0)) * (R(2) * spacing);
     const int below = i > 0 ? i - 1 : 0, above = i + 1 < n ? i + 1 : n - 1;
     const Value<R> step = join(by[above], by_lo[above]) - join(by[below], by_lo[below]);
     return above - below == 2 ? step : step * R(2);
@@ -978,8 +981,8 @@ struct AxisTables {
                               by.data(), dby.empty() ? nullptr : dby.data(),
                               f.data(),  h.data(),
                               nullptr,   nullptr,   nullptr,  // no rounding-error rows
-                              x_degree(), x_scale,  x.empty() ? nullptr : x.data(),
-                              nullptr};
+                              nullptr,   x_degree(), x_scale,
+                              x.empty() ? nullptr : x.data(), nullptr};
   }
 };
 
