@@ -398,12 +398,16 @@ def test_path_on_a_grid_map_keeps_its_smoothed_dby_in_two_floats(tmp_path: Path)
     check_against_torch(model, groups, out, jac, JACOBIAN_RTOL["float32"], "header grid map")
 
 
+@pytest.mark.parametrize("case", ["expansion", "path", "path-map"])
 def test_float64_header_is_the_model_bin_reader_bit_for_bit(
-    mlp_driver: Path, tmp_path: Path
+    case: str, mlp_driver: Path, tmp_path: Path
 ) -> None:
     """Both run the same "raytrack core" code: with the formulation in double, the header's
-    predictions and Jacobians are raytrack_mlp.hpp's, bit for bit."""
-    model = make_model(*FORMULATIONS[0], seed=9)
+    predictions and Jacobians are raytrack_mlp.hpp's, bit for bit (the path base's integration
+    matrix too: the header's, written by Python, and the one the reader computes on loading
+    are the same operations in the same order)."""
+    formulation = FORMULATIONS[0] if case == "expansion" else FORMULATIONS[3]
+    model = make_model(*formulation, seed=9, axis=MAP_AXIS if case == "path-map" else AXIS)
     groups = track_groups(seed=90, n=100)
     reader = run_mlp_driver(mlp_driver, model, groups, tmp_path)
     write_header(BinModel.from_torch(model), tmp_path / "model.h", "m", "float64")

@@ -808,17 +808,23 @@ def integration_matrix(nodes: np.ndarray, weights: np.ndarray) -> np.ndarray:
     S[k, j] is the integral over [0, t_k] of the Lagrange basis polynomial L_j of the nodes,
     computed by the nodes' own Gauss-Legendre rule scaled to [0, t_k] (exact: L_j has degree
     K - 1), ``t_k sum_m w_m L_j(t_k t_m)``, with L_j in product form (no ill-conditioned
-    Vandermonde matrix)."""
+    Vandermonde matrix). The operations and their order are raytrack_mlp.hpp's
+    (``integration_matrix``), so both give the same bits (the trigger header writes these)."""
     t = np.asarray(nodes, dtype=np.float64)
     w = np.asarray(weights, dtype=np.float64)
     count = len(t)
     points = t[:, None] * t[None, :]  # (k, m): t_k t_m
-    basis = np.ones((count, count, count))  # (j, k, m): L_j(t_k t_m)
+    matrix = np.zeros((count, count))
     for j in range(count):
+        basis = np.ones((count, count))  # (k, m): L_j(t_k t_m)
         for other in range(count):
             if other != j:
-                basis[j] = basis[j] * ((points - t[other]) / (t[j] - t[other]))
-    return (t[:, None] * (basis @ w).T).copy()
+                basis = basis * ((points - t[other]) / (t[j] - t[other]))
+        total = np.zeros(count)
+        for m in range(count):  # in order, as the C++ loop sums
+            total = total + w[m] * basis[:, m]
+        matrix[:, j] = t * total
+    return matrix
 
 
 def _path(inputs, tables: Tables, quadrature, kappa: float, passes: int) -> np.ndarray:
