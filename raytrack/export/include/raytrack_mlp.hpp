@@ -628,8 +628,13 @@ RAYTRACK_HD void kick(const Model<R>& m, const S s[5], R z0, R z1, S out[4]) {
 }
 
 template <class R, class S>
+RAYTRACK_HD S inverse_uz(const Model<R>& m, const S& ux, const S& uy) {
+  return R(1) / sqrt_(max_(R(1) - ux * ux - uy * uy, m.min_uz_squared));
+}
+
+template <class R, class S>
 RAYTRACK_HD void slopes(const Model<R>& m, const S& ux, const S& uy, S& tx, S& ty) {
-  const S inv_uz = R(1) / sqrt_(max_(R(1) - ux * ux - uy * uy, m.min_uz_squared));
+  const S inv_uz = inverse_uz(m, ux, uy);
   tx = ux * inv_uz;
   ty = uy * inv_uz;
 }
@@ -706,6 +711,48 @@ RAYTRACK_HD void expansion(const Model<R>& m, const S s[5], R z0, R z1, S out[4]
   out[3] = ty1 + dz * sum_dty;
 }
 
+// sum_j row[j] v[j] over n terms, in order (a row of the path's integration matrix times the
+// values at the nodes).
+template <class R, class S>
+RAYTRACK_HD inline S dot_row(const R* row, const S* v, int n) {
+  S sum = Traits<S>::constant(R(0));
+  for (int j = 0; j < n; ++j) sum = sum + row[j] * v[j];
+  return sum;
+}
+// In two floats: Ogita, Rump and Oishi's Dot2, the products' and the sums' rounding errors
+// gathered in one float (as accurate as the plain two-float sum, at half its operations).
+template <class T>
+RAYTRACK_HD inline Wide<T> dot2(const T* row, const Wide<T>* v, int n) {
+  T sum = T(0), error = T(0);
+  for (int j = 0; j < n; ++j) {
+    const Wide<T> product = two_prod(row[j], v[j].hi);
+    const Wide<T> total = two_sum(sum, product.hi);
+    sum = total.hi;
+    error = error + ((product.lo + total.lo) + row[j] * v[j].lo);
+  }
+  return fast_two_sum(sum, error);
+}
+template <class T>
+RAYTRACK_HD inline Wide<T> dot_row(const T* row, const Wide<T>* v, int n) {
+  return dot2(row, v, n);
+}
+// Dual numbers of two floats: the value as dot2 (predict's), the derivatives in order.
+template <class T>
+RAYTRACK_HD inline Dual<Wide<T>, T> dot_row(const T* row, const Dual<Wide<T>, T>* v, int n) {
+  Dual<Wide<T>, T> r;
+  T sum = T(0), error = T(0);
+  for (int k = 0; k < kTangents; ++k) r.d[k] = T(0);
+  for (int j = 0; j < n; ++j) {
+    const Wide<T> product = two_prod(row[j], v[j].v.hi);
+    const Wide<T> total = two_sum(sum, product.hi);
+    sum = total.hi;
+    error = error + ((product.lo + total.lo) + row[j] * v[j].v.lo);
+    for (int k = 0; k < kTangents; ++k) r.d[k] = r.d[k] + row[j] * v[j].d[k];
+  }
+  r.v = fast_two_sum(sum, error);
+  return r;
+}
+
 // The midplane's x dependence d = b(x, z) - b(0, z) at the table point p (inside the tables)
 // and x: d, dd/dx, d2d/dx2 + d2d/dz2 and dd/dz (T, T/mm, T/mm^2, T/mm). The coefficients are
 // linear in z between nodes, their dz derivatives too, the second dz derivatives the slopes
@@ -737,10 +784,11 @@ RAYTRACK_HD void midplane(const Axis<R>& a, const Point<R>& p, const L& x, L& d,
 
 // d(ux, uy)/dz from the field beyond the on-axis By at a node (x, y) of the path: By = -y^2/2
 // f'', Bz = y f' and, with x tables, dBy = d - y^2/2 (d_xx + d_zz), Bx = y d_x, dBz = y d_z.
+// inv_uz: 1 / uz of (ux, uy) (inverse_uz).
 template <class R, class L>
 RAYTRACK_HD void path_force(const Model<R>& m, const Point<R>& p, const L& x, const L& y,
-                            const L& ux, const L& uy, const L& kq, L& gx, L& gy) {
-  const L inv_uz = R(1) / sqrt_(max_(R(1) - ux * ux - uy * uy, m.min_uz_squared));
+                            const L& ux, const L& uy, const L& inv_uz, const L& kq, L& gx,
+                            L& gy) {
   const L half_y2 = R(0.5) * y * y;
   L by = -half_y2 * p.d2by, bz = y * p.dby;
   if (m.axis.x_degree > 0 && p.inside) {
@@ -780,6 +828,7 @@ RAYTRACK_HD void path(const Model<R>& m, const S s[5], R z0, R z1, S out[4]) {
   Point<R> at[kMaxPathNodes];
   S ux_axis[kMaxPathNodes], ux[kMaxPathNodes], uy[kMaxPathNodes];
   S px[kMaxPathNodes], py[kMaxPathNodes], gx[kMaxPathNodes], gy[kMaxPathNodes];
+  S inv_uz[kMaxPathNodes];  // 1 / uz at the nodes: the force's, and the path's slopes
   const S bend0 = kq * norm, lever_x = R(1) + tx * tx, lever_y = tx * ty;
   for (int k = 0; k < nk; ++k) {
     const V step = dz * m.node(k);  // z - z0 at the node
@@ -791,32 +840,29 @@ RAYTRACK_HD void path(const Model<R>& m, const S s[5], R z0, R z1, S out[4]) {
     px[k] = x + tx * step - lever_x * bend;
     py[k] = y + ty * step - lever_y * bend;
     gx[k] = gy[k] = zero;
+    inv_uz[k] = inverse_uz(m, ux[k], uy[k]);
   }
   for (int pass = 0; pass < m.passes; ++pass) {
-    for (int k = 0; k < nk; ++k) path_force(m, at[k], px[k], py[k], ux[k], uy[k], kq, gx[k], gy[k]);
+    for (int k = 0; k < nk; ++k) {
+      path_force(m, at[k], px[k], py[k], ux[k], uy[k], inv_uz[k], kq, gx[k], gy[k]);
+    }
     for (int k = 0; k < nk; ++k) {
       const R* row = m.integration + k * nk;
-      S sum_x = zero, sum_y = zero;
-      for (int j = 0; j < nk; ++j) {
-        sum_x = sum_x + row[j] * gx[j];
-        sum_y = sum_y + row[j] * gy[j];
-      }
-      ux[k] = ux_axis[k] + dz * sum_x;
-      uy[k] = uy0 + dz * sum_y;
+      ux[k] = ux_axis[k] + dz * dot_row(row, gx, nk);
+      uy[k] = uy0 + dz * dot_row(row, gy, nk);
     }
     if (pass + 1 == m.passes) break;
     // The next path: the integral of its slopes at the nodes (held where the force was: the
     // next pass computes that again).
-    for (int k = 0; k < nk; ++k) slopes(m, ux[k], uy[k], gx[k], gy[k]);
+    for (int k = 0; k < nk; ++k) {
+      inv_uz[k] = inverse_uz(m, ux[k], uy[k]);
+      gx[k] = ux[k] * inv_uz[k];
+      gy[k] = uy[k] * inv_uz[k];
+    }
     for (int k = 0; k < nk; ++k) {
       const R* row = m.integration + k * nk;
-      S sum_x = zero, sum_y = zero;
-      for (int j = 0; j < nk; ++j) {
-        sum_x = sum_x + row[j] * gx[j];
-        sum_y = sum_y + row[j] * gy[j];
-      }
-      px[k] = x + dz * sum_x;
-      py[k] = y + dz * sum_y;
+      px[k] = x + dz * dot_row(row, gx, nk);
+      py[k] = y + dz * dot_row(row, gy, nk);
     }
   }
   S sum_x = zero, sum_y = zero, turn_x = zero, turn_y = zero;
