@@ -395,6 +395,12 @@ namespace {namespace} {{
 
 """
     )
+    path_nodes = n_quad if model.base == "path" else 1
+    add(
+        f"// The path base's per-track arrays in the core below: this model's {path_nodes} "
+        "node(s).\n"
+        f"constexpr int kCorePathNodes = {path_nodes};\n\n"
+    )
     add(core_source())
     add(
         f"""

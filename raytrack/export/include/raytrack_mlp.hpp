@@ -72,6 +72,10 @@ enum class Target : std::uint32_t { Raw = 0, Residual = 1, ResidualQop = 2 };
 enum class Base : std::uint32_t { Line = 0, Kick = 1, Axial = 2, Expansion = 3, Path = 4 };
 enum class Inputs : std::uint32_t { State = 0, Physics = 1 };
 
+// The path base's most quadrature nodes in this reader (the core below sizes its per-track
+// arrays by the kCorePathNodes of the namespace it is in: a trigger header sets its model's).
+constexpr int kCorePathNodes = 32;
+
 // >>> raytrack core: begin
 // The formulation, the network and the forward-mode Jacobian, for one track. Device-ready: no
 // standard library, no allocation, every function __host__ __device__ under nvcc. This block
@@ -91,9 +95,10 @@ namespace core {
 constexpr unsigned kRelu = 1, kSilu = 2, kGelu = 3, kTanh = 4;
 constexpr unsigned kRaw = 0, kResidual = 1, kResidualQop = 2;
 constexpr unsigned kLine = 0, kKick = 1, kAxial = 2, kExpansion = 3, kPath = 4;
-// The path base's most quadrature nodes (model.bin's readers refuse more): the length of its
-// per-track arrays.
-constexpr int kMaxPathNodes = 32;
+// The path base's most quadrature nodes: the length of its per-track arrays (a GPU thread's
+// stack). The enclosing namespace sets it (kCorePathNodes): 32 in raytrack_mlp.hpp (model.bin's
+// readers refuse more), a trigger header its model's K.
+constexpr int kMaxPathNodes = kCorePathNodes;
 constexpr unsigned kState = 0, kPhysics = 1;
 constexpr int kInputs = 7, kOutputs = 4, kMaxFeatures = 14;
 // Differentiated inputs: x, y, tx, ty, qop (z_start and z_end are not).
@@ -823,12 +828,16 @@ RAYTRACK_HD void path(const Model<R>& m, const S s[5], R z0, R z1, S out[4]) {
   const S ux0 = tx / norm, uy0 = ty / norm, kq = m.kappa_value() * qop;
   const V dz = V(z1) - z0;
   const Point<R> st = m.axis.at(z0);
-  const int nk = m.n_quad;
+  // Never more nodes than the arrays hold (the loaders refuse such a model; a header's
+  // arrays are its model's).
+  const int nk = min_(m.n_quad, kMaxPathNodes);
   const S zero = T::constant(R(0));
-  Point<R> at[kMaxPathNodes];
-  S ux_axis[kMaxPathNodes], ux[kMaxPathNodes], uy[kMaxPathNodes];
-  S px[kMaxPathNodes], py[kMaxPathNodes], gx[kMaxPathNodes], gy[kMaxPathNodes];
-  S inv_uz[kMaxPathNodes];  // 1 / uz at the nodes: the force's, and the path's slopes
+  // Zeroed: with a header's one-node arrays (a model of another base) g++ cannot tell that
+  // nothing is read unwritten (-Wmaybe-uninitialized).
+  Point<R> at[kMaxPathNodes] = {};
+  S ux_axis[kMaxPathNodes] = {}, ux[kMaxPathNodes] = {}, uy[kMaxPathNodes] = {};
+  S px[kMaxPathNodes] = {}, py[kMaxPathNodes] = {}, gx[kMaxPathNodes] = {}, gy[kMaxPathNodes] = {};
+  S inv_uz[kMaxPathNodes] = {};  // 1 / uz at the nodes: the force's, and the path's slopes
   const S bend0 = kq * norm, lever_x = R(1) + tx * tx, lever_y = tx * ty;
   for (int k = 0; k < nk; ++k) {
     const V step = dz * m.node(k);  // z - z0 at the node
