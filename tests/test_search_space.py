@@ -162,7 +162,7 @@ def test_define_by_run_returns_fixed_values_as_constants():
     assert "target" not in trial.params
     default = load_search_space("default")
     trial = optuna.create_study(sampler=default.sampler(0)).ask()
-    assert default.define_by_run(trial) == {"base": "expansion", "inputs": "physics"}
+    assert default.define_by_run(trial) == {"base": "path", "inputs": "physics"}
     assert "base" not in trial.params and "leg_power" in trial.params
 
 
