@@ -570,10 +570,12 @@ def test_refusal_says_what_would_fit(tmp_path: Path, capsys) -> None:
     assert f"`python -m raytrack.train --preset trigger` ({trigger} weights)" in err
     assert "`python -m raytrack.tune --max-weights 11810`" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "large.h").exists()
-    # In float64 the trigger preset (11764 weights) does not fit: only the bound is given.
+    # In float64 the bound is lower; the trigger preset is named only where it fits under it.
     with pytest.raises(ConstantMemoryError) as refused:
         header_source(BinModel.from_torch(large), precision="float64")
-    assert "--max-weights 10308" in str(refused.value) and "--preset" not in str(refused.value)
+    message = str(refused.value)
+    assert "--max-weights 10308" in message
+    assert ("--preset trigger" in message) == (trigger <= 10308)
 
 
 def test_namespaces_are_checked() -> None:
