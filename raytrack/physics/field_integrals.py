@@ -156,23 +156,11 @@ class AxisProfile:
         return cls(float(z_first), float(spacing), by, f, _integrate_hermite(f, by, spacing), rule)
 
     @classmethod
-    def from_tables(
-        cls,
-        z_first: float,
-        spacing: float,
-        tables: np.ndarray,
-        x_tables: np.ndarray | None = None,
-        x_scale: float = X_SCALE_MM,
-    ) -> AxisProfile:
-        """From the (4, n) rows of :meth:`tables` (and the (2D, n) of :meth:`x_tables`) as a
-        model stores them."""
+    def from_tables(cls, z_first: float, spacing: float, tables: np.ndarray) -> AxisProfile:
+        """From the (4, n) rows of :meth:`tables` as a model stores them (a model's x tables
+        come back with its state: ``Formulation._load_from_state_dict``)."""
         tables = np.asarray(tables, dtype=np.float64)
-        profile = cls(float(z_first), float(spacing), tables[0], tables[2], tables[3])
-        if x_tables is None or not len(x_tables):
-            return profile
-        x_tables = np.asarray(x_tables, dtype=np.float64)
-        coefficients = x_tables[: len(x_tables) // 2].T.copy()
-        return dataclasses.replace(profile, x_coefficients=coefficients, x_scale=float(x_scale))
+        return cls(float(z_first), float(spacing), tables[0], tables[2], tables[3])
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for a manifest: the integrals are rebuilt from By on reading."""
