@@ -297,16 +297,33 @@ def node_processes(tag: str) -> list[int]:
 
 
 def stop_node(tag: str, temp_dir: Path, grace: float = 10.0) -> None:
-    """SIGTERM this node's Ray processes, SIGKILL what is left after ``grace`` s, remove the
-    temp dir."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in node_processes(tag):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-        deadline = time.time() + grace
-        while node_processes(tag) and time.time() < deadline:
-            time.sleep(0.2)
+    """Stop this node's Ray processes, then remove the temp dir: SIGTERM in ``ray stop``'s
+    order, each group given ``grace`` s (the raylet, the node's other processes, the GCS server
+    last: their shutdown talks to it; all at once, the GCS server hung in its own shutdown until
+    the SIGKILL, 10 s a node), then SIGKILL for what is left."""
+    for group in range(3):
+        pids = [pid for pid in node_processes(tag) if _stop_group(pid) == group]
+        _signal_and_wait(tag, pids, signal.SIGTERM, grace)
+    _signal_and_wait(tag, node_processes(tag), signal.SIGKILL, grace)
     shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _stop_group(pid: int) -> int:
+    """0 for the raylet, 2 for the GCS server, 1 for any other process."""
+    try:
+        program = (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")[0]
+    except OSError:  # gone
+        return 1
+    return 0 if program.endswith(b"/raylet") else 2 if program.endswith(b"/gcs_server") else 1
+
+
+def _signal_and_wait(tag: str, pids: list[int], sig: int, grace: float) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+    deadline = time.time() + grace
+    while set(pids) & set(node_processes(tag)) and time.time() < deadline:
+        time.sleep(0.1)
 
 
 # --------------------------------------------------------------------------- head

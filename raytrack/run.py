@@ -19,7 +19,7 @@ from raytrack.data import DatasetError, DatasetSplits, load
 from raytrack.data.schema import INPUT_COLUMNS, TARGET_COLUMNS, UNITS, canonical_hash
 from raytrack.evaluate import evaluate_model, magnet_extent, write_report
 from raytrack.export.model_bin import write_model_bin
-from raytrack.export.onnx_export import export_jacobian_onnx, export_onnx
+from raytrack.export.onnx_export import export_onnx_pair
 from raytrack.files import write_json_atomic as write_json
 from raytrack.models.mlp import TrackMLP
 from raytrack.models.run import RunSpec, check_run_dir, prepare_run_dir
@@ -97,8 +97,7 @@ def _exact_test_split(spec: RunSpec, splits: DatasetSplits):
 
 def write_exports(run_dir: Path, model: TrackMLP, metadata: dict[str, Any]) -> None:
     """model.onnx, model_jacobian.onnx, model.bin and metadata.json into ``run_dir``."""
-    export_onnx(model, run_dir / "model.onnx")
-    export_jacobian_onnx(model, run_dir / "model_jacobian.onnx")
+    export_onnx_pair(model, run_dir / "model.onnx", run_dir / "model_jacobian.onnx")
     write_model_bin(model, run_dir / "model.bin")
     write_json(run_dir / "metadata.json", metadata)
 

@@ -302,9 +302,13 @@ def test_simulated_allocation_runs_a_search_on_the_workers(allocation, classic_d
 
     assert head.process.wait(timeout=600) == 0, head.output()[-3000:]
     rows = json.loads((experiment / "leaderboard.json").read_text())
-    # Every preset trained to its end: its epochs, or the 6 s that bound each trial here (the
-    # wide presets would take minutes of the suite's two cores).
-    assert len(rows) == 5 and all(r["status"] in ("finished", "time_budget") for r in rows)
+    # Every preset trained to its end: its epochs, early stopping (the path base leaves a
+    # classic-leg network little to learn: its validation loss stops improving within 40 epochs
+    # on a fast machine), or the 6 s that bound each trial here (the wide presets would take
+    # minutes of the suite's two cores). Never an error, a failure or a trial left unfinished.
+    statuses = {r["name"]: r["status"] for r in rows}
+    assert len(rows) == 5, statuses
+    assert set(statuses.values()) <= {"finished", "early_stopped", "time_budget"}, statuses
     worker_ids = {n["id"] for n in cluster_nodes if n["cpus"] > 1}
     results = [
         json.loads(line)

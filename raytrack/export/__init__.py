@@ -4,6 +4,7 @@ from raytrack.export.model_bin import INCLUDE_DIR, BinModel, read_model_bin, wri
 from raytrack.export.onnx_export import (
     export_jacobian_onnx,
     export_onnx,
+    export_onnx_pair,
     onnx_predict,
     onnx_predict_with_jacobian,
 )
@@ -13,6 +14,7 @@ __all__ = [
     "BinModel",
     "export_jacobian_onnx",
     "export_onnx",
+    "export_onnx_pair",
     "onnx_predict",
     "onnx_predict_with_jacobian",
     "read_model_bin",
