@@ -43,6 +43,8 @@ DEFAULT_DRIVER = "python -m raytrack.tune --search presets --address auto"
 #: worker checks on its head (a worker looks for the head's address five times as often).
 POLL_SECONDS = 5.0
 HEAD_GONE_CHECKS = 3  # consecutive failed checks (15 s by default) before a worker gives up
+#: SIGTERM to SIGKILL for a node's Ray processes when it stops (its raylet drains to the GCS).
+STOP_GRACE_SECONDS = 10.0
 SOCKET_PATH_LIMIT = 107
 RAY_SOCKET_SUFFIX = 70  # session_<date>_<pid>/sockets/plasma_store and the like
 
@@ -296,15 +298,16 @@ def node_processes(tag: str) -> list[int]:
     return pids
 
 
-def stop_node(tag: str, temp_dir: Path, grace: float = 10.0) -> None:
+def stop_node(tag: str, temp_dir: Path, grace: float = STOP_GRACE_SECONDS) -> None:
     """Stop this node's Ray processes, then remove the temp dir: SIGTERM in ``ray stop``'s
-    order, each group given ``grace`` s (the raylet, the node's other processes, the GCS server
-    last: their shutdown talks to it; all at once, the GCS server hung in its own shutdown until
-    the SIGKILL, 10 s a node), then SIGKILL for what is left."""
+    order, within ``grace`` s in all (the raylet, the node's other processes, the GCS server
+    last: their shutdown talks to it; all at once, the GCS server hung in its own shutdown
+    until the SIGKILL, 10 s a node), then SIGKILL for what is left."""
+    deadline = time.time() + grace
     for group in range(3):
         pids = [pid for pid in node_processes(tag) if _stop_group(pid) == group]
-        _signal_and_wait(tag, pids, signal.SIGTERM, grace)
-    _signal_and_wait(tag, node_processes(tag), signal.SIGKILL, grace)
+        _signal_and_wait(tag, pids, signal.SIGTERM, deadline)
+    _signal_and_wait(tag, node_processes(tag), signal.SIGKILL, time.time() + grace)
     shutil.rmtree(temp_dir, ignore_errors=True)
 
 
@@ -317,11 +320,10 @@ def _stop_group(pid: int) -> int:
     return 0 if program.endswith(b"/raylet") else 2 if program.endswith(b"/gcs_server") else 1
 
 
-def _signal_and_wait(tag: str, pids: list[int], sig: int, grace: float) -> None:
+def _signal_and_wait(tag: str, pids: list[int], sig: int, deadline: float) -> None:
     for pid in pids:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, sig)
-    deadline = time.time() + grace
     while set(pids) & set(node_processes(tag)) and time.time() < deadline:
         time.sleep(0.1)
 
@@ -520,7 +522,8 @@ def run_worker(env: dict[str, str]) -> int:
         return 128 + stop.signum
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        stop_node(tag, temp_dir)
+        # Without its head's GCS, a raylet's graceful exit waits for it in vain (the grace).
+        stop_node(tag, temp_dir, STOP_GRACE_SECONDS if _reachable(address) else 1.0)
 
 
 def _wait_for_address(cluster: ClusterDir, timeout: float, poll: float) -> str | None:
