@@ -28,7 +28,9 @@ import torch
 from raytrack.export import (
     INCLUDE_DIR,
     export_onnx,
+    export_onnx_pair,
     onnx_predict,
+    onnx_predict_with_jacobian,
     read_model_bin,
     write_model_bin,
 )
@@ -340,10 +342,12 @@ def test_path_base_on_a_map_every_reader_matches_torch(
     proc, got = run_cpp(cpp_predict, tmp_path / "model.bin", everywhere, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert_groups_match(got, ref, groups, f"C++ map {inputs}")
-    if inputs == "physics":
-        export_onnx(model, tmp_path / "model.onnx")
+    if inputs == "physics":  # the two files a run ships, from one trace (write_exports)
+        export_onnx_pair(model, tmp_path / "model.onnx", tmp_path / "model_jacobian.onnx")
         got = onnx_predict(tmp_path / "model.onnx", everywhere, intra_op_num_threads=1)
         assert_groups_match(got, ref, groups, "onnx map")
+        end, _ = onnx_predict_with_jacobian(tmp_path / "model_jacobian.onnx", everywhere)
+        np.testing.assert_allclose(end, got, rtol=1e-6, atol=1e-4)  # one state_end, two graphs
 
 
 def test_every_formulation_and_leg_power_is_covered() -> None:

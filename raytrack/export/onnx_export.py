@@ -43,7 +43,11 @@ DEFAULT_OPSET = 18
 def export_onnx(
     model: TrackMLP, path: str | os.PathLike, opset_version: int = DEFAULT_OPSET
 ) -> None:
-    """Export ``model`` (in eval mode) to one self-contained ONNX file at ``path``, atomically."""
+    """Export ``model`` (in eval mode) to one self-contained ONNX file at ``path``, atomically.
+
+    A run's ``model.onnx`` comes from :func:`export_onnx_pair` (with its Jacobian's file): the
+    same outputs from a graph traced once for both; this export alone is the cheaper trace when
+    only the model is wanted (timings, benchmarks)."""
     _save(_exported(model, opset_version), path)
 
 
