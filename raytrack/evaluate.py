@@ -39,8 +39,8 @@ from raytrack.models.metrics import (
     slope_errors,
 )
 from raytrack.models.mlp import TrackMLP, straight_line
-from raytrack.models.run import RUN_FILE, RunSpec, checkpoint_path, predict
 from raytrack.models.training import load_checkpoint, model_from_checkpoint
+from raytrack.run.directory import RUN_FILE, RunSpec, checkpoint_path, predict
 
 DZ_BINS_MM = (0.0, 100.0, 300.0, 1000.0, 3000.0, 6000.0, 10000.0, 14000.0)
 #: Bins of |x| and |y| at the middle of the leg (mm; :func:`mid_leg_position`), the last one

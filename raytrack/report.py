@@ -85,7 +85,7 @@ class Experiment:
 def read_experiment(path: str | Path) -> Experiment:
     """The experiment directory's options, trials and leaderboard (the written one when it
     covers every trial, else one built from the trials' results)."""
-    from raytrack.search.files import EXPERIMENT_FILE, resolved_path
+    from raytrack.search.layout import EXPERIMENT_FILE, resolved_path
 
     path = Path(path)
     options_file = path / EXPERIMENT_FILE
@@ -185,7 +185,7 @@ def _rows_from_trials(
 def _describer(options: dict[str, Any]):
     """config -> (name, model dict) as the search resolves it; ("?", {}) when it cannot."""
     from raytrack.evaluate import find_run
-    from raytrack.models.run import RUN_FILE, RunSpec
+    from raytrack.run.directory import RUN_FILE, RunSpec
     from raytrack.search.trial import TrialSettings, resolve_configs
 
     space = None
@@ -248,8 +248,8 @@ def best_model(
     """The best trial's model on the test split, or why there is none. ``tracks`` (inputs,
     truth, predicted) when the caller has just evaluated best/."""
     from raytrack.evaluate import find_run
-    from raytrack.models.run import RUN_FILE, RunSpec, checkpoint_path, predict
     from raytrack.models.training import load_checkpoint, model_from_checkpoint
+    from raytrack.run.directory import RUN_FILE, RunSpec, checkpoint_path, predict
 
     row = next((r for r in experiment.rows if r["pos_p95_mm"] is not None), None)
     if row is None:
@@ -664,7 +664,7 @@ def _bins_table(report: dict[str, Any]) -> str:
 
 
 def _commands(experiment: Experiment) -> str:
-    from raytrack.search.files import STUDY_FILE
+    from raytrack.search.layout import STUDY_FILE
     from raytrack.search.tracking import resolve_uri, ui_command
 
     commands = [f"tensorboard --logdir {experiment.path}"]

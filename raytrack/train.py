@@ -30,9 +30,9 @@ from raytrack.files import check_writable
 from raytrack.models.formulation import BASES, INPUT_SETS
 from raytrack.models.mlp import TARGET_MODES
 from raytrack.models.presets import get_preset, load_presets
-from raytrack.models.run import RunSpec, check_run_dir, checkpoint_path
 from raytrack.models.training import LOSSES, PRECISIONS, SCHEDULES, TrainConfig
-from raytrack.run import json_report, train_run
+from raytrack.run.directory import RunSpec, check_run_dir, checkpoint_path
+from raytrack.run.pipeline import json_report, train_run
 
 #: With a time budget the clock ends the run (and drives the cosine schedule), not an epoch count.
 UNLIMITED_EPOCHS = 1_000_000

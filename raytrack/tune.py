@@ -370,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
         run_experiment,
         write_options,
     )
-    from raytrack.search.files import EXPERIMENT_FILE
+    from raytrack.search.layout import EXPERIMENT_FILE
     from raytrack.search.space import SearchSpaceError
 
     plan = None

@@ -145,9 +145,9 @@ def test_generate_refuses_workers_below_one(workers, tmp_path, monkeypatch, caps
 
 def test_tune_dataset_of_a_phase_space_file_lies_under_storage(tmp_path):
     from raytrack import tune
-    from raytrack.data.phase_space import BUILTIN_DIR
+    from raytrack.configs import shipped_file
 
-    classic = (BUILTIN_DIR / "classic.toml").read_text()
+    classic = shipped_file("phase space", "classic").read_text()
     first, second = tmp_path / "a" / "space.toml", tmp_path / "b" / "space.toml"
     for path, text in ((first, classic), (second, classic.replace("name = ", "name = 'b' #"))):
         path.parent.mkdir()

@@ -19,9 +19,9 @@ from raytrack.data.axis import profile_from_manifest
 from raytrack.data.independent import independent_tracks
 from raytrack.models import ModelConfig, TrackMLP, get_preset
 from raytrack.models.metrics import position_errors
-from raytrack.models.run import RunSpec, predict
 from raytrack.models.training import TrainConfig, model_from_checkpoint, train_model
-from raytrack.run import train_run
+from raytrack.run.directory import RunSpec, predict
+from raytrack.run.pipeline import train_run
 
 REPO = Path(__file__).resolve().parents[1]
 SHORT = TrainConfig(epochs=12, batch_size=128, lr=3e-3, warmup_epochs=1, patience=100)

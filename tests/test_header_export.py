@@ -49,12 +49,12 @@ from raytrack.files import write_json_atomic
 from raytrack.models.formulation import Formulation
 from raytrack.models.jacobian import forward_with_jacobian
 from raytrack.models.mlp import ModelConfig, Normalisation, TrackMLP
-from raytrack.models.run import RUN_FILE, RunSpec
 from raytrack.models.training import CHECKPOINT_NAME, TrainConfig, train_model
 from raytrack.physics.field_integrals import AxisProfile
 from raytrack.physics.fields import DipoleField
 from raytrack.physics.propagate import Limits
 from raytrack.physics.synthetic_map import WindowFrameField
+from raytrack.run.directory import RUN_FILE, RunSpec
 
 AXIS = AxisProfile.from_field(DipoleField(), -500.0, 14500.0)
 #: The window-frame test map's profile: the path base's models on it carry x tables (D = 8).

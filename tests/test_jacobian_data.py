@@ -171,9 +171,9 @@ def jacobian_run(jacobian_dataset, tmp_path_factory):
     ships its Jacobian, model_jacobian.onnx (the others are not needed here)."""
     from raytrack.export.onnx_export import export_jacobian_onnx
     from raytrack.models import get_preset
-    from raytrack.models.run import RunSpec
     from raytrack.models.training import TrainConfig
-    from raytrack.run import train_run
+    from raytrack.run.directory import RunSpec
+    from raytrack.run.pipeline import train_run
 
     run = tmp_path_factory.mktemp("jacobian-run") / "run"
     settings = TrainConfig(epochs=3, batch_size=128, lr=3e-3, warmup_epochs=1, patience=100)

@@ -103,3 +103,17 @@ def test_find_cycle_finds_a_circle():
 def test_no_import_circle_in_raytrack():
     cycle = find_cycle(import_graph())
     assert cycle is None, "import circle: " + " -> ".join(cycle or [])
+
+
+def test_every_package_is_installed():
+    # pyproject lists packages by hand (search_spaces/ is mapped in), so a new subpackage that
+    # is not listed would be missing from a wheel while an editable install still finds it.
+    import tomllib
+
+    listed = set(
+        tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["tool"]["setuptools"][
+            "packages"
+        ]
+    )
+    found = {_module_name(p, PACKAGE) for p in PACKAGE.rglob("__init__.py")}
+    assert found <= listed, f"not in pyproject's packages: {sorted(found - listed)}"

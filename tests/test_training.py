@@ -16,7 +16,6 @@ from raytrack.data import load, load_phase_space
 from raytrack.data.axis import profile_for
 from raytrack.models import ModelConfig, TrackMLP, get_preset, load_presets
 from raytrack.models.metrics import evaluation_report
-from raytrack.models.run import RunSpec, predict
 from raytrack.models.training import (
     TrainConfig,
     load_checkpoint,
@@ -24,7 +23,8 @@ from raytrack.models.training import (
     train_model,
 )
 from raytrack.physics import DipoleField
-from raytrack.run import train_run
+from raytrack.run.directory import RunSpec, predict
+from raytrack.run.pipeline import train_run
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = get_preset("tiny")

@@ -612,7 +612,7 @@ def test_a_moved_experiment_finds_its_files_where_it_lies_now(tmp_path):
     import pickle
 
     from raytrack.search.experiment import load_options, options_document, study_storage
-    from raytrack.search.files import running
+    from raytrack.search.layout import running
     from raytrack.search.tracking import MlflowTracking, local_uri
     from raytrack.search.trial import TrialSettings
 

@@ -25,8 +25,8 @@ def bench_accuracy(
     from raytrack.models import get_preset
     from raytrack.models.metrics import position_errors
     from raytrack.models.mlp import straight_line
-    from raytrack.models.run import predict
     from raytrack.models.training import TrainConfig, train_model
+    from raytrack.run.directory import predict
 
     with contextlib.ExitStack() as stack:
         root = Path(workdir or stack.enter_context(tempfile.TemporaryDirectory()))

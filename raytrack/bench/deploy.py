@@ -173,8 +173,8 @@ def run_case(run_dir: str, tracks: int) -> Case:
     space; a map must be readable where the dataset's manifest says it was read from."""
     from raytrack.data.schema import read_manifest
     from raytrack.evaluate import find_run
-    from raytrack.models.run import RUN_FILE, RunSpec, checkpoint_path
     from raytrack.models.training import load_checkpoint, model_from_checkpoint
+    from raytrack.run.directory import RUN_FILE, RunSpec, checkpoint_path
 
     run = find_run(run_dir)
     spec = RunSpec.from_dict(json.loads((run / RUN_FILE).read_text()))
@@ -472,7 +472,7 @@ def measure_case(
     rounds: int,
 ) -> tuple[list[Row], str]:
     """The settings search and both languages' rows of one case."""
-    from raytrack.models.run import predict
+    from raytrack.run.directory import predict
 
     anchor = Errors.of(predict(case.model, case.inputs), case.truth)
     found, python_ends = python_settings(case, settings)

@@ -1,6 +1,6 @@
 """Phase-space definitions: where generated tracks start and which leg they travel.
 
-A phase space is data, a TOML file (see ``phase_spaces/default.toml`` and ``classic.toml``
+A phase space is data, a TOML file (see ``search_spaces/phase_spaces/default.toml`` and ``classic.toml``
 shipped with the package). Select one by name (``default``, ``classic``) or by path.
 Units: x, y, z in mm, slopes dimensionless, momentum in GeV (converted to q/p in 1/MeV).
 """
@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
+from raytrack.configs import shipped_file, shipped_names
 from raytrack.files import read_toml
 from raytrack.physics.units import MEV_PER_GEV
 
-BUILTIN_DIR = Path(__file__).parent / "phase_spaces"
 DISTRIBUTIONS = ("uniform", "log-uniform", "fixed")
 STATE_KEYS = ("x", "y", "tx", "ty", "p_gev")
 DIRECTIONS = ("forward", "backward", "both")
@@ -88,9 +88,9 @@ def load_phase_space(name_or_path: str | Path) -> PhaseSpace:
     """Load a built-in phase space by name, or a TOML file by path."""
     path = Path(name_or_path)
     if not path.suffix and not path.exists():
-        path = BUILTIN_DIR / f"{name_or_path}.toml"
-        if not path.exists():
-            builtins = sorted(p.stem for p in BUILTIN_DIR.glob("*.toml"))
+        path = shipped_file("phase space", str(name_or_path))
+        if path is None:
+            builtins = shipped_names("phase space")
             raise PhaseSpaceError(
                 f"unknown phase space {str(name_or_path)!r}: use one of {builtins} or a .toml file"
             )

@@ -630,8 +630,8 @@ def load_model(source: str | Path) -> BinModel:
         return read_model_bin(path)
     # Imported here: raytrack.evaluate imports the ONNX export (raytrack.export) itself.
     from raytrack.evaluate import find_run
-    from raytrack.models.run import checkpoint_path
     from raytrack.models.training import load_checkpoint, model_from_checkpoint
+    from raytrack.run.directory import checkpoint_path
 
     run = find_run(path)
     model = model_from_checkpoint(load_checkpoint(checkpoint_path(run)))

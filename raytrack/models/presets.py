@@ -1,20 +1,19 @@
-"""Model presets, read from search_spaces/presets.toml (shipped as raytrack.search_spaces)."""
+"""Model presets, read from the shipped ``search_spaces/presets.toml`` (see raytrack.configs)."""
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from raytrack.configs import presets_file
 from raytrack.files import read_toml
 from raytrack.models.mlp import ModelConfig
 
-PRESET_FILE = "presets.toml"
 SEARCH_PRESETS = ("large", "xlarge", "deep", "ultra", "wide")  # the five of the earlier script
 
 
 def presets_path() -> Path:
-    return Path(str(resources.files("raytrack.search_spaces").joinpath(PRESET_FILE)))
+    return presets_file()
 
 
 def load_presets(path: str | Path | None = None) -> dict[str, ModelConfig]:

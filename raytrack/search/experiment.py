@@ -2,7 +2,7 @@
 
 ``STORAGE/NAME`` holds Ray Tune's own state (trial directories, TensorBoard event files, the
 searcher's state) and raytrack's: ``experiment.json`` (the options, for ``--resume``; see
-``raytrack.search.files`` for how it records paths, so that the experiment can move),
+``raytrack.search.layout`` for how it records paths, so that the experiment can move),
 ``leaderboard.csv``/``.json``, ``pareto.csv``/``.json`` (Pareto objectives), ``best/``, the
 report (``report/index.html``), the Optuna study of an ``optuna``/``all`` search
 (``optuna.journal``, which ``optuna-dashboard`` opens) and, with ``--mlflow`` and no URI, the
@@ -33,15 +33,15 @@ from raytrack.data import load
 from raytrack.data.loader import DatasetSplits
 from raytrack.files import write_json_atomic
 from raytrack.models.presets import SEARCH_PRESETS, load_presets
-from raytrack.models.run import RUN_FILE, RunSpec
 from raytrack.models.training import (
     CHECKPOINT_NAME,
     TrainConfig,
     load_checkpoint,
     result_from_checkpoint,
 )
-from raytrack.run import write_outputs
-from raytrack.search.files import (
+from raytrack.run.directory import RUN_FILE, RunSpec
+from raytrack.run.pipeline import write_outputs
+from raytrack.search.layout import (
     EXPERIMENT_FILE,
     STUDY_FILE,
     resolved_path,
@@ -224,7 +224,7 @@ def load_options(storage: str, name: str) -> ExperimentOptions:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no experiment to resume (check --storage and --name)")
     document = json.loads(path.read_text())
-    # where the experiment lies now, not where it was started (see raytrack.search.files)
+    # where the experiment lies now, not where it was started (see raytrack.search.layout)
     document.update(storage=storage, name=name)
     document["data_dir"] = resolved_path(path.parent, document["data_dir"])
     if document.get("mlflow"):
@@ -242,7 +242,7 @@ def write_options(options: ExperimentOptions) -> None:
 
 def options_document(options: ExperimentOptions) -> dict[str, Any]:
     """``experiment.json``: the options, with no path that stops the experiment from moving (the
-    storage directory is where it lies; see raytrack.search.files)."""
+    storage directory is where it lies; see raytrack.search.layout)."""
     document = asdict(options)
     del document["storage"]
     document["data_dir"] = stored_path(options.path, options.data_dir)

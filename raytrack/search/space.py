@@ -48,12 +48,12 @@ trainable to refuse a model before training it.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import optuna
 
+from raytrack.configs import shipped_file, shipped_names
 from raytrack.files import read_toml
 from raytrack.models.mlp import ModelConfig
 from raytrack.models.training import TrainConfig
@@ -344,13 +344,8 @@ def _is_number(value: Any) -> bool:
 
 
 def builtin_search_spaces() -> list[str]:
-    """Names of the search spaces shipped in ``raytrack.search_spaces``."""
-    folder = resources.files("raytrack.search_spaces")
-    return sorted(
-        entry.name[: -len(".toml")]
-        for entry in folder.iterdir()
-        if entry.name.endswith(".toml") and entry.name != "presets.toml"
-    )
+    """Names of the search spaces shipped in ``search_spaces/``."""
+    return shipped_names("search space")
 
 
 def load_search_space(name_or_path: str | Path, max_weights: int | None = None) -> SearchSpace:
@@ -362,7 +357,7 @@ def load_search_space(name_or_path: str | Path, max_weights: int | None = None) 
                 f"unknown search space {str(name_or_path)!r}: use one of "
                 f"{builtin_search_spaces()} or a .toml file"
             )
-        path = Path(str(resources.files("raytrack.search_spaces") / f"{name_or_path}.toml"))
+        path = shipped_file("search space", str(name_or_path))
     data = read_toml(path, SearchSpaceError, "search-space")
     return parse_search_space(data, origin=path, max_weights=max_weights)
 

@@ -29,7 +29,7 @@ from typing import Any
 from ray import tune
 
 from raytrack.models.training import VALIDATION_METRICS
-from raytrack.search.files import running_experiment
+from raytrack.search.layout import running_experiment
 from raytrack.search.leaderboard import trial_status
 from raytrack.search.trial import TrialSettings, resolve_configs
 

@@ -1,6 +1,6 @@
 """One Ray Tune trial: build the model a config asks for, train it, report every epoch.
 
-The trial is :func:`raytrack.run.train_run` (the same code as ``python -m raytrack.train``)
+The trial is :func:`raytrack.run.pipeline.train_run` (the same code as ``python -m raytrack.train``)
 with a callback that hands each epoch's metrics and checkpoint to Ray Tune. The dataset arrives
 through Ray's object store (``tune.with_parameters``): one copy per node, read without copying.
 """
@@ -24,9 +24,9 @@ from ray import tune
 from raytrack.data.loader import DatasetSplits
 from raytrack.models.mlp import ModelConfig
 from raytrack.models.presets import load_presets
-from raytrack.models.run import RUN_FILE, RunSpec
 from raytrack.models.training import CHECKPOINT_NAME, VALIDATION_METRICS, TrainConfig
-from raytrack.run import train_run
+from raytrack.run.directory import RUN_FILE, RunSpec
+from raytrack.run.pipeline import train_run
 from raytrack.search.timing import TIME_METRIC, checkpoint_us_per_track
 
 #: The metric searchers and schedulers optimise: P95 position error of the weights a trial

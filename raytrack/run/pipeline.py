@@ -3,7 +3,7 @@
 This sits above ``raytrack.models`` (the model, its training loop, the run directory's spec),
 ``raytrack.evaluate`` and ``raytrack.export``, and ties them together for
 ``python -m raytrack.train``, the Ray Tune trials and a search's ``best/``. The run directory's
-layout is described in :mod:`raytrack.models.run`.
+layout is described in :mod:`raytrack.run.directory`.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from raytrack.export.model_bin import write_model_bin
 from raytrack.export.onnx_export import export_onnx_pair
 from raytrack.files import write_json_atomic as write_json
 from raytrack.models.mlp import TrackMLP
-from raytrack.models.run import RunSpec, check_run_dir, prepare_run_dir
 from raytrack.models.training import EpochCallback, TrainResult, train_model
+from raytrack.run.directory import RunSpec, check_run_dir, prepare_run_dir
 
 
 def train_run(

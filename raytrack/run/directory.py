@@ -1,6 +1,6 @@
 """A training run directory: what a run trains (``RunSpec``) and where its files lie.
 
-Training, export and evaluation are tied together one layer up, in :mod:`raytrack.run`.
+Training, export and evaluation are tied together one layer up, in :mod:`raytrack.run.pipeline`.
 ``RUN_DIR`` holds::
 
     run.json         what was asked: model and training config, dataset, device
