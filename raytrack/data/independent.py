@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from raytrack.data.axis import analytic_field
+from raytrack.data.manifest_field import analytic_field
 from raytrack.data.phase_space import parse_phase_space
 from raytrack.data.schema import COLUMNS, DatasetError
 from raytrack.data.shards import DatasetSpec, generate_shard

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from raytrack.data.axis import profile_from_manifest
+from raytrack.data.manifest_field import profile_from_manifest
 from raytrack.data.schema import (
     COLUMNS,
     INPUT_COLUMNS,
@@ -38,7 +38,7 @@ from raytrack.data.schema import (
     has_jacobian,
     read_manifest,
 )
-from raytrack.physics.field_integrals import AxisProfile
+from raytrack.physics.axis_profile import AxisProfile
 
 
 @dataclass

@@ -1,7 +1,8 @@
 """Phase-space definitions: where generated tracks start and which leg they travel.
 
-A phase space is data, a TOML file (see ``search_spaces/phase_spaces/default.toml`` and ``classic.toml``
-shipped with the package). Select one by name (``default``, ``classic``) or by path.
+A phase space is data, a TOML file (see ``search_spaces/phase_spaces/default.toml`` and
+``classic.toml`` shipped with the package). Select one by name (``default``, ``classic``) or by
+path.
 Units: x, y, z in mm, slopes dimensionless, momentum in GeV (converted to q/p in 1/MeV).
 """
 

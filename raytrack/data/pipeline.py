@@ -20,7 +20,7 @@ import ray
 
 import raytrack
 from raytrack.cluster import connect
-from raytrack.data.axis import profile_for
+from raytrack.data.manifest_field import profile_for
 from raytrack.data.schema import (
     FORMAT_VERSION,
     MANIFEST_NAME,
@@ -89,7 +89,8 @@ def _new_manifest(spec: DatasetSpec, parameters: dict[str, Any]) -> dict[str, An
         "field": {
             "description": spec.field.describe(),
             "hash": spec.field.fingerprint(),
-            # The models' physics base reads this (raytrack.data.axis); not part of the identity.
+            # The models' physics base reads this (raytrack.data.manifest_field); not part of
+            # the identity.
             "axis_profile": profile_for(spec.field, spec.phase_space).to_dict(),
         },
         "columns": list(dataset_columns(spec.jacobian)),

@@ -63,8 +63,8 @@ class DatasetSpec:
         """The plain-data description whose hash names the dataset (manifest 'dataset_id').
 
         A dataset with the Jacobian columns has ``"jacobian": true`` in it (so another id: the
-        two never mix on resume); a plain one has no such key, so its id is the one it had
-        before the option existed.
+        two never mix on resume); a plain one has no such key, so its id does not depend on
+        whether this raytrack knows the option.
         """
         identity = {
             "format_version": FORMAT_VERSION,

@@ -99,11 +99,11 @@ METHODS = {"dopri5": DOPRI5, "rk4": RK4}
 #: (tests/test_propagate.py), and a smaller cap only costs steps far out in the field's tails.
 MAX_STEP_MM = 1000.0
 #: Largest adaptive step (mm) with ``return_jacobian``. Far out in the dipole's tails the bending
-#: of a step is tiny, so the absolute tolerances let steps grow long, and with 1000 mm steps the
-#: bending there (and so d end / d qop) was only good to 7e-4 relative, though the state was
-#: good to 1e-6 mm. 250 mm keeps every Jacobian column within 3e-6 of a 1e4 times tighter
-#: integration, for about 1.4 times the steps, which plain propagation (and so the generator)
-#: does not pay. With the same ``max_step``, asking for the Jacobian never changes the end state.
+#: of a step is tiny, so the absolute tolerances let steps grow long enough to spoil d end / d qop
+#: though not the state; this cap keeps every Jacobian column close to a much tighter
+#: integration, for more steps, which plain propagation (and so the generator) does not pay
+#: (docs/physics.md sections 2b and 5). With the same ``max_step``, asking for the Jacobian
+#: never changes the end state.
 JACOBIAN_MAX_STEP_MM = 250.0
 
 

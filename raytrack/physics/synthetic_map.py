@@ -26,10 +26,10 @@ separable in x and z (a real fall-off changes along the magnet) and has no x-y c
 the series, no coil ends, no iron saturation, and it is symmetric under x -> -x.
 
 Sampled on a 100 mm grid, as LHCb's map is, over x in [-4000, 4000] mm, z in [-500, 14500] mm
-and y in [-3000, 3000] mm (LHCb's map: y up to 4000 mm; 3000 covers all but 2e-5 of the default
-phase space's tracks inside the field, and off the midplane the series grows as y^2): 81 x 61 x
-151 points, a 36 MB ``.npz`` table and four 11 MB ``.cdf`` quadrant files. Outside the grid the
-field is zero, as for any map.
+and y in [-3000, 3000] mm (LHCb's map: y up to 4000 mm; 3000 covers nearly all of the default
+phase space's tracks inside the field, docs/physics.md section 5, and off the midplane the
+series grows as y^2): 81 x 61 x 151 points, a 36 MB ``.npz`` table and four 11 MB ``.cdf``
+quadrant files. Outside the grid the field is zero, as for any map.
 
     python -m raytrack.physics.synthetic_map OUT_DIR [--polarity down] [--spacing 100]
 

@@ -5,7 +5,7 @@ raytrack's internal units: lengths in mm, momenta in MeV (so q/p in 1/MeV), fiel
 
 #: Curvature constant for q/p in 1/MeV, B in tesla, lengths in mm: d(slope)/dz = KAPPA * qop * B.
 #: 1 GeV in 1 T bends with radius 1 / (KAPPA * 1e-3) = 3335.6 mm. (2.998e-4 is the value for
-#: q/p in 1/GeV; using it with 1/MeV made an earlier code base's tracks hardly bend.)
+#: q/p in 1/GeV, wrong with q/p in 1/MeV: docs/physics.md section 2.)
 KAPPA = 0.299792458
 
 MEV_PER_GEV = 1000.0

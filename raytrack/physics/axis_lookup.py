@@ -1,0 +1,196 @@
+"""Reading the on-axis tables in torch (docs/physics.md section 2a): By, dBy/dz, F and H at any z,
+and the midplane's x dependence, for the transports and the models.
+
+:class:`AxisTables` holds the tables of an :class:`~raytrack.physics.axis_profile.AxisProfile`
+as a model keeps them; :meth:`AxisTables.at` reads them at z (any dtype and device; autograd
+flows through): By and dBy/dz linear between nodes, F and H by cubic Hermite interpolation
+(F' = By, H' = F). Beyond the tables By is taken as 0.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+import torch
+
+from raytrack.physics.axis_profile import X_SCALE_MM
+
+
+@dataclass(frozen=True)
+class AxisTables:
+    """The (4, n) tables of :meth:`AxisProfile.tables` and where their nodes lie, and the
+    (2D, n) tables of the midplane's x dependence (:meth:`AxisProfile.x_tables`; empty
+    without).
+
+    ``rows``, ``x_rows``: the tables as the look-ups read them (:func:`interval_rows`);
+    computed from ``values`` and ``x_values`` when not given (a model keeps them as buffers,
+    computed once).
+    """
+
+    values: torch.Tensor
+    z_first: float
+    spacing: float
+    rows: torch.Tensor | None = None
+    x_values: torch.Tensor | None = None
+    x_scale: float = X_SCALE_MM
+    x_rows: torch.Tensor | None = None
+
+    @property
+    def x_degree(self) -> int:
+        return 0 if self.x_values is None else self.x_values.shape[0] // 2
+
+    def at(self, z: torch.Tensor) -> AxisValues:
+        """By, dBy/dz (linear between nodes), F and H (cubic Hermite) at z, any shape. Beyond
+        the tables By is taken as 0: F stays at its end value and H grows linearly.
+
+        One gather of each z's interval row (:func:`interval_rows`): the look-ups at the
+        quadrature nodes are most of a small model's inference time."""
+        rows = self.rows
+        if rows is None:
+            rows = interval_rows(self.values)
+        x_rows = self.x_rows
+        if x_rows is None and self.x_degree:
+            x_rows = interval_rows(self.x_values)
+        t = (z - self.z_first) / self.spacing
+        index = torch.clamp(torch.floor(t), 0, rows.shape[0] - 1)
+        u = torch.clamp(t - index, 0.0, 1.0)
+        outside = (t - index - u) * self.spacing  # signed distance past the end node
+        midplane = (x_rows, self.x_scale) if self.x_degree else None
+        return AxisValues(rows, index.long(), u, outside, self.spacing, midplane)
+
+
+def interval_rows(values: torch.Tensor) -> torch.Tensor:
+    """(n - 1, 2R) rows: the R rows of the (R, n) tables at the two nodes of each interval
+    (``By, dBy/dz, F, H`` for the axis tables): what a look-up reads, in one gather."""
+    return torch.cat((values[:, :-1], values[:, 1:])).T.contiguous()
+
+
+class AxisValues:
+    """The tables read at some z (:meth:`AxisTables.at`): each quantity is computed when first
+    asked for, so that an exported graph holds only what a formulation uses."""
+
+    def __init__(
+        self,
+        rows: torch.Tensor,
+        index: torch.Tensor,
+        u: torch.Tensor,
+        outside: torch.Tensor,
+        spacing: float,
+        midplane: tuple[torch.Tensor, float] | None = None,
+    ) -> None:
+        # One gather of each z's row, (M, 8), then its columns: ONNX Runtime fuses the slices
+        # into one split, where one gather per column costs more.
+        self._c = _gather_columns(rows, index)
+        self._index, self._u, self._outside, self._spacing = index, u, outside, spacing
+        self._midplane = midplane
+
+    @functools.cached_property
+    def _basis(self) -> tuple[torch.Tensor, ...]:
+        """The cubic Hermite basis at u, the two slope terms scaled to the node spacing."""
+        u = self._u
+        u2 = u * u
+        u3 = u2 * u
+        s = self._spacing
+        return 2 * u3 - 3 * u2 + 1, (u3 - 2 * u2 + u) * s, -2 * u3 + 3 * u2, (u3 - u2) * s
+
+    def _hermite(self, value: int, slope: int) -> torch.Tensor:
+        b0, b1, b2, b3 = self._basis
+        c = self._c
+        return b0 * c[value] + b1 * c[slope] + b2 * c[value + 4] + b3 * c[slope + 4]
+
+    @functools.cached_property
+    def f(self) -> torch.Tensor:
+        """F = int By dz, T mm."""
+        return self._hermite(2, 0)
+
+    @functools.cached_property
+    def h(self) -> torch.Tensor:
+        """H = int F dz, T mm^2."""
+        return self._hermite(3, 2) + self.f * self._outside
+
+    @functools.cached_property
+    def _inside(self) -> torch.Tensor:
+        """1 between the tables' end nodes, 0 beyond them (where By is taken as 0)."""
+        return (self._outside == 0).to(self._u.dtype)
+
+    def _lerp(self, column: int) -> torch.Tensor:
+        return self._c[column] * (1 - self._u) + self._c[column + 4] * self._u
+
+    @functools.cached_property
+    def by(self) -> torch.Tensor:
+        """By, T."""
+        return self._lerp(0) * self._inside
+
+    @functools.cached_property
+    def dby(self) -> torch.Tensor:
+        """dBy/dz, T / mm."""
+        return self._lerp(1) * self._inside
+
+    @functools.cached_property
+    def d2by(self) -> torch.Tensor:
+        """The slope of the dBy/dz interpolant (constant between nodes), T / mm^2."""
+        return (self._c[5] - self._c[1]) / self._spacing * self._inside
+
+    @property
+    def has_x_dependence(self) -> bool:
+        return self._midplane is not None
+
+    @functools.cached_property
+    def _x_coefficients(self) -> tuple[torch.Tensor, ...]:
+        """The x polynomial's coefficient arrays at z, (..., D) each, zero beyond the tables:
+        of ``d``; of ``dd/du`` and of ``x_scale^2 (d2d/dx2 + d2d/dz2)`` one and two powers
+        down (their constant terms apart); of ``dd/dz``. The coefficients are linear in z
+        between nodes, their dz derivatives too (as By, dBy/dz), the second derivatives the
+        slopes of those (constant between nodes)."""
+        x_rows, x_scale = self._midplane
+        degree = x_rows.shape[1] // 4
+        gathered = torch.index_select(x_rows, 0, self._index.reshape(-1))
+        gathered = gathered.reshape(*self._index.shape, 4 * degree)
+        u = self._u.unsqueeze(-1)
+        inside = self._inside.unsqueeze(-1)
+        # Coefficients and their dz derivatives in one lerp: the rows are [c, dc/dz] at the
+        # interval's two nodes (interval_rows).
+        both = (gathered[..., : 2 * degree] * (1 - u) + gathered[..., 2 * degree :] * u) * inside
+        value, slope = both[..., :degree], both[..., degree:]
+        curve = (gathered[..., 3 * degree :] - gathered[..., degree : 2 * degree]) * inside
+        powers = torch.arange(1, degree + 1, dtype=value.dtype, device=value.device)
+        zeros = value[..., :1] * 0.0
+        # sum_p c_p u^p: d/du = c_1 + sum_q (q + 1) c_(q+1) u^q,
+        # d2/du2 = 2 c_2 + sum_q (q + 2)(q + 1) c_(q+2) u^q.
+        first = torch.cat((value[..., 1:] * powers[1:], zeros), -1)
+        second = torch.cat((value[..., 2:] * (powers[2:] * powers[1:-1]), zeros, zeros), -1)
+        laplacian = second * (1 / (x_scale * x_scale)) + curve * (1 / self._spacing)
+        return value, first, laplacian, slope, value[..., 0], 2 * value[..., 1]
+
+    def midplane_terms(self, x) -> tuple:
+        """What the midplane's x dependence ``d = b(x, z) - b(0, z)`` gives at x (same shape
+        as z): ``(d, dd/dx, d2d/dx2 + d2d/dz2, dd/dz)`` (T, T/mm, T/mm^2, T/mm), zero beyond
+        the tables. With them, Maxwell's equations to second order in y add to the on-axis
+        field's expansion ``(0, -y^2/2 f'', y f')``::
+
+            dBy = d - y^2/2 (d2d/dx2 + d2d/dz2),   Bx = y dd/dx,   dBz = y dd/dz
+
+        ``d`` is the fitted polynomial in ``u = x / x_scale``, u clamped to [-1, 1]: each term
+        is one product with the powers of u and a sum (few, wide operations: ONNX Runtime's
+        cost is per operation)."""
+        _, x_scale = self._midplane
+        value, first, laplacian, slope, first_0, second_0 = self._x_coefficients
+        u = torch.clamp(x / x_scale, -1.0, 1.0)
+        power = [u]  # u^1 .. u^D
+        for _ in range(value.shape[-1] - 1):
+            power.append(power[-1] * u)
+        powers = torch.stack(power, -1)
+        second_0 = second_0 * (1 / (x_scale * x_scale))
+        return (
+            (value * powers).sum(-1),
+            ((first * powers).sum(-1) + first_0) * (1 / x_scale),
+            (laplacian * powers).sum(-1) + second_0,
+            (slope * powers).sum(-1),
+        )
+
+
+def _gather_columns(rows: torch.Tensor, index: torch.Tensor) -> list[torch.Tensor]:
+    """The columns of ``rows`` at each index, each in the index's shape."""
+    gathered = torch.index_select(rows, 0, index.reshape(-1)).T
+    return [c.reshape(index.shape) for c in gathered.unbind(0)]
