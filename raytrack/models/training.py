@@ -5,18 +5,19 @@ chunks, float64 arithmetic, float32 storage) and go to the device once with its 
 epoch draws one permutation and each batch gathers its rows (no DataLoader, no per-epoch copy
 of the data: a run holds about twice its float32 training data, see README "Memory").
 AdamW, linear warm-up then cosine decay (or reduce-on-plateau), gradient clipping, early
-stopping on the validation loss, TF32/bf16 on GPU as options. A non-finite loss ends the run
-with status "failed", never an exception in the caller.
+stopping, TF32/bf16 on GPU as options. The best epoch, whose weights a run keeps and exports,
+is the one of the lowest validation P95 position error (BEST_METRIC), what a search ranks. A
+non-finite loss ends the run with status "failed", never an exception in the caller.
 
-Checkpoints hold tensors and plain Python types only (``torch.load(weights_only=True)``).
+The options and the result are in :mod:`raytrack.models.train_config`, the standardisation and
+the loss in :mod:`raytrack.models.targets`, the checkpoint files in
+:mod:`raytrack.models.checkpoints`; their names are importable from here too.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,115 +25,55 @@ import numpy as np
 import torch
 from torch import nn
 
-from raytrack.files import replacing
+from raytrack.models.checkpoints import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_NAME,
+    check_checkpoint_format,
+    load_checkpoint,
+    model_from_checkpoint,
+    result_from_checkpoint,
+    save_checkpoint,
+)
 from raytrack.models.jacobian import standardised_with_jacobian_error
 from raytrack.models.metrics import position_errors, slope_errors
-from raytrack.models.mlp import (
-    N_INPUTS,
-    ColumnMoments,
-    ModelConfig,
-    Normalisation,
-    TrackMLP,
-    options_from_dict,
+from raytrack.models.mlp import N_INPUTS, ColumnMoments, ModelConfig, Normalisation, TrackMLP
+from raytrack.models.targets import standardisation, training_loss
+from raytrack.models.train_config import (
+    BEST_METRIC,
+    LOSSES,
+    PRECISIONS,
+    SCHEDULES,
+    VALIDATION_METRICS,
+    EpochCallback,
+    TrainConfig,
+    TrainResult,
 )
 from raytrack.physics.field_integrals import AxisProfile, choose_path_nodes
 
-LOSSES = ("huber", "mse")
-#: The huber loss: the fraction of the encoded targets left out (those farthest from the
-#: median) when their mean and spread are measured (the standardisation's), and where (in those
-#: units) the loss turns from quadratic to linear. With the path base the residuals are near
-#: the data's float32 resolution on most tracks, and that noise, amplified by the target
-#: scaling on short stiff legs, and a few tracks the base misses made 73-100 % of the
-#: targets' variance (the top 1 % of tracks).
-TARGET_TRIM = 0.01
-HUBER_BETA = 1.0
-CHECKPOINT_NAME = "checkpoint.pt"
-CHECKPOINT_FORMAT = "raytrack-checkpoint-2"  # 2: the formulation (field tables) in the model
+__all__ = [
+    "BEST_METRIC",
+    "CHECKPOINT_FORMAT",
+    "CHECKPOINT_NAME",
+    "LOSSES",
+    "PRECISIONS",
+    "PREPARE_CHUNK",
+    "SCHEDULES",
+    "VALIDATION_METRICS",
+    "EpochCallback",
+    "TrainConfig",
+    "TrainResult",
+    "check_checkpoint_format",
+    "load_checkpoint",
+    "model_from_checkpoint",
+    "path_nodes_for",
+    "result_from_checkpoint",
+    "save_checkpoint",
+    "standardisation",
+    "train_model",
+]
+
 #: Rows prepared at once: bounds the float64 temporaries of the feature computation.
 PREPARE_CHUNK = 1 << 15  # 2**15 rows: tens of MB of float64 temporaries
-SCHEDULES = ("cosine", "plateau")
-VALIDATION_METRICS = (
-    "val_loss",
-    "val_pos_mean_mm",
-    "val_pos_p95_mm",
-    "val_pos_p99_mm",
-    "val_pos_max_mm",  # the worst validation track
-    "val_slope_mean",
-    "val_slope_p95",
-)
-PRECISIONS = ("fp32", "tf32", "bf16")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Optimisation settings as plain data."""
-
-    epochs: int = 100
-    # Measured on variable legs (README, "What the models learn"): at a fixed time budget on
-    # CPU, 256 tracks a step at 1e-3 beat 512-4096 at any of the rates tried.
-    batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 1e-5
-    warmup_epochs: float = 1.0
-    schedule: str = "cosine"
-    min_lr_ratio: float = 0.01
-    grad_clip: float = 1.0
-    patience: int = 20  # epochs without a better validation loss (second half of a cosine)
-    seed: int = 0
-    time_budget: float | None = None  # seconds of training; the cosine schedule follows it
-    precision: str = "fp32"
-    # Sobolev training: weight of a Jacobian-matching term in the loss (0: off). Needs a dataset
-    # generated with --jacobian; see raytrack.models.jacobian.standardised_with_jacobian_error.
-    jacobian_weight: float = 0.0
-    # "huber": the targets scaled by their spread without the outer 1 % (TARGET_TRIM), the
-    # loss quadratic within HUBER_BETA of it and linear beyond; "mse": scaled by the full
-    # standard deviation, mean squared error. See README, "What the models learn".
-    loss: str = "huber"
-
-    def __post_init__(self) -> None:
-        checks = {
-            "epochs": self.epochs >= 1,
-            "batch_size": self.batch_size >= 1,
-            "lr": self.lr > 0,
-            "weight_decay": self.weight_decay >= 0,
-            "warmup_epochs": self.warmup_epochs >= 0,
-            "min_lr_ratio": 0 <= self.min_lr_ratio <= 1,
-            "grad_clip": self.grad_clip > 0,
-            "patience": self.patience >= 1,
-            "time_budget": self.time_budget is None or self.time_budget > 0,
-            "jacobian_weight": self.jacobian_weight >= 0,
-        }
-        for name, ok in checks.items():
-            if not ok:
-                raise ValueError(f"training option {name}={getattr(self, name)!r} is out of range")
-        if self.loss not in LOSSES:
-            raise ValueError(f"training option loss must be one of {LOSSES}, got {self.loss!r}")
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {list(PRECISIONS)}, got {self.precision!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> TrainConfig:
-        return options_from_dict(cls, data, "training")
-
-
-@dataclass
-class TrainResult:
-    status: str  # "finished", "early_stopped", "time_budget", "failed"
-    model: TrackMLP
-    history: list[dict[str, float]]
-    best: dict[str, float]
-    reason: str = ""
-    epochs_run: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-#: Called after every epoch with the epoch's metrics and the checkpoint path (or None).
-EpochCallback = Callable[[dict[str, float], Path | None], None]
 
 
 def train_model(
@@ -153,8 +94,8 @@ def train_model(
     ``jacobians``: the training split's (N, 4, 5) transport Jacobians, needed when
     ``train_config.jacobian_weight`` is not 0 (datasets generated with --jacobian). With
     ``checkpoint_dir``, a checkpoint is written there after every epoch and, when one is
-    already there, training resumes from it. The returned model holds the best weights (lowest
-    validation loss).
+    already there, training resumes from it. The returned model holds the best weights (those of
+    the epoch of the lowest BEST_METRIC, the validation P95 position error).
     """
     dev = torch.device(device)
     _configure_precision(train_config, dev)
@@ -182,29 +123,6 @@ def path_nodes_for(config: ModelConfig, axis: AxisProfile | None, train) -> int 
         return None
     tables = TrackMLP(config, axis=axis).formulation.tables()
     return choose_path_nodes(tables, torch.from_numpy(np.asarray(train[0])))
-
-
-def standardisation(norm: Normalisation, targets: torch.Tensor, loss: str) -> Normalisation:
-    """The standardisation a training with ``loss`` uses: ``norm`` (the features' and targets'
-    moments) as it is for ``mse``, its targets' moments trimmed for ``huber``."""
-    return _trimmed_moments(targets, norm) if loss == "huber" else norm
-
-
-def _trimmed_moments(targets: torch.Tensor, norm: Normalisation) -> Normalisation:
-    """``norm`` with the mean and standard deviation of each column of the (N, 4) encoded
-    targets taken without the TARGET_TRIM of them farthest from the column's median (a fixed
-    column keeps its scale of 1)."""
-    values = targets.double().numpy()
-    deviation = np.abs(values - np.median(values, axis=0))
-    kept = deviation <= np.quantile(deviation, 1 - TARGET_TRIM, axis=0)
-    trimmed = np.where(kept, values, np.nan)
-    mean, spread = np.nanmean(trimmed, axis=0), np.nanstd(trimmed, axis=0)
-    fixed = (norm.target_std == 1.0) | ~(spread > 0)
-    return replace(
-        norm,
-        target_mean=np.where(fixed, norm.target_mean, mean),
-        target_std=np.where(fixed, norm.target_std, spread),
-    )
 
 
 def _configure_precision(config: TrainConfig, device: torch.device) -> None:
@@ -276,9 +194,7 @@ class _Loop:
 
     def loss(self, predicted: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor:
         """The training loss of standardised outputs (``TrainConfig.loss``), a mean."""
-        if self.config.loss == "huber":
-            return nn.functional.smooth_l1_loss(predicted, wanted, beta=HUBER_BETA)
-        return nn.functional.mse_loss(predicted, wanted)
+        return training_loss(predicted, wanted, self.config.loss)
 
     def _features(self, rows: torch.Tensor) -> torch.Tensor:
         """The network's (B, F) features of the training tracks ``rows``."""
@@ -412,6 +328,7 @@ class _Loop:
             self._track_best(metrics)
             # .get: the best epoch of a checkpoint written before val_pos_max_mm was kept
             metrics.update({f"best_{k}": self.best.get(k, math.nan) for k in VALIDATION_METRICS})
+            metrics["best_epoch"] = self.best["epoch"]
             self.history.append(metrics)
             ending = self._ending()
             if ckpt_path:
@@ -428,7 +345,7 @@ class _Loop:
     def _ending(self) -> tuple[str, str] | None:
         """(status, reason) when the epoch just done is the last one, else None."""
         if self.stale_epochs >= self.config.patience:
-            return "early_stopped", f"no better val_loss for {self.stale_epochs} epochs"
+            return "early_stopped", f"no better {BEST_METRIC} for {self.stale_epochs} epochs"
         if self.config.time_budget and self.elapsed >= self.config.time_budget:
             return "time_budget", f"{self.elapsed:.0f} s of {self.config.time_budget} s"
         if self.epoch >= self.config.epochs:
@@ -436,12 +353,12 @@ class _Loop:
         return None
 
     def _track_best(self, metrics: dict[str, float]) -> None:
-        if not self.best or metrics["val_loss"] < self.best["val_loss"]:
+        if not self.best or metrics[BEST_METRIC] < self.best[BEST_METRIC]:
             self.best = dict(metrics)
             self.best_state = _copy_state(self.model)
             self.stale_epochs = 0
             return
-        # At a high learning rate the validation loss is noisy: with the cosine schedule,
+        # At a high learning rate the validation figures are noisy: with the cosine schedule,
         # early stopping watches only its second half, when the rate has come down.
         if self.config.schedule == "cosine" and self.progress() < 0.5:
             return
@@ -494,47 +411,3 @@ def _float32_tensor(array) -> torch.Tensor:
 
 def _copy_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
-
-
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    """Write atomically: a run killed while saving keeps its previous checkpoint."""
-    with replacing(path) as tmp:
-        torch.save(state, tmp)
-
-
-def load_checkpoint(path: str | Path, device: str = "cpu") -> dict[str, Any]:
-    return torch.load(Path(path), map_location=device, weights_only=True)
-
-
-def result_from_checkpoint(state: dict[str, Any]) -> TrainResult:
-    """The result a checkpoint records, with its best weights loaded."""
-    return TrainResult(
-        status=state["status"] or "unfinished",
-        model=model_from_checkpoint(state),
-        history=state["history"],
-        best=state["best"],
-        reason=state["reason"],
-        epochs_run=state["epoch"],
-    )
-
-
-def check_checkpoint_format(state: dict[str, Any]) -> None:
-    """Refuse a checkpoint this raytrack cannot read: one of an older format (the model had no
-    formulation before format 2) or something else altogether."""
-    found = state.get("format")
-    if found == CHECKPOINT_FORMAT:
-        return
-    if isinstance(found, str) and found.startswith("raytrack-checkpoint-"):
-        raise ValueError(
-            f"checkpoint format {found!r} is not {CHECKPOINT_FORMAT!r}: it was written by an "
-            "older raytrack; train the run again"
-        )
-    raise ValueError(f"not a raytrack checkpoint (format {found!r})")
-
-
-def model_from_checkpoint(state: dict[str, Any], best: bool = True) -> TrackMLP:
-    """The model stored in a checkpoint (its best weights by default), on the CPU, eval mode."""
-    check_checkpoint_format(state)
-    config = ModelConfig.from_dict(state["model_config"])
-    weights = state["best_state"] if best else state["model_state"]
-    return TrackMLP.from_state(config, {k: v.cpu() for k, v in weights.items()}).eval()
