@@ -4,7 +4,13 @@
 
 Writes RUN_DIR with the checkpoint, the metrics history, the evaluation report and the exports
 (model.onnx, model_jacobian.onnx, model.bin, metadata.json). Run the same command again to resume
-an interrupted run.
+an interrupted run; a finished run is left as it is.
+
+The exported weights are those of the best epoch: the lowest validation P95 position error,
+the figure python -m raytrack.tune ranks its trials by.
+
+One GPU of several: --device cuda:1 (torch's numbering), or CUDA_VISIBLE_DEVICES=1 in the
+environment (the process then sees that GPU alone, as cuda).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from raytrack.cli import (
     positive_float,
     positive_int,
 )
-from raytrack.data import DatasetError
+from raytrack.data import DatasetError, load
 from raytrack.devices import check_device
 from raytrack.evaluate import print_summary
 from raytrack.files import check_writable
@@ -31,7 +37,7 @@ from raytrack.models.formulation import BASES, INPUT_SETS
 from raytrack.models.mlp import TARGET_MODES
 from raytrack.models.presets import get_preset, load_presets
 from raytrack.models.training import LOSSES, PRECISIONS, SCHEDULES, TrainConfig
-from raytrack.run.directory import RunSpec, check_run_dir, checkpoint_path
+from raytrack.run.directory import OUTPUTS, RunSpec, checkpoint_summary, finished_run
 from raytrack.run.pipeline import json_report, train_run
 
 #: With a time budget the clock ends the run (and drives the cosine schedule), not an epoch count.
@@ -94,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--device",
-        help="cpu or cuda (default: cuda when this torch sees a GPU, else cpu)",
+        help="cpu, cuda or cuda:N, e.g. cuda:1 for the second GPU (default: cuda when this torch "
+        "sees a GPU, else cpu); CUDA_VISIBLE_DEVICES=N also picks one",
     )
     p.add_argument(
         "--threads", type=positive_int, help="torch CPU threads (default: torch's choice)"
@@ -144,13 +151,20 @@ def print_epoch(metrics: dict[str, float], _checkpoint) -> None:
 
 def checkpoint_epoch(run_dir: str | Path) -> int | None:
     """The epochs done in ``run_dir``'s checkpoint; None without a readable one."""
-    path = checkpoint_path(run_dir)
-    if not path.is_file():
-        return None
-    try:  # memory-mapped: reads the small pickled part, not the tensors
-        return int(torch.load(path, map_location="cpu", weights_only=True, mmap=True)["epoch"])
-    except Exception:  # a damaged checkpoint is train_run's to report, with its own words
-        return None
+    summary = checkpoint_summary(run_dir)
+    return None if summary is None else int(summary["epoch"])
+
+
+def print_finished(out: str, summary: dict) -> None:
+    """What a rerun of a finished run says instead of training, evaluating and exporting."""
+    reason = f": {summary['reason']}" if summary["reason"] else ""
+    best = summary["best"]
+    print(
+        f"run {out} is finished ({summary['status']}{reason}) after {summary['epoch']} epochs; "
+        f"best epoch {int(best['epoch'])}, validation P95 {best['val_pos_p95_mm']:.4f} mm. "
+        "Nothing to do."
+    )
+    print(f"its outputs are in {out}: {', '.join(OUTPUTS)}, evaluation/ (plots)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,13 +174,19 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = spec_from_args(args)
         check_writable(args.out, "--out")
+        # The dataset's manifest (no shard is read) and the run directory are checked before
+        # anything is said about training; finished_run refuses another run's directory.
+        load(spec.data_dir, splits=(), jacobian=spec.train.jacobian_weight > 0)
+        finished = finished_run(args.out, spec)
+        if finished is not None:
+            print_finished(args.out, finished)
+            return 0
         print(
             f"training {spec.name} {list(spec.model.hidden)} ({spec.model.weight_count} weights) "
             f"on {spec.device}"
         )
         done = checkpoint_epoch(args.out)
         if done is not None:
-            check_run_dir(Path(args.out), spec)  # another run's checkpoint is refused, not resumed
             print(f"resuming from epoch {done} (the last checkpoint in {args.out})", flush=True)
         result = train_run(args.out, spec, callback=print_epoch)
     except (ValueError, DatasetError, FileNotFoundError) as err:

@@ -28,6 +28,15 @@ from raytrack.models.mlp import ModelConfig, TrackMLP
 from raytrack.models.training import CHECKPOINT_NAME, TrainConfig
 
 RUN_FILE = "run.json"
+#: What a run that ended writes beside run.json and its checkpoint; metadata.json comes last.
+OUTPUTS = (
+    "history.json",
+    "evaluation/report.json",
+    "model.onnx",
+    "model_jacobian.onnx",
+    "model.bin",
+    "metadata.json",
+)
 
 
 @dataclass(frozen=True)
@@ -102,3 +111,33 @@ def predict(model: TrackMLP, inputs: np.ndarray, batch: int = 65536) -> np.ndarr
 
 def checkpoint_path(run_dir: str | Path) -> Path:
     return Path(run_dir) / CHECKPOINT_NAME
+
+
+def checkpoint_summary(run_dir: str | Path) -> dict[str, Any] | None:
+    """The epochs done, status, reason and best epoch's metrics of ``run_dir``'s checkpoint;
+    None without a readable one."""
+    path = checkpoint_path(run_dir)
+    if not path.is_file():
+        return None
+    try:  # memory-mapped: reads the small pickled part, not the tensors
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return {k: state[k] for k in ("epoch", "status", "reason", "best")}
+    except Exception:  # a damaged checkpoint is training's to report, with its own words
+        return None
+
+
+def finished_run(run_dir: str | Path, spec: RunSpec) -> dict[str, Any] | None:
+    """The checkpoint summary of ``run_dir`` when it holds ``spec``'s run, ended (not failed),
+    with every one of its OUTPUTS written: a run with nothing left to do. None otherwise.
+
+    Raises ``ValueError`` when ``run_dir`` holds another run (see :func:`check_run_dir`)."""
+    run_dir = Path(run_dir)
+    check_run_dir(run_dir, spec)
+    if not (run_dir / RUN_FILE).is_file() or not all((run_dir / n).is_file() for n in OUTPUTS):
+        return None
+    summary = checkpoint_summary(run_dir)
+    if summary is None or summary["status"] in ("", "failed"):
+        return None
+    metadata = json.loads((run_dir / "metadata.json").read_text())
+    ended = metadata.get("status") == summary["status"]
+    return summary if ended and metadata.get("epochs_run") == summary["epoch"] else None
