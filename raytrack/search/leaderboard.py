@@ -12,7 +12,7 @@ from raytrack.files import replacing, write_json_atomic
 
 COLUMNS = (
     "rank", "name", "trial_id", "status", "weight_count", "macs_per_track",
-    "inference_us_per_track", "epochs",
+    "inference_us_per_track", "epochs", "best_epoch",
     "pos_mean_mm", "pos_p95_mm", "pos_p99_mm", "pos_max_mm", "slope_mean", "slope_p95",
     "seconds", "config",
 )  # fmt: skip
@@ -69,6 +69,8 @@ def make_row(
         "weight_count": config["model"]["weight_count"],
         "macs_per_track": config["model"]["macs_per_track"],
         "epochs": int(metrics.get("epoch", 0)),
+        # the epoch whose weights the trial exports and whose figures the row shows
+        "best_epoch": int(metrics["best_epoch"]) if "best_epoch" in metrics else None,
         "seconds": metrics.get("seconds", 0.0),
     }
     for column, metric in METRIC_COLUMNS.items():

@@ -30,7 +30,7 @@ from raytrack.run.pipeline import train_run
 from raytrack.search.timing import TIME_METRIC, checkpoint_us_per_track
 
 #: The metric searchers and schedulers optimise: P95 position error of the weights a trial
-#: would export (its best epoch by validation loss), mm.
+#: would export (its best epoch, the one of the lowest validation P95: BEST_METRIC), mm.
 OBJECTIVE = "best_val_pos_p95_mm"
 #: Reported instead of a metric by a trial that diverged or was not trained (sorts last).
 WORST = math.inf
