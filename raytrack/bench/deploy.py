@@ -16,26 +16,50 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import os
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
 from raytrack.bench import cpp
-from raytrack.bench.common import TIGHT, exported_session, timed, torch_threads
-from raytrack.bench.common import training_data as propagated_tracks
-from raytrack.data.phase_space import PhaseSpace, load_phase_space, parse_phase_space
-from raytrack.physics import DipoleField, Field, Tolerance, propagate
+from raytrack.bench.common import exported_session, timed, torch_threads
+from raytrack.bench.deploy_cases import (
+    Case,
+    dataset_field,
+    describe_field,
+    fresh_tracks,
+    quick_model,
+    run_case,
+    trained_cases,
+)
+from raytrack.physics import Field, Tolerance, propagate
 
-if TYPE_CHECKING:
-    from raytrack.models.mlp import TrackMLP
+# Re-exported: ``raytrack.search.timing`` and users take these from here.
+__all__ = [
+    "BATCH",
+    "STEP_CAPS_MM",
+    "TOLERANCES_MM",
+    "Case",
+    "Errors",
+    "Row",
+    "Setting",
+    "bench_deploy",
+    "dataset_field",
+    "describe_field",
+    "fastest_as_accurate",
+    "fresh_tracks",
+    "per_track_seconds",
+    "quick_model",
+    "run_case",
+    "settings_grid",
+    "trained_cases",
+]
 
 #: The integrator settings searched: position tolerance per step (mm) x step cap (mm; inf: none).
 TOLERANCES_MM = (3e-5, 1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0)
@@ -44,8 +68,6 @@ STEP_CAPS_MM = (250.0, 1000.0, math.inf)
 SLOPE_PER_MM = Tolerance().slope / Tolerance().position
 #: Python's batch (ONNX Runtime and torch).
 BATCH = 4096
-#: Seeds: the tracks a model is trained on here, and the fresh tracks every figure is made on.
-TRAIN_SEED, TRACKS_SEED = 3, 11
 #: A Python setting is timed again, in turns with the others, when its first time is within this
 #: factor of the fastest qualifying one (one run on a shared machine is noisy); at most this many.
 RETIME_WITHIN, RETIME_AT_MOST = 2.0, 5
@@ -91,18 +113,6 @@ class Errors:
         return self.mean <= other.mean and self.p95 <= other.p95
 
 
-@dataclasses.dataclass
-class Case:
-    """One model on one field, and the fresh tracks it is measured on."""
-
-    field_name: str
-    model_name: str
-    field: Field
-    model: TrackMLP
-    inputs: np.ndarray  # (N, 7) float64
-    truth: np.ndarray  # (N, 4)
-
-
 @dataclasses.dataclass(frozen=True)
 class Row:
     """One line of the table: an engine of a model on a field, in one language."""
@@ -119,107 +129,6 @@ class Row:
 
 def settings_grid(tolerances=TOLERANCES_MM, caps=STEP_CAPS_MM) -> list[Setting]:
     return [Setting(float(t), float(c)) for t in tolerances for c in caps]
-
-
-# ----------------------------------------------------------------------------- the cases
-def fresh_tracks(phase_space: PhaseSpace, field: Field, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` tracks no model here was trained on, with the tight truth (tracks it drops are left
-    out)."""
-    return propagated_tracks(phase_space, n, seed=TRACKS_SEED, field=field, tolerance=TIGHT)
-
-
-def trained_cases(preset: str, samples: int, budget: float, tracks: int) -> list[Case]:
-    """A model of ``preset`` trained for ``budget`` s on ``samples`` default-phase-space tracks of
-    each field, the default dipole and the window-frame test map."""
-    from raytrack.physics.synthetic_map import sampled_grid
-
-    space = load_phase_space("default")
-    fields = {"default dipole": DipoleField(), "window-frame map": sampled_grid()}
-    cases = []
-    for field_name, field in fields.items():
-        start = time.perf_counter()
-        model, note = quick_model(preset, space, field, samples, budget)
-        inputs, truth = fresh_tracks(space, field, tracks)
-        print(f"{field_name}: {note}; {time.perf_counter() - start:.0f} s", flush=True)
-        name = f"{preset}, {budget:g} s"
-        cases.append(Case(field_name, name, field, model, inputs, truth))
-    return cases
-
-
-def quick_model(
-    preset: str, space: PhaseSpace, field: Field, samples: int, budget: float
-) -> tuple[TrackMLP, str]:
-    """``preset`` trained for ``budget`` s on ``samples`` tracks through ``field`` (90 % train,
-    10 % validation), as ``bench accuracy`` trains; returns the model and what was done."""
-    from raytrack.bench.common import axis_of
-    from raytrack.models import get_preset
-    from raytrack.models.training import TrainConfig, train_model
-
-    inputs, targets = propagated_tracks(space, samples, seed=TRAIN_SEED, field=field)
-    split = int(0.9 * len(inputs))
-    result = train_model(
-        get_preset(preset),
-        TrainConfig(epochs=1_000_000, time_budget=budget),
-        (inputs[:split], targets[:split]),
-        (inputs[split:], targets[split:]),
-        axis=axis_of(space, field),
-    )
-    note = f"{preset} trained on {split} tracks for {budget:g} s, {result.epochs_run} epochs"
-    return result.model.eval(), note
-
-
-def run_case(run_dir: str, tracks: int) -> Case:
-    """The model of a run (a run, a search's best/ or a trial) on its dataset's field and phase
-    space; a map must be readable where the dataset's manifest says it was read from."""
-    from raytrack.data.schema import read_manifest
-    from raytrack.evaluate import find_run
-    from raytrack.models.training import load_checkpoint, model_from_checkpoint
-    from raytrack.run.directory import RUN_FILE, RunSpec, checkpoint_path
-
-    run = find_run(run_dir)
-    spec = RunSpec.from_dict(json.loads((run / RUN_FILE).read_text()))
-    manifest = read_manifest(Path(spec.data_dir))
-    if manifest is None:
-        raise ValueError(f"{run_dir}: its dataset {spec.data_dir} has no manifest.json")
-    where = str(Path(spec.data_dir) / "manifest.json")
-    field = dataset_field(manifest, where)
-    space = parse_phase_space(manifest["phase_space"]["definition"], where)
-    model = model_from_checkpoint(load_checkpoint(checkpoint_path(run))).eval()
-    inputs, truth = fresh_tracks(space, field, tracks)
-    field_name = describe_field(field)
-    return Case(field_name, str(run_dir), field, model, inputs, truth)
-
-
-def dataset_field(manifest: dict[str, Any], where: str) -> Field:
-    """The field a dataset was made with: an analytic one from its description, a map read
-    again from the files its ``generate`` command named (checked against the recorded hash)."""
-    from raytrack.data.axis import analytic_field
-    from raytrack.physics import field_from_spec
-
-    record = manifest["field"]
-    field = analytic_field(record["description"])
-    if field is not None:
-        return field
-    parameters = manifest.get("parameters", {})
-    spec, unit = parameters.get("field"), parameters.get("field_unit")
-    try:
-        field = field_from_spec(spec, field_unit=unit)
-    except (OSError, ValueError) as err:
-        raise ValueError(
-            f"{where}: the dataset's field map {spec} cannot be read from here ({err}); run "
-            "from the directory the dataset was generated in"
-        ) from None
-    if field.fingerprint() != record["hash"]:
-        raise ValueError(f"{where}: the map {spec} is not the one the dataset was made with")
-    return field
-
-
-def describe_field(field: Field) -> str:
-    if isinstance(field, DipoleField):
-        return "default dipole" if field.describe() == DipoleField().describe() else "dipole"
-    source = field.describe().get("source", {})
-    files = source.get("files") or [source.get("file", "map")]
-    return f"map {files[0]}" + (" ..." if len(files) > 1 else "")
 
 
 # ----------------------------------------------------------------------------- Python
@@ -454,12 +363,17 @@ def bench_deploy(
     for note in notes:
         print(note)
     print_rows(rows, len(cases[0].inputs) if cases else 0)
-    end_load = os.getloadavg()[0]
-    print(
-        f"wall time {time.perf_counter() - start:.0f} s; load average {end_load:.1f} at the end "
-        f"on {os.cpu_count()} CPUs (above the CPU count, the machine was busy)"
-    )
+    print(closing_line(time.perf_counter() - start, os.getloadavg()[0], os.cpu_count() or 1))
     return rows
+
+
+def closing_line(wall_seconds: float, load: float, cpus: int) -> str:
+    """The run's wall time and the load average at its end, said to be a busy machine only when
+    that load is above the CPU count (the times are then shares of a core, not its speed)."""
+    busy = " (above the CPU count: the machine was busy)" if load > cpus else ""
+    return (
+        f"wall time {wall_seconds:.0f} s; load average {load:.1f} at the end on {cpus} CPUs{busy}"
+    )
 
 
 def measure_case(
