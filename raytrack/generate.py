@@ -83,6 +83,11 @@ def spec_from_args(args: argparse.Namespace) -> DatasetSpec:
         raise ValueError(
             "--polarity applies to the default field; a map is measured at one polarity"
         )
+    if args.field_unit is not None and not _is_table(args.field):
+        raise ValueError(
+            "--field-unit applies to a table given with --field (.txt/.csv/.npz), not to the "
+            "default field or LHCb's .cdf files"
+        )
     if not (args.device == "cpu" or args.device.startswith("cuda")):
         raise ValueError(f"--device must be cpu or cuda, got {args.device!r}")
     if args.address is None:  # a local Ray runs the tasks with this process's torch
@@ -96,6 +101,11 @@ def spec_from_args(args: argparse.Namespace) -> DatasetSpec:
         device=args.device,
         jacobian=args.jacobian,
     )
+
+
+def _is_table(field: list[str]) -> bool:
+    """Whether ``--field`` names one table file (the only field whose unit is given)."""
+    return len(field) == 1 and field != ["default"] and not field[0].endswith(".cdf")
 
 
 def main(argv: list[str] | None = None) -> int:

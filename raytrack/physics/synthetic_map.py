@@ -50,6 +50,7 @@ import numpy as np
 import torch
 
 from raytrack.cli import HelpFormatter, positive_float
+from raytrack.files import check_writable
 from raytrack.physics.fields import POLARITIES, Field, GridField
 from raytrack.physics.grid_files import write_cdf_quadrants, write_table
 
@@ -202,9 +203,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
+        check_writable(args.out_dir, "OUT_DIR")
         written = write_maps(args.out_dir, args.polarity, spacing=args.spacing)
-    except (OSError, ValueError) as err:
+    except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 1
+    except OSError as err:  # the directory went away or filled up while writing
+        print(f"error: OUT_DIR {err.filename or args.out_dir}: {err.strerror}", file=sys.stderr)
         return 1
     cdf = " ".join(str(p) for p in written["cdf"])
     print(
