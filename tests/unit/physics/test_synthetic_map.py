@@ -103,6 +103,15 @@ def test_the_table_and_the_quadrant_files_read_back_as_the_analytic_field(tmp_pa
     assert "must divide" in capsys.readouterr().err
 
 
+def test_an_output_directory_that_cannot_be_written_is_named_in_one_line(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    assert main([str(blocker / "maps"), "--spacing", "500"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: OUT_DIR {blocker / 'maps'}: ") and err.count("\n") == 1
+    assert "Errno" not in err and not (blocker / "maps").exists()
+
+
 def test_generate_accepts_the_map_in_both_formats(ray_cluster, tmp_path):
     import pyarrow.parquet as pq
 
