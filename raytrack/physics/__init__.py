@@ -1,4 +1,6 @@
-"""The physics: units, magnetic field models and Runge-Kutta propagation of track states.
+"""The physics: units, magnetic field models and Runge-Kutta propagation of track states, and
+the on-axis field tables and transports the models' physics bases stand on
+(:mod:`raytrack.physics.field_integrals` names the modules).
 
 >>> from raytrack.physics import propagate, DipoleField, UniformField, GridField
 """

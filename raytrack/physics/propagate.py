@@ -49,7 +49,8 @@ class Tolerance:
 
     With local extrapolation the 5th-order result is kept, so the global error over any leg in
     [0, 14000] mm of the default phase space stays below 1 micrometre and 1e-6 in slope at
-    these defaults (tests/test_propagate.py measures it against a tolerance 1000 times tighter).
+    these defaults (tests/unit/physics/test_propagate.py measures it against a tolerance 1000
+    times tighter).
     """
 
     position: float = 3e-5  # mm
@@ -96,7 +97,8 @@ DOPRI5 = Tableau(
 METHODS = {"dopri5": DOPRI5, "rk4": RK4}
 
 #: Largest adaptive step (mm) of plain propagation: the state is good to 1e-6 mm with it
-#: (tests/test_propagate.py), and a smaller cap only costs steps far out in the field's tails.
+#: (tests/unit/physics/test_propagate.py), and a smaller cap only costs steps far out in the
+#: field's tails.
 MAX_STEP_MM = 1000.0
 #: Largest adaptive step (mm) with ``return_jacobian``. Far out in the dipole's tails the bending
 #: of a step is tiny, so the absolute tolerances let steps grow long enough to spoil d end / d qop
