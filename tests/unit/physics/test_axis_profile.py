@@ -64,7 +64,7 @@ def test_evaluate_prints_the_magnet_extent_and_momentum_bins_as_the_readme_does(
     printed = capsys.readouterr().out
     assert "p 2-5 GeV" in printed and "p 50-100 GeV" in printed and ".0 GeV" not in printed
     assert "z 2954 -> 7060 mm" in printed
-    readme = (Path(__file__).resolve().parents[3] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[3] / "docs" / "evaluate.md").read_text()
     assert "z 2954 -> 7060 mm" in " ".join(readme.split())
 
 
