@@ -188,7 +188,8 @@ def write_shard(spec: DatasetSpec, index: int, directory: Path) -> dict[str, Any
         "rows": table.num_rows,
         "sha256": checksum,
         "dropped": dropped,
-        # Bitwise reproducibility holds on one kind of machine only (README, "Reproducible").
+        # Bitwise reproducibility holds on one kind of machine only (docs/generate.md,
+        # "Reproducible and resumable").
         "built_with": {
             "torch": torch.__version__,
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),

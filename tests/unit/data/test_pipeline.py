@@ -51,8 +51,8 @@ def test_content_is_the_propagated_tracks(ray_cluster, tmp_path):
     )
     assert (status == TrackStatus.OK).all()
     # Equal to rounding, not bitwise: a track's last bits depend on where it falls among the
-    # vector lanes of its batch (README, "Reproducible"); 1e-9 mm is far below the integrator's
-    # 1 micrometre accuracy and far above rounding.
+    # vector lanes of its batch (docs/generate.md, "Reproducible"); 1e-9 mm is far below the
+    # integrator's 1 micrometre accuracy and far above rounding.
     stored = np.stack([data[k] for k in ("x_end", "y_end", "tx_end", "ty_end")], axis=1)
     np.testing.assert_allclose(end[:, :2], stored[:, :2], rtol=0, atol=1e-9)
     np.testing.assert_allclose(end[:, 2:4], stored[:, 2:4], rtol=0, atol=1e-12)

@@ -48,7 +48,8 @@ def test_profile_round_trips_through_its_manifest_record():
 
 
 def test_evaluate_prints_the_magnet_extent_and_momentum_bins_as_the_readme_does(capsys):
-    """``p 2-5 GeV`` (not ``2-5.0``), and the default dipole's z 2954 -> 7060 mm of the README."""
+    """``p 2-5 GeV`` (not ``2-5.0``), and the default dipole's z 2954 -> 7060 mm of
+    docs/evaluate.md."""
     from raytrack.data import load_phase_space
     from raytrack.evaluate import binned_report, print_summary
 

@@ -199,7 +199,7 @@ def test_numpy_in_numpy_out_and_tensor_in_tensor_out():
 
 
 def test_chunking_changes_results_only_at_rounding_level():
-    # What the README promises: a track's end state depends on its batch (vector lanes and
+    # What docs/generate.md promises: a track's end state depends on its batch (vector lanes and
     # their scalar tails) only in the last bits, never at a level that matters.
     states = random_states(300, seed=9)
     whole = propagate(states, 3000.0, 7000.0, DipoleField(), chunk_size=1000)
