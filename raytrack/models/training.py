@@ -48,7 +48,8 @@ from raytrack.models.train_config import (
     TrainConfig,
     TrainResult,
 )
-from raytrack.physics.field_integrals import AxisProfile, choose_path_nodes
+from raytrack.physics.axis_profile import AxisProfile
+from raytrack.physics.path_nodes import choose_path_nodes
 
 __all__ = [
     "BEST_METRIC",
