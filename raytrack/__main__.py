@@ -16,10 +16,10 @@ from pathlib import Path
 COMMANDS = {
     "generate": "raytrack.generate",
     "train": "raytrack.train",
-    "evaluate": "raytrack.evaluate",
+    "evaluate": "raytrack.evaluate.cli",
     "export": "raytrack.export.cli",
     "tune": "raytrack.tune",
-    "report": "raytrack.report",
+    "report": "raytrack.report.cli",
     "bench": "raytrack.bench",
 }
 
