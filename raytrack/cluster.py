@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
+import secrets
+import signal
 import socket
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import ray
@@ -12,6 +20,25 @@ import ray
 DEFAULT_DASHBOARD_PORT = 8265
 #: Ports tried after 8265 when it is taken (a shared login node runs several dashboards).
 DASHBOARD_PORTS_TRIED = 50
+#: Every process of a Ray node that raytrack starts inherits this variable, with a value of its
+#: own: the node's processes are found, and stopped, by it (never another instance's).
+NODE_TAG = "RAYTRACK_NODE_TAG"
+#: Local starts tried: Ray 2.60 gives a new node's raylet 30 s to register with the GCS, a wait
+#: it hard-codes (``raylet_start_wait_time_s`` in ray/_private/node.py), and a machine busy with
+#: other work may need longer; a second start finds Ray's files in the page cache.
+START_ATTEMPTS = 2
+#: SIGTERM to SIGKILL for the processes of a node that is stopped.
+STOP_GRACE_SECONDS = 10.0
+#: Ray's log records in a file (as its console handler writes them, with the date).
+RAY_LOG_FORMAT = "%(asctime)s %(levelname)s %(filename)s:%(lineno)d -- %(message)s"
+#: The name of the handler through which Ray prints its workers' forwarded output.
+FORWARDED = "ray_print_logs"
+#: Of a Ray instance that did not start: where its session's logs are, in Ray's message.
+_SESSION_LOGS = re.compile(r"(/\S*session_[\w.-]+/logs)")
+
+
+class RayStartError(ValueError):
+    """Ray did not start (or join), in one line; every process the start began is stopped."""
 
 
 def connect(
@@ -19,6 +46,7 @@ def connect(
     *,
     dashboard_host: str | None = None,
     dashboard_port: int | None = None,
+    log: str | Path | None = None,
 ) -> str | None:
     """Use the Ray instance this process already has, join ``address``, or start a local one.
 
@@ -29,22 +57,180 @@ def connect(
     authentication for a local instance by default (see :func:`token_location`), so other users
     cannot submit work. Returns the dashboard's URL when this call started or joined Ray and
     there is one.
+
+    What Ray writes on the console while it starts goes to ``log`` (appended; default: a
+    temporary file, removed once Ray is up). A start that fails raises :class:`RayStartError`,
+    naming the cause and that file, once every process it began is stopped.
     """
     if ray.is_initialized():
         return None
     if address is not None:
-        context = ray.init(address=address, logging_level=logging.WARNING)
+        options = {"address": address}
     elif dashboard_host is not None:
-        context = ray.init(
-            include_dashboard=True,
-            dashboard_host=dashboard_host,
-            dashboard_port=choose_dashboard_port(dashboard_host, dashboard_port),
-            logging_level=logging.WARNING,
-        )
+        options = {
+            "include_dashboard": True,
+            "dashboard_host": dashboard_host,
+            "dashboard_port": choose_dashboard_port(dashboard_host, dashboard_port),
+        }
     else:
-        context = ray.init(include_dashboard=False, logging_level=logging.WARNING)
+        options = {"include_dashboard": False}
+    kept = log is not None
+    if log is None:
+        handle, log = tempfile.mkstemp(prefix="raytrack-ray-start-", suffix=".log")
+        os.close(handle)
+    log = Path(log)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    for attempt in range(1, START_ATTEMPTS + 1):
+        try:
+            context = _start(options, log)
+            break
+        except RayStartError as err:
+            if address is not None or attempt == START_ATTEMPTS or not _timed_out(err):
+                raise RayStartError(f"{err}; Ray's output: {log}") from None
+            print(f"notice: {err}; starting Ray again", file=sys.stderr, flush=True)
+    if not kept:
+        log.unlink(missing_ok=True)
     url = context.dashboard_url
     return f"http://{url}" if url else None
+
+
+def _start(options: dict, log: Path):
+    """``ray.init(**options)``, its console output appended to ``log``; a failure stops every
+    process the start began and raises :class:`RayStartError` naming its cause."""
+    tag = f"start-{os.getpid()}-{secrets.token_hex(4)}"
+    saved = os.environ.get(NODE_TAG)
+    os.environ[NODE_TAG] = tag  # the node's processes inherit it as they start
+    try:
+        with console_to(log):
+            return ray.init(**options, logging_level=logging.WARNING)
+    except BaseException as err:
+        with contextlib.suppress(Exception):
+            ray.shutdown()
+        stop_tagged(tag)
+        # Ctrl-C while Ray started; an AssertionError is a bug, whose traceback tells where
+        if not isinstance(err, Exception) or isinstance(err, AssertionError):
+            raise
+        raise RayStartError(_start_failure(err, "address" in options)) from None
+    finally:
+        if saved is None:
+            os.environ.pop(NODE_TAG, None)
+        else:
+            os.environ[NODE_TAG] = saved
+
+
+def _start_failure(err: Exception, joining: bool) -> str:
+    """One line: what Ray's exception says went wrong, and where its session's logs are."""
+    message = str(err).strip()
+    cause = message.splitlines()[0].strip() if message else type(err).__name__
+    cause = re.sub(r"\s*Last \d+ lines of error files:\s*$", "", cause)
+    failed_check = re.search(r"Check failed: \S*\s*(.+)", message)
+    if failed_check:  # a Ray process's own words, after its bug-report boilerplate
+        sentences = re.split(r"(?<=\.)\s+", failed_check.group(1).strip())
+        cause = f"{cause.rstrip('.')}: {' '.join(sentences[:2])}"
+    logs = _SESSION_LOGS.search(message)
+    where = f" (Ray's logs: {logs.group(1)})" if logs else ""
+    what = "Ray did not join the cluster" if joining else "Ray did not start"
+    return f"{what}: {cause}{where}"
+
+
+def _timed_out(err: RayStartError) -> bool:
+    return "timed out during startup" in str(err)
+
+
+@contextlib.contextmanager
+def console_to(path: Path) -> Iterator[None]:
+    """While Ray starts: what it writes on the console (its Python loggers, and its C++ core's
+    lines written straight to the standard error) goes to ``path``, appended."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(path, "a") as out:
+            os.dup2(out.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
+@contextlib.contextmanager
+def ray_output_to(path: Path) -> Iterator[None]:
+    """While a command runs on Ray: Ray's log records in this process (its ``ray`` loggers,
+    such as Tune's warnings of a slow step) and what Ray's workers and raylets print, which Ray
+    forwards to the driver's console, go to ``path`` (appended) instead of the console."""
+    # Ray's private API: the dispatcher of forwarded output has no public handle in Ray 2.60
+    from ray._private import ray_logging, worker
+
+    ray_logger = logging.getLogger("ray")
+    dispatcher = ray_logging.global_worker_stdstream_dispatcher
+    with open(path, "a", buffering=1) as out:
+        handler = logging.StreamHandler(out)
+        handler.setFormatter(logging.Formatter(RAY_LOG_FORMAT))
+        saved_handlers = ray_logger.handlers[:]
+        forwarded = [pair for pair in dispatcher.handlers if pair[0] == FORWARDED]
+        ray_logger.handlers = [handler]
+        if forwarded:  # ray.init(log_to_driver=True), Ray's default
+            dispatcher.remove_handler(FORWARDED)
+            dispatcher.add_handler(FORWARDED, lambda data: worker.print_worker_logs(data, out))
+        try:
+            yield
+        finally:
+            if forwarded:
+                dispatcher.remove_handler(FORWARDED)
+                dispatcher.add_handler(*forwarded[0])
+            ray_logger.handlers = saved_handlers
+
+
+def tagged_processes(tag: str) -> list[int]:
+    """PIDs of the processes carrying ``RAYTRACK_NODE_TAG=tag`` (see :data:`NODE_TAG`), this
+    process aside.
+
+    ``ray stop`` would stop every Ray process of the user on the host, other instances'
+    included; the tag limits a stop to one node.
+    """
+    marker = f"{NODE_TAG}={tag}".encode()
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            if marker in (entry / "environ").read_bytes().split(b"\0"):
+                pids.append(int(entry.name))
+        except OSError:  # gone, or not ours
+            continue
+    return pids
+
+
+def stop_tagged(tag: str, grace: float = STOP_GRACE_SECONDS) -> None:
+    """Stop the processes tagged ``tag``: SIGTERM in ``ray stop``'s order, within ``grace`` s in
+    all (the raylet, the node's other processes, the GCS server last: their shutdown talks to
+    it; all at once, the GCS server hangs in its own shutdown until the SIGKILL), then SIGKILL
+    for what is left."""
+    deadline = time.time() + grace
+    for group in range(3):
+        pids = [pid for pid in tagged_processes(tag) if _stop_group(pid) == group]
+        _signal_and_wait(tag, pids, signal.SIGTERM, deadline)
+    _signal_and_wait(tag, tagged_processes(tag), signal.SIGKILL, time.time() + grace)
+
+
+def _stop_group(pid: int) -> int:
+    """0 for the raylet, 2 for the GCS server, 1 for any other process."""
+    try:
+        program = (Path("/proc") / str(pid) / "cmdline").read_bytes().split(b"\0")[0]
+    except OSError:  # gone
+        return 1
+    return 0 if program.endswith(b"/raylet") else 2 if program.endswith(b"/gcs_server") else 1
+
+
+def _signal_and_wait(tag: str, pids: list[int], sig: int, deadline: float) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+    while set(pids) & set(tagged_processes(tag)) and time.time() < deadline:
+        time.sleep(0.1)
 
 
 def choose_dashboard_port(host: str, pinned: int | None = None) -> int:

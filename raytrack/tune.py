@@ -262,12 +262,17 @@ def resume_command(args: argparse.Namespace, options: ExperimentOptions) -> str:
     return shlex.join(words)
 
 
-def start_ray(args: argparse.Namespace) -> None:
-    """Join ``--address`` or start a local Ray with its dashboard; print the dashboard URL."""
+def start_ray(args: argparse.Namespace, log: Path | None = None) -> None:
+    """Join ``--address`` or start a local Ray with its dashboard; print the dashboard URL.
+    What Ray writes on the console as it starts goes to the file ``log`` (see
+    :func:`raytrack.cluster.connect`)."""
     if ray.is_initialized():
         return
     url = connect(
-        args.address, dashboard_host=args.dashboard_host, dashboard_port=args.dashboard_port
+        args.address,
+        dashboard_host=args.dashboard_host,
+        dashboard_port=args.dashboard_port,
+        log=log,
     )
     print(dashboard_notice(url), flush=True)
 
@@ -370,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
         run_experiment,
         write_options,
     )
-    from raytrack.search.layout import EXPERIMENT_FILE
+    from raytrack.search.layout import EXPERIMENT_FILE, RAY_LOG
     from raytrack.search.space import SearchSpaceError
 
     plan = None
@@ -378,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
         plan = plan_from_args(args, given_options(parser, argv))
         if plan.options.mlflow:
             open_mlflow(plan.options)
-        start_ray(args)
+        start_ray(args, log=plan.options.path / RAY_LOG)
         options = plan.options
         gpus = ray.cluster_resources().get("GPU", 0)
         if not args.resume and args.gpus_per_trial is None and gpus >= 1:

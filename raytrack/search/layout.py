@@ -20,6 +20,10 @@ EXPERIMENT_FILE = "experiment.json"
 #: trials are asked for, report epochs and end (optuna-dashboard reads it while the search runs).
 STUDY_FILE = "optuna.journal"
 
+#: Ray's own console output while the search runs (its warnings, its workers' lines), kept
+#: off the console, which is the live table's.
+RAY_LOG = "ray.log"
+
 _running: list[Path] = []
 
 

@@ -18,24 +18,19 @@ from pathlib import Path
 
 import pytest
 
-from raytrack import condor_bootstrap
 from raytrack.condor_bootstrap import (
-    ClusterDir,
-    DriverError,
-    driver_command,
     node_processes,
     node_tag,
-    plan_ports,
-    short_temp_dir,
-    slot_from_env,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BOOTSTRAP = REPO / "condor" / "ray_bootstrap.sh"
 CLUSTER_ID = "4242"
 # The head counts its workers, and a worker checks on its head, every POLL seconds (5 on a real
 # pool): the simulated allocation's nodes find each other and leave within seconds.
 POLL = "0.5"
+# Each test starts a three-node Ray cluster of its own.
+pytestmark = pytest.mark.slow
 
 
 @dataclass
@@ -142,124 +137,6 @@ def allocation(tmp_path):
         kill_node(node)
 
 
-# ------------------------------------------------------------------------------ unit checks
-def test_slot_comes_from_the_job_ads_not_the_host(tmp_path):
-    machine = tmp_path / "machine.ad"
-    machine.write_text('Cpus = 3\nMemory = 2048\nGPUs = 2\nName = "slot1@node"\n')
-    job = tmp_path / "job.ad"
-    job.write_text("RequestCpus = 8\nRequestMemory = 9999\n")
-    env = {
-        "_CONDOR_MACHINE_AD": str(machine),
-        "_CONDOR_JOB_AD": str(job),
-        "_CONDOR_AssignedGPUs": "GPU-b156e653,GPU-7a1c2f00",
-        "_CONDOR_SCRATCH_DIR": "/s",
-    }
-    slot = slot_from_env(env)
-    assert (slot.cpus, slot.memory_bytes, slot.gpus) == (3, 2048 * 1024**2, 2)
-    assert slot_from_env({**env, "_CONDOR_AssignedGPUs": ""}).gpus == 0
-    assert slot_from_env({"_CONDOR_JOB_AD": str(job)}).cpus == 8
-
-
-def test_ports_come_from_the_site_range():
-    ports = plan_ports({"_CONDOR_LOWPORT": "20000", "_CONDOR_HIGHPORT": "20199"}, head=True)
-    assert ports["port"] == 20000
-    assert all(20000 <= p <= 20199 for p in ports.values())
-    assert len(set(ports.values())) == len(ports)
-    with pytest.raises(SystemExit, match="too narrow"):
-        plan_ports({"_CONDOR_LOWPORT": "20000", "_CONDOR_HIGHPORT": "20010"}, head=True)
-    free = plan_ports({}, head=False)
-    assert "port" not in free and len(set(free.values())) == len(free)
-
-
-def test_temp_dir_is_short_enough_for_unix_sockets(tmp_path):
-    deep = tmp_path / ("x" * 60)
-    deep.mkdir()
-    slot = slot_from_env({"_CONDOR_SCRATCH_DIR": str(deep)})
-    temp = short_temp_dir(slot, CLUSTER_ID, "worker")
-    assert len(str(temp)) + 70 < 107
-    assert short_temp_dir(slot_from_env({"_CONDOR_SCRATCH_DIR": "/tmp/s"}), "1", "head") == Path(
-        "/tmp/s/ray"
-    )
-
-
-def test_driver_resumes_the_experiment_when_the_head_runs_again(tmp_path):
-    settings = {
-        "driver": "python -m raytrack.tune --search presets --address auto",
-        "cluster_id": "99",
-        "storage": str(tmp_path),
-    }
-    first = driver_command(settings)
-    assert f"--storage {tmp_path} --name condor-99" in first and "--resume" not in first
-    (tmp_path / "condor-99").mkdir()
-    (tmp_path / "condor-99" / "experiment.json").write_text("{}")
-    assert driver_command(settings).endswith("--resume")
-    custom = {**settings, "driver": "python -m raytrack.generate --samples 10 --out x"}
-    assert driver_command(custom) == custom["driver"]
-    named = {**settings, "driver": "python -m raytrack.tune --resume --name old --address auto"}
-    assert driver_command(named).endswith(f"--storage {tmp_path}")  # resumes in shared storage
-
-
-def test_driver_is_read_with_the_search_parser(tmp_path):
-    """Issue 17: --name=X, --stor X and a path holding "--name" are what raytrack.tune reads."""
-    settings = {"cluster_id": "99", "storage": str(tmp_path / "shared")}
-    tune = "python -m raytrack.tune --search presets --address auto"
-
-    def command(extra: str) -> str:
-        return driver_command({**settings, "driver": f"{tune} {extra}"})
-
-    assert command("--name=myexp") == f"{tune} --name=myexp --storage {tmp_path}/shared"
-    assert command("--storage=/eos/x").endswith("--storage=/eos/x --name condor-99")
-    assert command("--stor /eos/x --nam e1").endswith("--nam e1")  # argparse's abbreviations
-    data = "--data /data/--name/x"
-    assert command(data) == f"{tune} {data} --storage {tmp_path}/shared --name condor-99"
-    (tmp_path / "eos" / "myexp").mkdir(parents=True)
-    (tmp_path / "eos" / "myexp" / "experiment.json").write_text("{}")
-    assert command(f"--storage={tmp_path}/eos --name=myexp").endswith("--name=myexp --resume")
-    with pytest.raises(DriverError, match="invalid choice: 'bogus'"):
-        command("--search bogus")
-    with pytest.raises(DriverError, match="shell operators"):
-        command("--name x | tee log")
-    assert command("--name 'a | b'").endswith("--name 'a | b' --storage " + f"{tmp_path}/shared")
-    # Operators before the search are the user's (the simulated allocation's driver has some).
-    prefixed = driver_command({**settings, "driver": f"cd /x && echo go > log && {tune}"})
-    assert (
-        prefixed == f"cd /x && echo go > log && {tune} --storage {tmp_path}/shared --name condor-99"
-    )
-
-
-def test_a_driver_the_search_refuses_stops_the_head_before_ray_starts(tmp_path, monkeypatch):
-    def no_ray(*args, **kwargs):
-        raise AssertionError("Ray started for a driver that cannot run")
-
-    monkeypatch.setattr(condor_bootstrap, "ray_start", no_ray)
-    env = {
-        "RAYTRACK_CLUSTER_DIR": str(tmp_path / "cluster"),
-        "RAYTRACK_CLUSTER_ID": "7",
-        "RAYTRACK_NODE_IP": "127.0.0.1",
-        "RAYTRACK_MIN_WORKERS": "3",
-        "RAYTRACK_DRIVER": "python -m raytrack.tune --max-epochs zero --address auto",
-    }
-    assert condor_bootstrap.run_head(env) == 2
-    cluster = ClusterDir(tmp_path / "cluster")
-    assert cluster.finished_normally() and not cluster.address.exists()  # the workers leave
-
-
-def test_the_poll_interval_is_a_knob():
-    assert condor_bootstrap.poll_seconds({}) == condor_bootstrap.POLL_SECONDS == 5.0
-    assert condor_bootstrap.poll_seconds({"RAYTRACK_POLL_SECONDS": "0.5"}) == 0.5
-    for bad in ("0", "-1", "soon", "nan", "inf"):
-        with pytest.raises(SystemExit, match="RAYTRACK_POLL_SECONDS"):
-            condor_bootstrap.poll_seconds({"RAYTRACK_POLL_SECONDS": bad})
-
-
-def test_token_file_is_private(tmp_path):
-    cluster = ClusterDir(tmp_path / "c")
-    cluster.create_token()
-    assert cluster.token.stat().st_mode & 0o777 == 0o600
-    assert len(cluster.token.read_text()) == 64
-
-
-# ------------------------------------------------------------------------------ allocation
 NODES_CODE = """
 import json, ray
 ray.init(address="auto", logging_level="ERROR")

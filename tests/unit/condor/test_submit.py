@@ -22,7 +22,7 @@ except ImportError as error:  # not installed, or a wheel that does not load on 
         allow_module_level=True,
     )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 CONDOR = REPO / "condor"
 SUBMIT_FILES = ("ray_cluster.sub", "generate.sub")
 CLUSTER_ID = 4711
