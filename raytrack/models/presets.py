@@ -9,7 +9,8 @@ from raytrack.configs import presets_file
 from raytrack.files import read_toml
 from raytrack.models.mlp import ModelConfig
 
-SEARCH_PRESETS = ("large", "xlarge", "deep", "ultra", "wide")  # the five of the earlier script
+#: The presets ``tune --search presets`` trains, and the searcher's first points otherwise.
+SEARCH_PRESETS = ("large", "xlarge", "deep", "ultra", "wide")
 
 
 def presets_path() -> Path:
