@@ -144,3 +144,19 @@ def test_every_physics_citation_points_at_a_section_of_docs_physics_md():
     readme = (REPO / "README.md").read_text()
     assert "physics.md 2a" not in readme and "docs/physics.md" in readme
     assert cited >= 10
+
+
+def test_the_readme_names_the_overview_and_the_console_scripts():
+    import tomllib
+
+    readme = (REPO / "README.md").read_text()
+    assert "`python -m raytrack`" in readme and "`raytrack-<command>`" in readme
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    done = subprocess.run(
+        [sys.executable, "-m", "raytrack"], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    for script in scripts:
+        if script.startswith("raytrack-"):
+            assert script.removeprefix("raytrack-") in done.stdout
+            assert f"python -m raytrack.{script.removeprefix('raytrack-')}" in readme
