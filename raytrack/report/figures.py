@@ -66,7 +66,6 @@ def p95_against_cost_figure(experiment: Experiment, cost: str, curve: dict[str, 
     """Validation P95 against weights, multiply-adds or inference time per track: trials by
     status, the Pareto front, (for weights) the trigger's limit and (for time, given the
     ``curve`` of raytrack.search.timing) the integrator's fastest setting at each accuracy."""
-
     plt = pyplot()
     rows = [r for r in experiment.rows if r.get(cost)]
     fig, ax = plt.subplots(figsize=(8, 5))
@@ -169,8 +168,8 @@ def plot_p95_against_epoch(experiment: Experiment, out: Path) -> Path:
 def p95_against_epoch_figure(experiment: Experiment):
     """Every trial's validation P95 per epoch. The ``CURVE_COLOURS`` best trials have a colour
     each, the others are grey; the legend names them, best first, with their status. A curve
-    ends where its trial stopped: an x where ASHA stopped it."""
-
+    ends where its trial stopped: an x where ASHA stopped it; a star marks the epoch the trial
+    exports (its leaderboard row's best_epoch)."""
     plt = pyplot()
     rows = {r["trial_id"]: r for r in experiment.rows}
     trials = sorted((t for t in experiment.trials if t.curve),
@@ -193,13 +192,17 @@ def p95_against_epoch_figure(experiment: Experiment):
                 zorder=3 if own else 2)  # fmt: skip
         ax.plot(epochs[-1:], p95[-1:], "x" if state == "stopped_by_asha" else "o", color=colour,
                 ms=6 if own else 4, zorder=3 if own else 2)  # fmt: skip
+        if row and row.get("best_epoch") in epochs:
+            at = epochs.index(row["best_epoch"])
+            ax.plot(epochs[at], p95[at], "*", color=colour, ms=10 if own else 6, zorder=4)
     ax.set(xlabel="epoch [passes over the training split]", yscale="log",
            ylabel="validation P95 position error [mm]")  # fmt: skip
     log_ticks(ax, "y", drawn)
     ax.xaxis.get_major_locator().set_params(integer=True)
     grid(ax)
     if trials:
-        ax.legend(fontsize=7, title="trial (status), best first\nx: stopped by ASHA",
+        ax.legend(fontsize=7, title="trial (status), best first\nx: stopped by ASHA\n"
+                  "*: the exported epoch",
                   title_fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # fmt: skip
     _title(ax, experiment, "validation P95 against epoch, every trial")
     return fig
@@ -221,7 +224,6 @@ def best_against_figure(experiment: Experiment, best: BestModel, what: str):
     """The best model's position error (mean, P95, P99, worst) against momentum, |dz|, or |x|
     or |y| at mid-leg (``what``: momentum, dz, x_mid, y_mid), the straight line's (mean, P95)
     beside it."""
-
     plt = pyplot()
     x, label, _ = against_variable(what, best.inputs, best.truth)
     label = {"momentum": "momentum p [GeV]", "dz": "leg length |dz| [mm]"}.get(what, label)

@@ -80,6 +80,7 @@ TABLE = (
     ("multiply-adds per track [count]", "macs_per_track", "{:,}"),
     ("inference time per track [us]", "inference_us_per_track", "{:.3g}"),
     ("epochs", "epochs", "{}"),
+    ("exported epoch", "best_epoch", "{}"),
     ("val mean [mm]", "pos_mean_mm", "{:.4f}"),
     ("val P95 [mm]", "pos_p95_mm", "{:.4f}"),
     ("val P99 [mm]", "pos_p99_mm", "{:.4f}"),

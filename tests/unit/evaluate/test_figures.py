@@ -86,7 +86,7 @@ def test_evaluation_figures_have_titles_and_labelled_log_axes(tmp_path):
 # -- issue 25, item 8: the learning curves and the histograms ---------------------------------
 
 #: A run's losses from 0.0801 down to 0.0089: log_tick_values puts a tick at every 1-9 times
-#: a power of ten from 0.008 to 0.09 on this axis.
+#: a power of ten from 0.008 to 0.09 on this axis, too many to label each.
 FALLING = [
     {"epoch": k + 1, "train_loss": train, "val_loss": val, "val_pos_mean_mm": 0.1 / (k + 1),
      "val_pos_p95_mm": 0.3 / (k + 1), "val_pos_p99_mm": 0.5 / (k + 1)}
@@ -107,7 +107,7 @@ def tracks(n: int = 400, mu: float = -3.0, sigma: float = 1.5) -> dict[str, np.n
 
 
 def test_the_loss_axis_names_the_runs_loss():
-    """The default loss is huber; the axis said "standardised MSE" whatever the run used."""
+    """The loss axis says which loss the run trained with (huber by default, or mse)."""
     assert TrainConfig().loss == "huber"
     for loss, name in (("huber", "Huber"), ("mse", "MSE")):
         (ax, _) = learning_curves_figure("tiny", FALLING, loss=loss).axes
@@ -119,9 +119,8 @@ def test_the_loss_axis_names_the_runs_loss():
 
 
 def test_log_axis_labels_do_not_crowd():
-    """Every tick from 0.008 to 0.09 was labelled: 0.07, 0.08 and 0.09 ran into each other.
-    The labels left lie at least one and a half label heights apart (centre to centre), a
-    handful of them."""
+    """Of the ticks from 0.008 to 0.09 a handful are labelled, at least one and a half label
+    heights apart (centre to centre), the values still between two labels."""
     fig = learning_curves_figure("tiny", FALLING, loss="huber")
     for ax in fig.axes:
         values = [v for line in ax.lines for v in line.get_ydata()]
@@ -136,7 +135,7 @@ def test_log_axis_labels_do_not_crowd():
 
 
 def test_the_figures_name_the_model(tmp_path):
-    """The titles said "run best" for every search's best model; they name its preset."""
+    """The figures' titles name the run's model (its preset), not its directory (best/)."""
     assert plot_context(tmp_path / "best" / "evaluation", "tiny") == "tiny"
     assert plot_context(tmp_path / "best" / "evaluation-fresh", "tiny") == "tiny, data fresh"
     run = tmp_path / "best"
@@ -156,8 +155,9 @@ def test_the_figures_name_the_model(tmp_path):
 
 @pytest.mark.parametrize("mu, sigma", [(-3.0, 1.5), (-2.0, 0.7)])
 def test_the_histograms_legends_leave_the_tails_and_their_marks_free(mu, sigma):
-    """The legend of the position panel lay over the P95, P99 and worst marks (with errors of
-    0.14 mm, spread 0.7 in log: where matplotlib's "best" place put it)."""
+    """The legends cover neither the histograms nor the P95, P99 and worst marks; errors of
+    0.14 mm with a spread of 0.7 in log are where matplotlib's "best" place would cover
+    the marks."""
     fig = histograms_figure("tiny", **tracks(mu=mu, sigma=sigma))
     fig.tight_layout()
     fig.canvas.draw()

@@ -9,7 +9,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,7 +18,6 @@ from raytrack.report import main
 from raytrack.search.experiment import STUDY_FILE
 from raytrack.search.timing import CURVE_FILE, equal_accuracy
 
-REPO = Path(__file__).resolve().parents[3]
 FIGURES = (
     "p95_vs_weights.png",
     "p95_vs_macs.png",
@@ -135,7 +133,7 @@ def test_report_images_load_in_headless_chromium(optuna_search, tmp_path):
 
 
 @pytest.mark.slow  # Chromium
-def test_report_of_an_interrupted_search(optuna_search, tmp_path):
+def test_report_of_an_interrupted_search(optuna_search, tmp_path, capsys):
     """An interrupted search left no leaderboard, no best/ and no report; one trial was in the
     middle of its epochs. python -m raytrack.report writes the report from the trials' files."""
     options, rows = optuna_search
@@ -156,11 +154,13 @@ def test_report_of_an_interrupted_search(optuna_search, tmp_path):
             if trial["trial_id"] == running:
                 entry[0] = json.dumps({**trial, "status": "RUNNING"})
         snapshot.write_text(json.dumps(state))
-    done = subprocess.run([sys.executable, "-m", "raytrack.report", str(experiment)], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
-    assert done.returncode == 0, done.stderr[-3000:]
+    # python -m raytrack.report's main in this process: a new interpreter would import torch,
+    # Ray and matplotlib again (tests/test_readme.py runs the module itself)
+    returncode = main([str(experiment)])
+    done = capsys.readouterr()
+    assert returncode == 0, done.err[-3000:]
     index = experiment / "report" / "index.html"
-    assert done.stdout.strip() == f"wrote {index}"
+    assert done.out.strip() == f"wrote {index}"
     page = index.read_text()
     assert "in progress or interrupted: 3 of 4 trials ended" in page
     assert page.count('<td class="text">unfinished</td>') == 1
