@@ -23,6 +23,7 @@ from raytrack.evaluate.figures import (
     plot_context,
 )
 from raytrack.evaluate.jacobian import jacobian_report, model_jacobians
+from raytrack.evaluate.summary import layers_text
 from raytrack.export.onnx_export import onnx_predict
 from raytrack.files import write_json_atomic
 from raytrack.models.training import load_checkpoint, model_from_checkpoint
@@ -49,7 +50,7 @@ def write_report(
         plain["jacobian"] = {k: v for k, v in report["jacobian"].items() if k != "_tracks"}
     write_json_atomic(out_dir / "report.json", plain)
     spec = spec or read_spec(out_dir.parent)
-    run = plot_context(out_dir, spec.name if spec else None)
+    run = plot_context(out_dir, model_title(spec) if spec else None)
     figures = {}
     if tracks is not None:
         figures["error_histograms"] = histograms_figure(run, **tracks)
@@ -62,6 +63,12 @@ def write_report(
         figures["learning_curves"] = learning_curves_figure(run, history, *loss)
     for name, figure in figures.items():
         save_png(figure, out_dir / f"{name}.png", DPI, SOFTWARE)
+
+
+def model_title(spec: RunSpec) -> str:
+    """The run's model as the figures' titles name it: its preset or variant name and its
+    hidden layers, ``tiny (32-32 silu)``."""
+    return f"{spec.name} ({layers_text(spec.model.hidden, spec.model.activation)})"
 
 
 def read_spec(directory: Path) -> RunSpec | None:

@@ -4,6 +4,7 @@ report shows too."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from raytrack.data.schema import JACOBIAN_INPUTS, JACOBIAN_OUTPUTS
@@ -39,6 +40,12 @@ def print_summary(report: dict[str, Any]) -> None:
         )
     if isinstance(report.get("jacobian"), dict):
         print_jacobian_summary(report["jacobian"])
+
+
+def layers_text(hidden: Sequence[int], activation: str | None = None) -> str:
+    """A network's hidden layers and activation, ``64-64 silu``; ``-`` without layers."""
+    text = "-".join(str(w) for w in hidden) or "-"
+    return text + (f" {activation}" if activation else "")
 
 
 def bin_rows(report: dict[str, Any]) -> list[tuple[str, dict[str, Any] | None]]:

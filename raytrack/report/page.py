@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from raytrack.evaluate.summary import bin_rows, worst_track_lines
+from raytrack.evaluate.summary import bin_rows, layers_text, worst_track_lines
 from raytrack.report.best import BestModel
 from raytrack.report.experiment import Experiment
 
@@ -111,8 +111,7 @@ def leaderboard_table(rows: list[dict[str, Any]]) -> str:
 
 def hidden_layers(model: dict[str, Any]) -> str:
     """A model's hidden layers and activation, ``64-64 silu``; ``-`` when not known."""
-    text = "-".join(str(w) for w in model.get("hidden", [])) or "-"
-    return text + (f" {model['activation']}" if model.get("activation") else "")
+    return layers_text(model.get("hidden", []), model.get("activation"))
 
 
 def best_summary(best: BestModel) -> str:

@@ -15,11 +15,12 @@ from raytrack.evaluate import (
     histograms_figure,
     learning_curves_figure,
     log_tick_values,
+    model_title,
     plot_context,
     write_report,
 )
 from raytrack.models.metrics import position_errors
-from raytrack.models.presets import load_presets
+from raytrack.models.mlp import ModelConfig
 from raytrack.models.train_config import TrainConfig
 from raytrack.run.directory import RUN_FILE, RunSpec
 
@@ -135,19 +136,22 @@ def test_log_axis_labels_do_not_crowd():
 
 
 def test_the_figures_name_the_model(tmp_path):
-    """The figures' titles name the run's model (its preset), not its directory (best/)."""
+    """The figures' titles name the run's model (its preset and layers), not its directory
+    (best/)."""
     assert plot_context(tmp_path / "best" / "evaluation", "tiny") == "tiny"
     assert plot_context(tmp_path / "best" / "evaluation-fresh", "tiny") == "tiny, data fresh"
     run = tmp_path / "best"
     run.mkdir()
-    spec = RunSpec(str(tmp_path), load_presets()["tiny"], TrainConfig(), name="tiny")
+    model = ModelConfig(hidden=(32, 16), activation="relu")
+    spec = RunSpec(str(tmp_path), model, TrainConfig(), name="tiny")
     (run / RUN_FILE).write_text(json.dumps(spec.to_dict()))
+    assert model_title(spec) == "tiny (32-16 relu)"
     data = tracks()
     report = binned_report(data["inputs"], data["truth"], data["predicted"], None)
     write_report(run / "evaluation", {**report, "_tracks": data}, FALLING)  # spec: run.json
     for name in ("learning_curves", "error_histograms", "error_vs_momentum", "error_vs_dz"):
         text = Image.open(run / "evaluation" / f"{name}.png").text
-        assert text["Title"].startswith("tiny: "), text["Title"]
+        assert text["Title"].startswith(f"{model_title(spec)}: "), text["Title"]
         assert "run best" not in text["Title"]
     described = Image.open(run / "evaluation" / "learning_curves.png").text["Description"]
     assert "loss (Huber, standardised targets)" in described
