@@ -5,7 +5,7 @@ same run (machines are shared and noisy: only a ratio measured side by side mean
 
 ``generate``: tracks/s on one CPU core for :func:`raytrack.physics.propagate` on the classic leg (z
 3000 -> 7000 mm) and on the variable legs of the default phase space, against a per-track scalar RK4
-loop with 10 mm steps (the earlier generator's method), and the ratio. The accuracy of the run
+loop with 10 mm steps (the textbook method), and the ratio. The accuracy of the run
 against an integration 1000 times tighter is printed beside it. Then, on the same variable-leg
 tracks, plain ``propagate`` (steps <= 1000 mm) against the 250 mm step cap that the Jacobian needs,
 taking turns, and ``propagate`` with the transport Jacobian (``return_jacobian=True``, what
@@ -18,7 +18,7 @@ on the GPU are measured too.
 ``train``: training samples/s of a preset (its default formulation, on default-phase-space
 tracks) with raytrack's fast path (features prepared once, data on the device once, shuffled by
 one gather per epoch) and with a plain ``TensorDataset`` + ``DataLoader(batch_size=512,
-shuffle=True)`` loop (the earlier scripts' method) on the same features and targets, same model,
+shuffle=True)`` loop (the plain PyTorch loop) on the same features and targets, same model,
 same AdamW settings, and the ratio. Both at batch 512; the fast path also at its default batch.
 
     python -m raytrack.bench infer [--tracks 8192] [--presets NAME ...]

@@ -1,5 +1,5 @@
-"""``bench generate``: propagation throughput against the earlier generator's scalar RK4 loop,
-the step caps, and the Jacobian's cost."""
+"""``bench generate``: propagation throughput against a per-track scalar RK4 loop, the step
+caps, and the Jacobian's cost."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from raytrack.physics.units import KAPPA
 def scalar_rk4_track(
     state: np.ndarray, z0: float, z1: float, field: DipoleField, step: float = 10.0
 ) -> np.ndarray:
-    """One track, fixed 10 mm RK4 steps, field evaluated point by point: the earlier method."""
+    """One track, fixed 10 mm RK4 steps, field evaluated point by point: the baseline."""
     b0 = field.b0 * (1.0 if field.polarity == "down" else -1.0)
     inv_s2 = 1.0 / field.sigma**2
     qop = state[4]
@@ -184,7 +184,7 @@ def bench_step_cap(
     states: np.ndarray, z0: np.ndarray, z1: np.ndarray, field: DipoleField, rounds: int = 3
 ) -> list[Figure]:
     """Plain ``propagate`` at its default step cap against the 250 mm cap that the Jacobian
-    needs (and that plain propagation had too, before it got its own), same tracks, one core."""
+    needs, same tracks, one core."""
     default, capped = taking_turns(
         [
             lambda: propagate(states, z0, z1, field),

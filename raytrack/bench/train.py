@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from raytrack.models.mlp import ModelConfig, TrackMLP
     from raytrack.physics.field_integrals import AxisProfile
 
-#: The DataLoader baseline's batch size (the earlier scripts'); the fast path is timed at it too.
+#: The DataLoader baseline's batch size; the fast path is timed at it too.
 BASELINE_BATCH = 512
 
 
@@ -121,7 +121,7 @@ def dataloader_rate(
     axis: AxisProfile | None,
     device: str = "cpu",
 ) -> float:
-    """The earlier scripts' loop: TensorDataset + DataLoader(batch_size=512, shuffle=True),
+    """The plain PyTorch loop: TensorDataset + DataLoader(batch_size=512, shuffle=True),
     batches moved to the device one by one, a plain (unfused) AdamW at the fast path's settings.
 
     The model, its features and its standardised targets are the fast path's (see

@@ -1,0 +1,26 @@
+"""The compiled drivers of raytrack_mlp.hpp, built once for all the export tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from raytrack.export import INCLUDE_DIR
+
+from .drivers import CPP_MAIN, MLP_DRIVER, build
+
+
+@pytest.fixture(scope="session")
+def cpp_predict(tmp_path_factory) -> Path:
+    """The C++ twin of the NumPy reader (forward() from file to file), compiled once."""
+    if np.dtype("=f4").byteorder not in ("=", "<") or not np.little_endian:
+        pytest.skip("the test driver exchanges native floats; this host is big-endian")
+    return build(CPP_MAIN, tmp_path_factory.mktemp("cpp"), "predict", f"-I{INCLUDE_DIR}")
+
+
+@pytest.fixture(scope="session")
+def mlp_driver(tmp_path_factory) -> Path:
+    """raytrack_mlp.hpp's forward() and forward_with_jacobian() printed per track."""
+    return build(MLP_DRIVER, tmp_path_factory.mktemp("mlp"), "jacobian", f"-I{INCLUDE_DIR}")

@@ -1,0 +1,182 @@
+"""The C++ programs the export tests compile: drivers of raytrack_mlp.hpp (model.bin's reader)
+and of a trigger header, each reading float32 tracks and printing or writing what it computes."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from raytrack.export import write_model_bin
+from raytrack.models.mlp import TrackMLP
+
+
+def compiler() -> str:
+    found = shutil.which("g++") or shutil.which("c++") or shutil.which("clang++")
+    if found is None:
+        pytest.skip("no C++ compiler (g++, c++ or clang++) on PATH")
+    return found
+
+
+CXX_FLAGS = ["-std=c++17", "-O2", "-Wall", "-Wextra", "-Wpedantic", "-Wshadow", "-Werror"]
+
+# The tracks file both drivers read: float32 rows of the 7 inputs.
+READ_TRACKS = r"""
+#include <cstdio>
+#include <vector>
+
+static bool read_tracks(const char* path, std::vector<float>& in) {
+  std::FILE* f = std::fopen(path, "rb");
+  if (!f) return false;
+  float row[7];
+  while (std::fread(row, sizeof(float), 7, f) == 7) in.insert(in.end(), row, row + 7);
+  return std::fclose(f) == 0;
+}
+"""
+
+# Reads n tracks (float32, 7 a row) from argv[1]; prints per track the 4 outputs of predict,
+# the 4 of predict_with_jacobian and its 20 Jacobian elements (%.9g: exact for float).
+HEADER_DRIVER = (
+    READ_TRACKS
+    + r"""
+#include MODEL_HEADER
+
+int main(int argc, char** argv) {
+  if (argc != 2) return 64;
+  std::vector<float> in;
+  if (!read_tracks(argv[1], in)) return 65;
+  for (std::size_t t = 0; t < in.size() / 7; ++t) {
+    float out[4], out2[4], jac[20];
+    MODEL_NAMESPACE::predict(&in[7 * t], out);
+    MODEL_NAMESPACE::predict_with_jacobian(&in[7 * t], out2, jac);
+    for (float v : out) std::printf("%.9g ", v);
+    for (float v : out2) std::printf("%.9g ", v);
+    for (float v : jac) std::printf("%.9g ", v);
+    std::printf("\n");
+  }
+  return 0;
+}
+"""
+)
+
+MLP_DRIVER = r"""
+#include "raytrack_mlp.hpp"
+#include <cstdio>
+#include <fstream>
+#include <vector>
+
+// usage: jacobian model.bin tracks.f32 n: prints forward(), then forward_with_jacobian()'s
+// outputs and Jacobian, per track.
+int main(int argc, char** argv) {
+  if (argc != 4) return 64;
+  const raytrack::Mlp mlp = raytrack::load_mlp(argv[1]);
+  const std::size_t n = std::stoul(argv[3]);
+  std::vector<float> in(n * 7), out(n * 4), out2(n * 4), jac(n * 20);
+  std::ifstream file(argv[2], std::ios::binary);
+  file.read(reinterpret_cast<char*>(in.data()), static_cast<std::streamsize>(in.size() * 4));
+  mlp.forward(in.data(), out.data(), n);
+  mlp.forward_with_jacobian(in.data(), out2.data(), jac.data(), n);
+  for (std::size_t t = 0; t < n; ++t) {
+    for (std::size_t j = 0; j < 4; ++j) std::printf("%.9g ", out[4 * t + j]);
+    for (std::size_t j = 0; j < 4; ++j) std::printf("%.9g ", out2[4 * t + j]);
+    for (std::size_t j = 0; j < 20; ++j) std::printf("%.9g ", jac[20 * t + j]);
+    std::printf("\n");
+  }
+  return 0;
+}
+"""
+
+# The NumPy reader's C++ twin: forward() of n tracks from a file to a file, then the model's
+# layers, weights, version and features on stdout.
+CPP_MAIN = r"""
+#include "raytrack_mlp.hpp"
+#include <fstream>
+#include <iostream>
+#include <string>
+#include <vector>
+
+// usage: predict model.bin inputs.f32 outputs.f32 n   (raw little-endian float32 files)
+int main(int argc, char** argv) {
+  if (argc != 5) { std::cerr << "usage: predict model.bin in out n\n"; return 64; }
+  try {
+    const raytrack::Mlp mlp = raytrack::load_mlp(argv[1]);
+    const std::size_t n = std::stoul(argv[4]);
+    std::vector<float> in(n * raytrack::Mlp::kInputs), out(n * raytrack::Mlp::kOutputs);
+    std::ifstream fin(argv[2], std::ios::binary);
+    fin.read(reinterpret_cast<char*>(in.data()), in.size() * sizeof(float));
+    if (fin.gcount() != static_cast<std::streamsize>(in.size() * sizeof(float))) {
+      std::cerr << argv[2] << ": short input file\n";
+      return 65;
+    }
+    mlp.forward(in.data(), out.data(), n);
+    std::ofstream fout(argv[3], std::ios::binary);
+    fout.write(reinterpret_cast<const char*>(out.data()), out.size() * sizeof(float));
+    std::cout << mlp.n_layers() << " " << mlp.weight_count() << " " << mlp.version << " "
+              << mlp.n_features() << "\n";
+    return fout ? 0 : 66;
+  } catch (const std::exception& e) {
+    std::cerr << "error: " << e.what() << "\n";
+    return 1;
+  }
+}
+"""
+
+
+def build(source: str, work: Path, name: str, *flags: str) -> Path:
+    (work / f"{name}.cpp").write_text(source)
+    exe = work / name
+    cmd = [compiler(), *CXX_FLAGS, *flags, str(work / f"{name}.cpp"), "-o", str(exe)]
+    result = subprocess.run(cmd, capture_output=True, text=True)
+    assert result.returncode == 0, f"compiling {name} failed:\n{result.stderr}"
+    return exe
+
+
+def parse_rows(stdout: str, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(outputs (n, 4), second outputs (n, 4), Jacobians (n, 4, 5)) of a driver's output."""
+    values = np.array(stdout.split(), dtype=np.float64).astype(np.float32).reshape(n, 28)
+    return values[:, :4], values[:, 4:8], values[:, 8:].reshape(n, 4, 5)
+
+
+def run_header(header: Path, namespace: str, groups: dict, work: Path):
+    """Compile the header driver for ``header`` and run it on the groups' tracks."""
+    exe = build(
+        HEADER_DRIVER,
+        work,
+        "header_driver",
+        f'-DMODEL_HEADER="{header.name}"',
+        f"-DMODEL_NAMESPACE={namespace}",
+        f"-I{header.parent}",
+    )
+    inputs = np.concatenate(list(groups.values()))
+    (work / "tracks.f32").write_bytes(inputs.astype("<f4").tobytes())
+    proc = subprocess.run(
+        [str(exe), str(work / "tracks.f32")], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    return parse_rows(proc.stdout, len(inputs))
+
+
+def run_mlp_driver(driver: Path, model: TrackMLP, groups: dict, work: Path):
+    """Write the model's model.bin and run raytrack_mlp.hpp's driver on the groups' tracks."""
+    inputs = np.concatenate(list(groups.values()))
+    write_model_bin(model, work / "model.bin")
+    (work / "tracks.f32").write_bytes(inputs.astype("<f4").tobytes())
+    args = [str(driver), str(work / "model.bin"), str(work / "tracks.f32"), str(len(inputs))]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    return parse_rows(proc.stdout, len(inputs))
+
+
+def run_cpp(exe: Path, model_path: Path, inputs: np.ndarray, work: Path):
+    """Run the driver; returns (CompletedProcess, outputs or None)."""
+    (work / "in.f32").write_bytes(inputs.astype("<f4").tobytes())
+    out_path = work / "out.f32"
+    out_path.unlink(missing_ok=True)
+    args = [str(exe), str(model_path), str(work / "in.f32"), str(out_path), str(len(inputs))]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    if proc.returncode != 0:
+        return proc, None
+    return proc, np.frombuffer(out_path.read_bytes(), "<f4").reshape(-1, 4)
