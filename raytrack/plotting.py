@@ -108,8 +108,8 @@ def labelled_ticks(ticks: list[float]) -> list[float]:
         if all(abs(logs[k] - logs[j]) >= gap for j in chosen):
             chosen.add(k)
     if len(chosen) < 3 and len(ticks) >= 3:  # the interior tick farthest from both ends
-        chosen.add(max(range(1, len(ticks) - 1), key=lambda k: min(logs[k] - logs[0],
-                                                                  logs[-1] - logs[k])))  # fmt: skip
+        interior = range(1, len(ticks) - 1)
+        chosen.add(max(interior, key=lambda k: min(logs[k] - logs[0], logs[-1] - logs[k])))
     return [ticks[k] for k in sorted(chosen)]
 
 
