@@ -48,7 +48,7 @@ from raytrack.export.header_data import (
     literal,
     network_values,
     quadrature_values,
-    split,
+    split_hi_lo,
     table_rows,
     table_values,
     weights_that_fit,
@@ -290,7 +290,7 @@ def _model_values(model: BinModel, precision: str, has_field_tables: bool) -> di
     quad_ptr = [f"quadrature() + {k * n_quad}" if n_quad else "nullptr" for k in range(4)]
     if precision == "float64":
         quad_ptr[2:] = ["nullptr", "nullptr"]
-    kappa, kappa_lo = (float(v[0]) for v in split([model.kappa], precision))
+    kappa, kappa_lo = (float(v[0]) for v in split_hi_lo([model.kappa], precision))
     unused = "  static_cast<void>(field_tables);  // no x tables\n"
     return {
         "unused": "" if has_field_tables else unused,

@@ -107,7 +107,7 @@ def _is_central_differences(model: BinModel) -> bool:
     return bool(np.abs(dby - expected).max() <= 1e-12 * max(np.abs(expected).max(), 1e-300))
 
 
-def split(values, precision: str) -> tuple[np.ndarray, np.ndarray]:
+def split_hi_lo(values: np.ndarray | list[float], precision: str) -> tuple[np.ndarray, np.ndarray]:
     """float64 numbers as (hi, lo): hi rounded to the precision, lo = what that left out (in
     float32, rounded to float again: hi + lo holds 48 bits); lo is 0 in float64."""
     values = np.asarray(values, dtype=np.float64)
@@ -121,7 +121,7 @@ def table_values(model: BinModel, rows: list[str], precision: str) -> np.ndarray
     """The kept rows, one after the other (float64 numbers exact in the precision)."""
     named = {}
     for name, row in zip(("by", "dby", "f", "h"), model.axis_values, strict=True):
-        named[name], named[name + "_lo"] = split(row, precision)
+        named[name], named[name + "_lo"] = split_hi_lo(row, precision)
     return np.concatenate([named[r] for r in rows])
 
 
@@ -129,12 +129,12 @@ def quadrature_values(model: BinModel, precision: str) -> np.ndarray:
     """Nodes and weights, then in float32 their rounding errors (nodes, then weights); for the
     path base then its (K, K) integration matrix, row-major (rounded to the precision: the
     path's field and its integrals are computed in plain Real)."""
-    nodes, nodes_lo = split(model.quadrature_nodes, precision)
-    weights, weights_lo = split(model.quadrature_weights, precision)
+    nodes, nodes_lo = split_hi_lo(model.quadrature_nodes, precision)
+    weights, weights_lo = split_hi_lo(model.quadrature_weights, precision)
     parts = [nodes, weights] if precision == "float64" else [nodes, weights, nodes_lo, weights_lo]
     if model.base == "path":
         matrix = integration_matrix(model.quadrature_nodes, model.quadrature_weights)
-        parts.append(split(matrix.ravel(), precision)[0])
+        parts.append(split_hi_lo(matrix.ravel(), precision)[0])
     return np.concatenate(parts).astype(np.float64)
 
 
@@ -145,7 +145,7 @@ def field_table_values(model: BinModel, precision: str) -> np.ndarray:
     bits). Empty for none."""
     if model.base != "path" or not model.x_degree:
         return np.zeros(0)
-    hi, lo = split(model.x_values, precision)
+    hi, lo = split_hi_lo(model.x_values, precision)
     if precision == "float64":
         return hi.ravel()
     return np.concatenate([hi.ravel(), lo[model.x_degree :].ravel()])
@@ -224,7 +224,7 @@ def network_values(model: BinModel) -> np.ndarray:
     return np.concatenate([np.asarray(p, dtype=np.float32).ravel() for p in parts])
 
 
-def literal(value, precision: str) -> str:
+def literal(value: float, precision: str) -> str:
     """An exact C++ literal: the shortest decimal that reads back to the same float/double."""
     if not np.isfinite(value):
         raise ValueError(f"non-finite number {value} in the model: cannot export it")
@@ -235,6 +235,8 @@ def literal(value, precision: str) -> str:
 
 
 def array_macro(name: str, values: np.ndarray, precision: str) -> str:
+    """A ``#define`` of the values as literals, eight a line (the header's arrays use it for
+    their host copy and their ``__constant__`` copy alike)."""
     literals = [literal(v, precision) for v in values]
     lines = [
         "    " + ", ".join(literals[i : i + _PER_LINE]) for i in range(0, len(literals), _PER_LINE)
