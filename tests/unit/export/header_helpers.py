@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import torch
 
-from raytrack.models.formulation import Formulation
 from raytrack.models.mlp import ModelConfig, Normalisation, TrackMLP
 
 from . import helpers
@@ -62,11 +61,8 @@ def make_model(base, inputs, target, leg_power, activation, hidden=(24, 12, 6), 
     gen = torch.Generator().manual_seed(seed)
     fit_on = torch.from_numpy(np.concatenate([draw_tracks(1000, seed + 50), draw_tracks(300, 7)]))
     with torch.no_grad():
-        truth = Formulation("expansion", "state", "raw", 0.0, AXIS).base_prediction(fit_on.double())
-        leg = torch.abs(fit_on[:, 6] - fit_on[:, 5]).double() / 1000.0
-        size = torch.stack((2.0 * leg**2, 2.0 * leg**2, 1e-3 * leg, 1e-3 * leg), 1)
-        noise = torch.randn(len(fit_on), 4, dtype=torch.float64, generator=gen)
-        truth = truth + 1e4 * fit_on[:, 4:5].double() * size * noise
+        leg = torch.abs(fit_on[:, 6] - fit_on[:, 5]).double() / 1000.0  # in float32, then double
+        truth = helpers.synthetic_truth(fit_on, gen, leg)
         model.set_normalisation(Normalisation.fit(*model.encode(fit_on, truth)))
     helpers.randomise_layers(model, gen)
     return model.eval()

@@ -65,14 +65,18 @@ def track_groups(n: int = 200, seed: int = 1) -> dict[str, np.ndarray]:
     return {legs: draw_tracks(n, seed + k, legs) for k, legs in enumerate(LEG_GROUPS)}
 
 
-def synthetic_truth(inputs: torch.Tensor, seed: int) -> torch.Tensor:
+def synthetic_truth(
+    inputs: torch.Tensor, gen: torch.Generator, leg: torch.Tensor | None = None
+) -> torch.Tensor:
     """Plausible end states for fitting a normalisation: the expansion transport plus a residual
-    that grows with q/p and the leg as a real one does (and is large enough to matter)."""
+    that grows with q/p and the leg (m; default |z_end - z_start| in float64) as a real one
+    does (and is large enough to matter), its noise drawn from ``gen``."""
     inputs = inputs.double()
     base = Formulation("expansion", "state", "raw", 0.0, AXIS).base_prediction(inputs)
-    leg = torch.abs(inputs[:, 6] - inputs[:, 5]) / 1000.0
+    if leg is None:
+        leg = torch.abs(inputs[:, 6] - inputs[:, 5]) / 1000.0
     size = torch.stack((2.0 * leg**2, 2.0 * leg**2, 1e-3 * leg, 1e-3 * leg), 1)
-    noise = torch.randn(inputs.shape[0], 4, dtype=torch.float64, generator=_gen(seed))
+    noise = torch.randn(inputs.shape[0], 4, dtype=torch.float64, generator=gen)
     return base + 1e4 * inputs[:, 4:5] * size * noise
 
 
@@ -109,7 +113,7 @@ def make_model(
         fit_on = np.concatenate([draw_tracks(1500, 1000 + seed), draw_tracks(500, seed, "short")])
     inputs = torch.from_numpy(fit_on)
     with torch.no_grad():
-        features, encoded = model.encode(inputs, synthetic_truth(inputs, seed))
+        features, encoded = model.encode(inputs, synthetic_truth(inputs, _gen(seed)))
         model.set_normalisation(Normalisation.fit(features, encoded))
     randomise_layers(model, _gen(seed))
     return model.eval()
