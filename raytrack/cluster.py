@@ -159,29 +159,38 @@ def console_to(path: Path) -> Iterator[None]:
 @contextlib.contextmanager
 def ray_output_to(path: Path) -> Iterator[None]:
     """While a command runs on Ray: Ray's log records in this process (its ``ray`` loggers,
-    such as Tune's warnings of a slow step) and what Ray's workers and raylets print, which Ray
-    forwards to the driver's console, go to ``path`` (appended) instead of the console."""
-    # Ray's private API: the dispatcher of forwarded output has no public handle in Ray 2.60
-    from ray._private import ray_logging, worker
-
+    such as Tune's warnings of a slow step) go to ``path`` (appended) instead of the console,
+    and so does what Ray's workers and raylets print, which Ray forwards to the driver's
+    console: from then on, as those lines arrive late (the last of a search's workers' lines
+    come after it ended), until another call sends them elsewhere."""
     ray_logger = logging.getLogger("ray")
-    dispatcher = ray_logging.global_worker_stdstream_dispatcher
     with open(path, "a", buffering=1) as out:
         handler = logging.StreamHandler(out)
         handler.setFormatter(logging.Formatter(RAY_LOG_FORMAT))
         saved_handlers = ray_logger.handlers[:]
-        forwarded = [pair for pair in dispatcher.handlers if pair[0] == FORWARDED]
         ray_logger.handlers = [handler]
-        if forwarded:  # ray.init(log_to_driver=True), Ray's default
-            dispatcher.remove_handler(FORWARDED)
-            dispatcher.add_handler(FORWARDED, lambda data: worker.print_worker_logs(data, out))
+        forward_worker_output_to(path)
         try:
             yield
         finally:
-            if forwarded:
-                dispatcher.remove_handler(FORWARDED)
-                dispatcher.add_handler(*forwarded[0])
             ray_logger.handlers = saved_handlers
+
+
+def forward_worker_output_to(path: Path) -> None:
+    """What Ray forwards of its workers' and raylets' output to this driver goes to ``path``
+    (appended) rather than the console, where Ray forwards it at all (``log_to_driver``, Ray's
+    default)."""
+    # Ray's private API: the dispatcher of forwarded output has no public handle in Ray 2.60
+    from ray._private import ray_logging, worker
+
+    def append(data: dict) -> None:
+        with open(path, "a") as out:
+            worker.print_worker_logs(data, out)
+
+    dispatcher = ray_logging.global_worker_stdstream_dispatcher
+    if any(name == FORWARDED for name, _ in dispatcher.handlers):
+        dispatcher.remove_handler(FORWARDED)
+        dispatcher.add_handler(FORWARDED, append)
 
 
 def tagged_processes(tag: str) -> list[int]:

@@ -53,6 +53,9 @@ DEFAULT_SHARDS = 10  # of the generated default dataset
 DEFAULT_GRACE_EPOCHS = 3
 #: With --address, how long to wait for a node that fits a trial (nodes may still be joining).
 JOIN_WAIT_S = 120.0
+#: Filesystems the kernel provides, where no file can be made (``--storage`` there is refused).
+KERNEL_FILESYSTEMS = frozenset({"proc", "sysfs", "cgroup", "cgroup2", "debugfs", "securityfs",
+                                "configfs", "tracefs", "bpf", "pstore", "devpts"})  # fmt: skip
 #: The exit status of an interrupted search (a shell's for a command ended by SIGINT).
 INTERRUPTED = 130
 #: Options of an experiment that --resume keeps (argparse dest -> ExperimentOptions field); the
@@ -178,7 +181,7 @@ def plan_from_args(args: argparse.Namespace, given: set[str] | None = None) -> P
     from raytrack.search.space import load_search_space
     from raytrack.search.tracking import require_mlflow
 
-    check_writable(args.storage, "--storage")
+    check_storage(args.storage)
     if args.resume:
         if not args.name:
             raise ValueError("--resume needs --name (the experiment directory under --storage)")
@@ -202,6 +205,7 @@ def plan_from_args(args: argparse.Namespace, given: set[str] | None = None) -> P
             spec = dataset_spec(options.samples, options.phase_space, options.seed)
             return Plan(options, None, spec)
         return Plan(options, load(options.data_dir), None)
+    check_dataset_options(args, given)
     if args.mlflow:
         require_mlflow()
     if args.search != "presets":  # a bad space file is named before anything starts
@@ -209,6 +213,63 @@ def plan_from_args(args: argparse.Namespace, given: set[str] | None = None) -> P
     dataset = None if args.data else default_dataset(args)
     options = options_from_args(args, args.data or str(default_dataset_dir(args)))
     return Plan(options, load(args.data) if args.data else None, dataset)
+
+
+def check_storage(storage: str) -> None:
+    """Refuse a --storage that cannot be written, in a sentence that names the option and the
+    cause: a kernel filesystem (/proc, /sys) takes no directory, whatever errno it answers."""
+    try:
+        check_writable(storage, "--storage")
+    except ValueError:
+        path = Path(storage).absolute()
+        existing = next((p for p in (path, *path.parents) if p.exists()), Path("/"))
+        kind = filesystem_type(existing)
+        if kind in KERNEL_FILESYSTEMS:
+            raise ValueError(
+                f"--storage {storage}: cannot be written: {existing} is the kernel's {kind} "
+                "filesystem, where no directory can be made; choose a directory on a disk "
+                f"(the default is {DEFAULT_STORAGE}/ in the current directory)"
+            ) from None
+        raise
+
+
+def filesystem_type(path: Path) -> str | None:
+    """The type of the filesystem ``path`` lies on (the longest mount point above it in
+    /proc/self/mounts), or None where that cannot be read."""
+    try:
+        mounts = Path("/proc/self/mounts").read_text().splitlines()
+    except OSError:
+        return None
+    best, kind = "", None
+    resolved = str(path.resolve())
+    for line in mounts:
+        fields = line.split()
+        if len(fields) < 3:
+            continue
+        point = fields[1].replace("\\040", " ")
+        inside = resolved == point or resolved.startswith(point.rstrip("/") + "/")
+        if inside and len(point) >= len(best):
+            best, kind = point, fields[2]
+    return kind
+
+
+def check_dataset_options(args: argparse.Namespace, given: set[str] | None) -> None:
+    """Refuse --samples or --phase-space beside --data: they describe the dataset tune generates
+    when --data is not given, and --data's dataset has its own. ``given``: the options the
+    command line gives (None: those that differ from their defaults)."""
+    if not args.data:
+        return
+    defaults = {"samples": DEFAULT_SAMPLES, "phase_space": "default"}
+    if given is None:
+        given = {dest for dest, default in defaults.items() if getattr(args, dest) != default}
+    named = [f"--{dest.replace('_', '-')}" for dest in defaults if dest in given]
+    if named:
+        ignored, verb = " and ".join(named), "describe" if len(named) > 1 else "describes"
+        raise ValueError(
+            f"{ignored} with --data: {ignored} {verb} the dataset tune generates without "
+            f"--data, and --data {args.data} is a dataset already; leave out {ignored}, or "
+            "--data to generate one"
+        )
 
 
 def changed_options(

@@ -24,6 +24,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from raytrack.cluster import ray_output_to
 from raytrack.data import load
 from raytrack.data.loader import DatasetSplits
+from raytrack.export.model_bin import read_model_bin
 from raytrack.files import write_json_atomic
 from raytrack.models.presets import SEARCH_PRESETS
 from raytrack.models.training import CHECKPOINT_NAME, load_checkpoint, result_from_checkpoint
@@ -62,6 +63,7 @@ from raytrack.search.study import (  # noqa: F401
     study_storage,
 )
 from raytrack.search.trial import OBJECTIVE, TrialSettings, resolve_configs, run_trial
+from raytrack.search.trigger import fits_trigger_header, trigger_summary
 
 #: Checkpoints Tune keeps per trial (the latest always among them). Each holds the trial's
 #: latest and best epoch's weights and its optimiser state: the latest alone serves best/ and
@@ -71,6 +73,9 @@ from raytrack.search.trial import OBJECTIVE, TrialSettings, resolve_configs, run
 #: resume from. 2 puts that instant at every other epoch (1: every epoch) for twice the disk of
 #: 1.
 CHECKPOINTS_KEPT = 2
+#: A trial's worker trains the next trial of its resources (no new process importing torch for
+#: each trial): run_trial keeps nothing from one trial to the next.
+REUSE_ACTORS = True
 
 
 class SearchInterruptedError(Exception):
@@ -145,6 +150,10 @@ def run_experiment(
     log(f"{len(rows)} trials in {time.time() - started:.0f} s; results in {options.path}")
     if best is not None:
         log(format_best(*best))
+        exported = read_model_bin(best[1] / "model.bin")
+        trigger = trigger_summary(rows, exported, options.search, best[1])
+        if trigger is not None:
+            log(trigger)
     elif interrupted:  # exporting takes a while, and a user who pressed Ctrl-C waits for it
         log("best/ (the best model's exports) is written when the search ends: --resume")
     if options.mlflow:
@@ -228,16 +237,13 @@ def _tune_config(options: ExperimentOptions, settings: TrialSettings) -> tune.Tu
                       reduction_factor=options.reduction_factor)
         if options.scheduler == "asha" else FIFOScheduler()
     )  # fmt: skip
-    # Not reuse_actors: it ran five presets of 2 epochs on 2 CPUs in 6 s instead of 16 (no new
-    # worker importing torch for each trial), but one of 24 runs of the Ctrl-C test failed its
-    # check of a clean exit (status 130, no traceback) when the Ctrl-C came between trials,
-    # while the reused actors waited; not understood, so not taken.
     if options.search == "presets":
-        return tune.TuneConfig(num_samples=1, scheduler=scheduler)
+        return tune.TuneConfig(num_samples=1, scheduler=scheduler, reuse_actors=REUSE_ACTORS)
     return tune.TuneConfig(
         search_alg=MovableSearchGenerator(make_searcher(options, settings, cost)),
         scheduler=scheduler,
         num_samples=trial_count(options),
+        reuse_actors=REUSE_ACTORS,
     )
 
 
@@ -278,9 +284,19 @@ def _leaderboard(
                             "macs_per_track": model.macs_per_track},
                   "train": train.to_dict(), "params": result.config}  # fmt: skip
         status = tune_trial_status(metrics, result.error is not None, options.max_epochs)
-        rows.append(make_row(trial_id, metrics.get("name", name), status, metrics, config))
+        row = make_row(trial_id, metrics.get("name", name), status, metrics, config)
+        row["fits_trigger_header"] = _fits_trigger_header(result, model.weight_count)
+        rows.append(row)
     not_started += max(0, trial_count(options) - len(results))
     return rank(rows), not_started
+
+
+def _fits_trigger_header(result, weight_count: int) -> bool | None:
+    """Whether the trial's model fits a trigger header (see raytrack.search.trigger)."""
+    if result.checkpoint is None:
+        return fits_trigger_header(None, weight_count)
+    with result.checkpoint.as_directory() as directory:
+        return fits_trigger_header(Path(directory) / CHECKPOINT_NAME, weight_count)
 
 
 def _export_best(

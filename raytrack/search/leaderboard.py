@@ -12,7 +12,7 @@ from raytrack.files import replacing, write_json_atomic
 
 COLUMNS = (
     "rank", "name", "trial_id", "status", "weight_count", "macs_per_track",
-    "inference_us_per_track", "epochs", "best_epoch",
+    "inference_us_per_track", "fits_trigger_header", "epochs", "best_epoch",
     "pos_mean_mm", "pos_p95_mm", "pos_p99_mm", "pos_max_mm", "slope_mean", "slope_p95",
     "seconds", "config",
 )  # fmt: skip
@@ -126,19 +126,28 @@ def write_leaderboard(
 
 
 def format_leaderboard(rows: list[dict[str, Any]]) -> str:
+    """The printed table: its figures are the validation split's (``val``), of each trial's
+    exported epoch; ``header``: whether the trial's model fits a trigger header (a dash: no
+    model to tell)."""
+
     def mm(value):
-        return f"{value:9.4f}" if value is not None else f"{'-':>9}"
+        return f"{value:12.4f}" if value is not None else f"{'-':>12}"
+
+    def fits(value):
+        return {True: "yes", False: "no"}.get(value, "-")
 
     lines = [
-        f"{'#':>3} {'name':<9} {'trial':<14} {'status':<15} {'weights':>9} {'epochs':>6} "
-        f"{'mean mm':>9} {'P95 mm':>9} {'P99 mm':>9} {'worst mm':>9} {'slope':>9}"
+        f"{'#':>3} {'name':<9} {'trial':<14} {'status':<15} {'weights':>9} {'header':>6} "
+        f"{'epochs':>6} {'val mean mm':>12} {'val P95 mm':>12} {'val P99 mm':>12} "
+        f"{'val worst mm':>12} {'val slope':>10}"
     ]
     for r in rows:
-        slope = f"{r['slope_mean']:9.2e}" if r["slope_mean"] is not None else f"{'-':>9}"
+        slope = f"{r['slope_mean']:10.2e}" if r["slope_mean"] is not None else f"{'-':>10}"
         lines.append(
             f"{r['rank']:>3} {r['name']:<9} {r['trial_id']:<14} {r['status']:<15} "
-            f"{r['weight_count']:>9} {r['epochs']:>6} {mm(r['pos_mean_mm'])} "
-            f"{mm(r['pos_p95_mm'])} {mm(r['pos_p99_mm'])} {mm(r.get('pos_max_mm'))} {slope}"
+            f"{r['weight_count']:>9} {fits(r.get('fits_trigger_header')):>6} {r['epochs']:>6} "
+            f"{mm(r['pos_mean_mm'])} {mm(r['pos_p95_mm'])} {mm(r['pos_p99_mm'])} "
+            f"{mm(r.get('pos_max_mm'))} {slope}"
         )
     if any("inference_us_per_track" in r for r in rows):  # --objective pareto-time
         lines = _with_time(lines, rows)

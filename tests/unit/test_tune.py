@@ -4,8 +4,14 @@ Ray that does not start."""
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
+import uuid
+from pathlib import Path
+
+import pytest
 
 from .search.searches import REPO, options
 
@@ -91,3 +97,72 @@ def test_resume_takes_pareto_time_as_the_experiment_started_with_it(tmp_path, ca
     assert "differ" not in err and str(data) in err, err
     assert main([*resume, "--objective", "p95"]) == 1
     assert "--objective p95 (it has pareto-time)" in capsys.readouterr().err
+
+
+def test_samples_and_phase_space_beside_data_are_refused(tmp_path, capsys):
+    """Issue 25, item 6: --samples and --phase-space describe the dataset tune generates; beside
+    --data they were silently ignored."""
+    from raytrack.tune import main
+
+    data = tmp_path / "data"  # never read: the options are refused before
+    code = main(["--data", str(data), "--samples", "1000", "--phase-space", "classic",
+                 "--storage", str(tmp_path)])  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and len(err.splitlines()) == 1, err
+    assert err.startswith("error: --samples and --phase-space with --data")
+    assert main(["--data", str(data), "--samples", "1000", "--storage", str(tmp_path)]) == 1
+    assert "error: --samples with --data" in capsys.readouterr().err
+
+
+def test_storage_on_a_kernel_filesystem_is_named_so(tmp_path, capsys):
+    """Issue 25, item 11: --storage /proc/forbidden said "cannot be written in /proc: No such
+    file or directory"."""
+    from raytrack.tune import main
+
+    assert main(["--storage", "/proc/forbidden"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: --storage /proc/forbidden: cannot be written: /proc is the "
+                          "kernel's proc filesystem"), err  # fmt: skip
+    assert "No such file" not in err and len(err.splitlines()) == 1
+
+
+def ray_processes_marked(marker: str) -> list[str]:
+    """The command lines of the processes whose environment holds ``marker`` (every process a
+    command started inherits its environment)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            if entry.name.isdigit() and marker.encode() in (entry / "environ").read_bytes():
+                found.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:  # gone, or not ours
+            continue
+    return found
+
+
+@pytest.mark.slow
+def test_a_ray_that_does_not_start_is_one_line_and_leaves_no_process(tmp_path):
+    """Issue 25, item 2: a Ray start that failed was a traceback from raytrack/cluster.py. Here
+    the port of Ray's GCS server is taken: tune --resume exits 1 with one line naming the cause,
+    and no process it started is left."""
+    from raytrack.search.experiment import write_options
+
+    data = tmp_path / "datasets" / "default-600-seed3"  # generated once Ray runs: never here
+    write_options(options(tmp_path, data, samples=600, phase_space="default", seed=3))
+    marker = f"RAYTRACK_TEST_MARK={uuid.uuid4().hex}"
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen()
+        env = {**os.environ, "RAY_GCS_SERVER_PORT": str(taken.getsockname()[1]),
+               marker.split("=")[0]: marker.split("=")[1],
+               # Ray's driver waits for the GCS that cannot start: a few seconds, not 20
+               "RAY_NUM_REDIS_GET_RETRIES": "3", "RAY_py_gcs_connect_timeout_s": "5"}  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-m", "raytrack.tune", "--resume", "--name", "exp",
+             "--storage", str(tmp_path)],
+            cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+    output = (done.stdout + done.stderr).strip()
+    assert done.returncode == 1, output
+    assert len(output.splitlines()) == 1 and output.startswith("error: Ray did not start: "), output
+    assert "Failed to start GCS" in output and str(tmp_path / "exp" / "ray.log") in output
+    assert ray_processes_marked(marker) == []

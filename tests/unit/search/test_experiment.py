@@ -153,6 +153,13 @@ def check_console(output: str, experiment: Path, rows: list[dict]) -> None:
         ) in summary
     exports = "model.onnx, model_jacobian.onnx, model.bin, metadata.json"
     assert f"exports in {best}: {exports}" in summary
+    # issue 25, item 10: no preset fits a trigger header, and the summary says how to get one
+    assert all(r["fits_trigger_header"] is False for r in rows)
+    assert "trigger header: no trial fits" in summary and "--search optuna --max-weights" in summary
+    # issue 25, item 5: Ray's own lines go to the experiment's ray.log
+    assert f"Ray's log (its warnings, its workers' output): {experiment / 'ray.log'}" in summary
+    for ray_words in ("WARNING", "(raylet)", " pid="):
+        assert ray_words not in output, ray_words
     assert tail[-1].startswith(f"TensorBoard: tensorboard --logdir {experiment}")
     if importlib.util.find_spec("tensorboard") is None and shutil.which("tensorboard") is None:
         assert 'pip install -e ".[tensorboard]"' in tail[-1]  # issue 17: how to get it

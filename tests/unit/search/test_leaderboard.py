@@ -27,7 +27,7 @@ def test_the_leaderboard_has_the_worst_validation_track(tmp_path):
     assert "pos_p99_mm,pos_max_mm," in header
     assert json.loads((tmp_path / "leaderboard.json").read_text())[0]["pos_max_mm"] == 3.5
     head, line = format_leaderboard(rows).splitlines()
-    assert head.split()[-5:] == ["P99", "mm", "worst", "mm", "slope"]
+    assert head.split()[-7:] == ["P99", "mm", "val", "worst", "mm", "val", "slope"]
     assert line.split()[-3:-1] == ["0.4000", "3.5000"]
     errors = {"tracks": 100, "pos_mean_mm": 0.11, "pos_p95_mm": 0.21, "pos_p99_mm": 0.42,
               "pos_max_mm": 3.25}  # fmt: skip
