@@ -1,7 +1,18 @@
 """What a drawn figure shows on its axes, for the tests of the evaluation's and the report's
-figures."""
+figures, and a fixture that closes the figures a test drew."""
 
 from __future__ import annotations
+
+import pytest
+
+from raytrack.plotting import pyplot
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    """Close the figures a test drew after it: pyplot keeps every open figure."""
+    yield
+    pyplot().close("all")
 
 
 def labelled_ticks(axis) -> list[float]:

@@ -11,6 +11,8 @@ import pytest
 from raytrack.search import timing
 from raytrack.search.experiment import ExperimentOptions, run_experiment
 
+from ..evaluate.axes import close_figures  # noqa: F401  (a fixture: every test closes its figures)
+
 
 def quiet(_message: str) -> None:
     pass
