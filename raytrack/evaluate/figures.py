@@ -1,5 +1,6 @@
 """The evaluation's figures: error histograms, the error against momentum, |dz| and |x| and
-|y| at mid-leg, the Jacobian against the integrator's and the learning curves."""
+|y| at mid-leg, the Jacobian against the integrator's and the learning curves. matplotlib is
+imported by the functions that draw, as in :mod:`raytrack.plotting`."""
 
 from __future__ import annotations
 
