@@ -2,8 +2,8 @@
 the trials' checkpoints, the Optuna study on disk, each trial's inference time with
 --objective pareto-time, bench deploy's equal-accuracy rule, and the README's tune options.
 
-The MLflow runs of a real search are checked on the presets search of tests/test_tune.py (run
-with --mlflow), which the suite runs anyway.
+The MLflow runs of a real search are checked on the presets search of
+tests/unit/search/test_experiment.py (run with --mlflow), which the suite runs anyway.
 """
 
 from __future__ import annotations
