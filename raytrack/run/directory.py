@@ -138,6 +138,9 @@ def finished_run(run_dir: str | Path, spec: RunSpec) -> dict[str, Any] | None:
     summary = checkpoint_summary(run_dir)
     if summary is None or summary["status"] in ("", "failed"):
         return None
-    metadata = json.loads((run_dir / "metadata.json").read_text())
+    try:
+        metadata = json.loads((run_dir / "metadata.json").read_text())
+    except (OSError, ValueError):  # a damaged file is written again, as a missing one is
+        return None
     ended = metadata.get("status") == summary["status"]
     return summary if ended and metadata.get("epochs_run") == summary["epoch"] else None
