@@ -5,8 +5,9 @@ searcher's state) and raytrack's: ``experiment.json`` (the options, for ``--resu
 ``raytrack.search.layout`` for how it records paths, so that the experiment can move),
 ``leaderboard.csv``/``.json``, ``pareto.csv``/``.json`` (Pareto objectives), ``best/``, the
 report (``report/index.html``), the Optuna study of an ``optuna``/``all`` search
-(``optuna.journal``, which ``optuna-dashboard`` opens) and, with ``--mlflow`` and no URI, the
-MLflow store (``mlflow/``).
+(``optuna.journal``, which ``optuna-dashboard`` opens), Ray's own console output
+(``ray.log``: its warnings, its workers' lines) and, with ``--mlflow`` and no URI, the MLflow
+store (``mlflow/``).
 """
 
 from __future__ import annotations
