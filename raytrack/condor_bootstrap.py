@@ -14,7 +14,8 @@ socket paths are limited to 107 bytes) and removed at exit.
 
 Environment knobs (defaults suit a real pool): RAYTRACK_DRIVER, RAYTRACK_MIN_WORKERS,
 RAYTRACK_NODE_IP, RAYTRACK_CLUSTER_DIR, RAYTRACK_CLUSTER_ID, RAYTRACK_STORAGE,
-RAYTRACK_WAIT_TIMEOUT, RAYTRACK_POLL_SECONDS.
+RAYTRACK_WAIT_TIMEOUT, RAYTRACK_POLL_SECONDS. Outside an HTCondor job it refuses to start unless
+RAYTRACK_OUTSIDE_CONDOR=1 (see raytrack.condor.job.missing_condor_environment).
 """
 
 from __future__ import annotations
