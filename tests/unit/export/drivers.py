@@ -37,30 +37,42 @@ static bool read_tracks(const char* path, std::vector<float>& in) {
 }
 """
 
-# Reads n tracks (float32, 7 a row) from argv[1]; prints per track the 4 outputs of predict,
-# the 4 of predict_with_jacobian and its 20 Jacobian elements (%.9g: exact for float).
+# Prints, per track of the file argv[2], the 4 outputs of predict, the 4 of predict_with_jacobian
+# and its 20 Jacobian elements (%.9g: exact for float), of the header argv[1] picks (its index);
+# build_headers puts in the headers' #includes (HEADERS) and a case per header (CASES).
 HEADER_DRIVER = (
     READ_TRACKS
     + r"""
-#include MODEL_HEADER
+#include <cstdlib>
+HEADERS
+using Predict = void (*)(const float*, float*);
+using WithJacobian = void (*)(const float*, float*, float*);
 
-int main(int argc, char** argv) {
-  if (argc != 2) return 64;
-  std::vector<float> in;
-  if (!read_tracks(argv[1], in)) return 65;
+static void print_rows(Predict predict, WithJacobian with_jacobian, const std::vector<float>& in) {
   for (std::size_t t = 0; t < in.size() / 7; ++t) {
     float out[4], out2[4], jac[20];
-    MODEL_NAMESPACE::predict(&in[7 * t], out);
-    MODEL_NAMESPACE::predict_with_jacobian(&in[7 * t], out2, jac);
+    predict(&in[7 * t], out);
+    with_jacobian(&in[7 * t], out2, jac);
     for (float v : out) std::printf("%.9g ", v);
     for (float v : out2) std::printf("%.9g ", v);
     for (float v : jac) std::printf("%.9g ", v);
     std::printf("\n");
   }
+}
+
+int main(int argc, char** argv) {
+  if (argc != 3) return 64;
+  std::vector<float> in;
+  if (!read_tracks(argv[2], in)) return 65;
+  switch (std::atoi(argv[1])) {
+CASES
+    default: return 66;
+  }
   return 0;
 }
 """
 )
+
 
 MLP_DRIVER = r"""
 #include "raytrack_mlp.hpp"
@@ -140,23 +152,37 @@ def parse_rows(stdout: str, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return values[:, :4], values[:, 4:8], values[:, 8:].reshape(n, 4, 5)
 
 
-def run_header(header: Path, namespace: str, groups: dict, work: Path):
-    """Compile the header driver for ``header`` and run it on the groups' tracks."""
-    exe = build(
-        HEADER_DRIVER,
-        work,
-        "header_driver",
-        f'-DMODEL_HEADER="{header.name}"',
-        f"-DMODEL_NAMESPACE={namespace}",
-        f"-I{header.parent}",
+def build_headers(headers: list[tuple[Path, str]], work: Path, name: str = "headers") -> Path:
+    """One program with every (header, namespace) of ``headers`` (one compile for all of them:
+    the cost is the core's, once per header); run it with :func:`run_built_header`. The
+    headers' file names must differ (each is included by its name)."""
+    assert len({header.name for header, _ in headers}) == len(headers), headers
+    includes = "".join(f'#include "{header.name}"\n' for header, _ in headers)
+    cases = "".join(
+        f"    case {k}: print_rows(static_cast<Predict>(&{namespace}::predict), "
+        f"static_cast<WithJacobian>(&{namespace}::predict_with_jacobian), in); break;\n"
+        for k, (_, namespace) in enumerate(headers)
     )
+    source = HEADER_DRIVER.replace("HEADERS\n", includes).replace("CASES\n", cases)
+    dirs = sorted({str(header.parent) for header, _ in headers})
+    return build(source, work, name, *(f"-I{d}" for d in dirs))
+
+
+def run_built_header(exe: Path, index: int, groups: dict, work: Path):
+    """The rows of the ``index``-th header of a :func:`build_headers` program, on the groups'
+    tracks."""
     inputs = np.concatenate(list(groups.values()))
     (work / "tracks.f32").write_bytes(inputs.astype("<f4").tobytes())
-    proc = subprocess.run(
-        [str(exe), str(work / "tracks.f32")], capture_output=True, text=True, timeout=60
-    )
+    args = [str(exe), str(index), str(work / "tracks.f32")]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     return parse_rows(proc.stdout, len(inputs))
+
+
+def run_header(header: Path, namespace: str, groups: dict, work: Path):
+    """Compile the header driver for ``header`` and run it on the groups' tracks."""
+    exe = build_headers([(header, namespace)], work, "header_driver")
+    return run_built_header(exe, 0, groups, work)
 
 
 def run_mlp_driver(driver: Path, model: TrackMLP, groups: dict, work: Path):

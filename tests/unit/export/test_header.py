@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import re
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from raytrack.export import INCLUDE_DIR, write_model_bin
 from raytrack.export.cli import main as export_main
 from raytrack.export.header import (
     CONSTANT_MEMORY_BYTES,
+    ConstantData,
     ConstantMemoryError,
     check_namespace,
     constant_data,
@@ -29,9 +31,10 @@ from raytrack.export.header import (
     write_header,
 )
 from raytrack.export.model_bin import BinModel
+from raytrack.models.mlp import TrackMLP
 from raytrack.physics.field_integrals import AxisProfile
 
-from .drivers import build, run_header, run_mlp_driver
+from .drivers import build, build_headers, run_built_header, run_header, run_mlp_driver
 from .header_helpers import (
     FORMULATIONS,
     IGNORE_JIT_WARNING,
@@ -66,41 +69,80 @@ def test_model_bin_reader_jacobian_matches_torch(case, mlp_driver: Path, tmp_pat
 
 
 HEADER_CASES = [(case, "float32") for case in FORMULATIONS] + [(FORMULATIONS[0], "float64")]
+#: The float64 headers compared with the reader bit for bit.
+BIT_CASES = ("expansion", "path", "path-map")
+
+
+def bit_case_model(case: str) -> TrackMLP:
+    formulation = FORMULATIONS[0] if case == "expansion" else FORMULATIONS[3]
+    return make_model(*formulation, seed=9, axis=MAP_AXIS if case == "path-map" else AXIS)
+
+
+@dataclass(frozen=True)
+class Built:
+    """A header of the shared program: its index there, its model, what write_header
+    returned and the header file."""
+
+    index: int
+    model: TrackMLP
+    data: ConstantData
+    path: Path
+
+
+@pytest.fixture(scope="module")
+def compiled_headers(tmp_path_factory) -> tuple[Path, dict]:
+    """The headers of HEADER_CASES', BIT_CASES' and the map test's models in one program (one
+    compile instead of one a header): returns it and, per case, its :class:`Built`."""
+    work = tmp_path_factory.mktemp("headers")
+    specs = [
+        (case, make_model(*case[0], seed=10 + k), case[1]) for k, case in enumerate(HEADER_CASES)
+    ]
+    specs += [(case, bit_case_model(case), "float64") for case in BIT_CASES]
+    on_map = make_model(*FORMULATIONS[3], seed=31, axis=MAP_AXIS)
+    specs += [(("map", precision), on_map, precision) for precision in ("float32", "float64")]
+    headers, cases = [], {}
+    for k, (key, model, precision) in enumerate(specs):
+        path, namespace = work / f"h{k}.h", f"tracking::mlp{k}"
+        data = write_header(BinModel.from_torch(model), path, namespace, precision)
+        cases[key] = Built(k, model, data, path)
+        headers.append((path, namespace))
+    return build_headers(headers, work), cases
 
 
 @pytest.mark.parametrize("case", HEADER_CASES, ids=lambda c: f"{case_id(c[0])}-{c[1]}")
-def test_header_matches_torch(case, tmp_path: Path) -> None:
+def test_header_matches_torch(case, compiled_headers, tmp_path: Path) -> None:
     formulation, precision = case
     seed = 10 + HEADER_CASES.index(case)
-    model = make_model(*formulation, seed=seed)
+    exe, cases = compiled_headers
+    model = cases[case].model
     groups = track_groups(seed=20 * seed)
-    header = tmp_path / "model.h"
-    write_header(BinModel.from_torch(model), header, "tracking::mlp", precision)
-    out, out2, jac = run_header(header, "tracking::mlp", groups, tmp_path)
+    out, out2, jac = run_built_header(exe, cases[case].index, groups, tmp_path)
     np.testing.assert_array_equal(out2, out)  # predict_with_jacobian's outputs are predict's
     what = f"header {case_id(formulation)} {precision}"
     check_against_torch(model, groups, out, jac, JACOBIAN_RTOL[precision], what)
 
 
-def test_path_on_a_map_in_the_reader_and_both_headers(mlp_driver: Path, tmp_path: Path) -> None:
+def test_path_on_a_map_in_the_reader_and_both_headers(
+    compiled_headers, mlp_driver: Path, tmp_path: Path
+) -> None:
     """The path base on the window-frame map (x tables): raytrack_mlp.hpp's forward and
     Jacobian, and the float32 and float64 headers (x tables as a host array, read by the
     two-argument forms) against torch."""
-    model = make_model(*FORMULATIONS[3], seed=31, axis=MAP_AXIS)
+    exe, cases = compiled_headers
+    model = cases["map", "float32"].model
     groups = track_groups(seed=310)
     out, out2, jac = run_mlp_driver(mlp_driver, model, groups, tmp_path)
     np.testing.assert_array_equal(out2, out)
     check_against_torch(model, groups, out, jac, JACOBIAN_RTOL["mlp.hpp"], "mlp.hpp map")
     for precision in ("float32", "float64"):
-        data = write_header(BinModel.from_torch(model), tmp_path / "map.h", "map", precision)
+        built = cases["map", precision]
         size = 4 if precision == "float32" else 8
         rows = 3 if precision == "float32" else 2  # float32: the derivatives' errors too
-        assert data.field_tables == size * rows * 8 * len(MAP_AXIS.by)
+        assert built.data.field_tables == size * rows * 8 * len(MAP_AXIS.by)
         assert (
-            f"constexpr int kFieldTableBytes = {data.field_tables};"
-            in (tmp_path / "map.h").read_text()
+            f"constexpr int kFieldTableBytes = {built.data.field_tables};" in built.path.read_text()
         )
-        out, out2, jac = run_header(tmp_path / "map.h", "map", groups, tmp_path)
+        out, out2, jac = run_built_header(exe, built.index, groups, tmp_path)
         np.testing.assert_array_equal(out2, out)
         what = f"header map {precision}"
         check_against_torch(model, groups, out, jac, JACOBIAN_RTOL[precision], what)
@@ -124,20 +166,18 @@ def test_path_on_a_grid_map_keeps_its_smoothed_dby_in_two_floats(tmp_path: Path)
     check_against_torch(model, groups, out, jac, JACOBIAN_RTOL["float32"], "header grid map")
 
 
-@pytest.mark.parametrize("case", ["expansion", "path", "path-map"])
+@pytest.mark.parametrize("case", BIT_CASES)
 def test_float64_header_is_the_model_bin_reader_bit_for_bit(
-    case: str, mlp_driver: Path, tmp_path: Path
+    case: str, compiled_headers, mlp_driver: Path, tmp_path: Path
 ) -> None:
     """Both run the same "raytrack core" code: with the formulation in double, the header's
     predictions and Jacobians are raytrack_mlp.hpp's, bit for bit (the path base's integration
     matrix too: the header's, written by Python, and the one the reader computes on loading
     are the same operations in the same order)."""
-    formulation = FORMULATIONS[0] if case == "expansion" else FORMULATIONS[3]
-    model = make_model(*formulation, seed=9, axis=MAP_AXIS if case == "path-map" else AXIS)
+    exe, cases = compiled_headers
     groups = track_groups(seed=90, n=100)
-    reader = run_mlp_driver(mlp_driver, model, groups, tmp_path)
-    write_header(BinModel.from_torch(model), tmp_path / "model.h", "m", "float64")
-    header = run_header(tmp_path / "model.h", "m", groups, tmp_path)
+    reader = run_mlp_driver(mlp_driver, cases[case].model, groups, tmp_path)
+    header = run_built_header(exe, cases[case].index, groups, tmp_path)
     for got, expected in zip(header, reader, strict=True):
         np.testing.assert_array_equal(got, expected)
 
