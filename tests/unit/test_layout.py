@@ -1,11 +1,15 @@
-"""The house: no import circle anywhere in raytrack/ (each layer imports only below it)."""
+"""The house: no import circle anywhere in raytrack/ (each layer imports only below it), the
+models below evaluation, export, the run pipeline and the search, every package installed, and
+no module too long to read (docs/architecture.md)."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
-PACKAGE = Path(__file__).resolve().parents[1] / "raytrack"
+PACKAGE = Path(__file__).resolve().parents[2] / "raytrack"
+#: Longer modules do several jobs: split them along those jobs (docs/architecture.md).
+MAX_MODULE_LINES = 500
 
 
 def _module_name(path: Path, package: Path) -> str:
@@ -117,3 +121,24 @@ def test_every_package_is_installed():
     )
     found = {_module_name(p, PACKAGE) for p in PACKAGE.rglob("__init__.py")}
     assert found <= listed, f"not in pyproject's packages: {sorted(found - listed)}"
+
+
+def test_models_never_import_evaluation_export_or_the_run_pipeline():
+    upward = ("raytrack.evaluate", "raytrack.export", "raytrack.run", "raytrack.search")
+    offending = {
+        (module, target)
+        for module, targets in import_graph().items()
+        if module.startswith("raytrack.models")
+        for target in targets
+        if target.startswith(upward)
+    }
+    assert not offending
+
+
+def test_no_module_is_longer_than_a_reader_can_hold():
+    too_long = {
+        str(path.relative_to(PACKAGE.parent)): lines
+        for path in PACKAGE.rglob("*.py")
+        if (lines := len(path.read_text().splitlines())) > MAX_MODULE_LINES
+    }
+    assert not too_long
