@@ -155,7 +155,7 @@ def test_report_of_an_interrupted_search(optuna_search, tmp_path, capsys):
                 entry[0] = json.dumps({**trial, "status": "RUNNING"})
         snapshot.write_text(json.dumps(state))
     # python -m raytrack.report's main in this process: a new interpreter would import torch,
-    # Ray and matplotlib again (tests/test_readme.py runs the module itself)
+    # Ray and matplotlib again (tests/unit/test_readme.py runs the module itself)
     returncode = main([str(experiment)])
     done = capsys.readouterr()
     assert returncode == 0, done.err[-3000:]

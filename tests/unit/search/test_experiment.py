@@ -68,7 +68,7 @@ def test_presets_on_a_fresh_machine_generate_the_data_first(ray_cluster, tmp_pat
     check_console(output, tmp_path / "fresh", rows)
     check_best_is_a_run(best, rows[0], trial_dirs[0])
     check_mlflow(tmp_path / "fresh", rows)
-    assert (tmp_path / "fresh" / "report" / "index.html").is_file()  # see tests/test_report.py
+    assert (tmp_path / "fresh" / "report" / "index.html").is_file()  # see tests/unit/report/
     check_onnx_loads_silently(best, capfd)
 
 

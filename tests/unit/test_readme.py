@@ -6,7 +6,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_ci_runs_the_readme_test_command():
@@ -15,6 +17,7 @@ def test_ci_runs_the_readme_test_command():
     assert "pytest" in ci_lines[-1]
 
 
+@pytest.mark.slow  # seven new Python processes, each importing torch and Ray
 def test_every_entry_point_in_the_readme_answers_help():
     readme = (REPO / "README.md").read_text()
     modules = (
@@ -39,6 +42,7 @@ def test_every_entry_point_in_the_readme_answers_help():
         assert "usage" in done.stdout
 
 
+@pytest.mark.slow  # a new Python process that times propagation
 def test_bench_generate_runs_and_prints_ratios():
     done = subprocess.run(
         [
