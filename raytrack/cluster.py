@@ -193,14 +193,14 @@ def forward_worker_output_to(path: Path) -> None:
         dispatcher.add_handler(FORWARDED, append)
 
 
-def tagged_processes(tag: str) -> list[int]:
-    """PIDs of the processes carrying ``RAYTRACK_NODE_TAG=tag`` (see :data:`NODE_TAG`), this
-    process aside.
+def tagged_processes(tag: str, variable: str = NODE_TAG) -> list[int]:
+    """PIDs of the processes carrying ``variable=tag`` in their environment (by default
+    ``RAYTRACK_NODE_TAG=tag``, see :data:`NODE_TAG`), this process aside.
 
     ``ray stop`` would stop every Ray process of the user on the host, other instances'
     included; the tag limits a stop to one node.
     """
-    marker = f"{NODE_TAG}={tag}".encode()
+    marker = f"{variable}={tag}".encode()
     pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():

@@ -9,9 +9,10 @@ import socket
 import subprocess
 import sys
 import uuid
-from pathlib import Path
 
 import pytest
+
+from raytrack.cluster import tagged_processes
 
 from .search.searches import REPO, options
 
@@ -126,19 +127,6 @@ def test_storage_on_a_kernel_filesystem_is_named_so(tmp_path, capsys):
     assert "No such file" not in err and len(err.splitlines()) == 1
 
 
-def ray_processes_marked(marker: str) -> list[str]:
-    """The command lines of the processes whose environment holds ``marker`` (every process a
-    command started inherits its environment)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        try:
-            if entry.name.isdigit() and marker.encode() in (entry / "environ").read_bytes():
-                found.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode())
-        except OSError:  # gone, or not ours
-            continue
-    return found
-
-
 @pytest.mark.slow
 def test_a_ray_that_does_not_start_is_one_line_and_leaves_no_process(tmp_path):
     """Issue 25, item 2: a Ray start that failed was a traceback from raytrack/cluster.py. Here
@@ -148,12 +136,12 @@ def test_a_ray_that_does_not_start_is_one_line_and_leaves_no_process(tmp_path):
 
     data = tmp_path / "datasets" / "default-600-seed3"  # generated once Ray runs: never here
     write_options(options(tmp_path, data, samples=600, phase_space="default", seed=3))
-    marker = f"RAYTRACK_TEST_MARK={uuid.uuid4().hex}"
+    mark = uuid.uuid4().hex  # every process the command starts inherits its environment
     with socket.socket() as taken:
         taken.bind(("0.0.0.0", 0))
         taken.listen()
         env = {**os.environ, "RAY_GCS_SERVER_PORT": str(taken.getsockname()[1]),
-               marker.split("=")[0]: marker.split("=")[1],
+               "RAYTRACK_TEST_MARK": mark,
                # Ray's driver waits for the GCS that cannot start: a few seconds, not 20
                "RAY_NUM_REDIS_GET_RETRIES": "3", "RAY_py_gcs_connect_timeout_s": "5"}  # fmt: skip
         done = subprocess.run(
@@ -165,4 +153,4 @@ def test_a_ray_that_does_not_start_is_one_line_and_leaves_no_process(tmp_path):
     assert done.returncode == 1, output
     assert len(output.splitlines()) == 1 and output.startswith("error: Ray did not start: "), output
     assert "Failed to start GCS" in output and str(tmp_path / "exp" / "ray.log") in output
-    assert ray_processes_marked(marker) == []
+    assert tagged_processes(mark, variable="RAYTRACK_TEST_MARK") == []
