@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from raytrack import generate
 from raytrack.data import load, load_phase_space
@@ -20,6 +21,8 @@ from raytrack.data.schema import file_sha256
 from raytrack.data.shards import DatasetSpec, write_shard
 from raytrack.files import TEMPORARY_SUFFIX
 from raytrack.physics import DipoleField
+
+from .commands import exit_code, refuse_to_start
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -147,4 +150,33 @@ def test_field_unit_without_a_table_is_refused_in_one_line(tmp_path, capsys, fie
     assert generate.main(args) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: --field-unit ") and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_generate_keeps_a_users_hidden_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("raytrack.data.pipeline._run_shard_tasks", refuse_to_start)
+    out = tmp_path / "d"
+    out.mkdir()
+    notes = out / ".notes.tmp"
+    notes.write_text("mine")
+    assert generate.main(["--samples", "30", "--shards", "3", "--out", str(out)]) == 1
+    assert notes.read_text() == "mine"
+    assert ".notes.tmp" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == [".notes.tmp"]
+
+
+def test_generate_on_cuda_with_a_cpu_only_torch_is_named(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(torch.backends.cuda, "is_built", lambda: False)
+    out = tmp_path / "d"
+    assert generate.main(["--samples", "30", "--out", str(out), "--device", "cuda"]) == 1
+    assert "--device cuda: this torch" in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("workers", ["-3", "0"])
+def test_generate_refuses_workers_below_one(workers, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr("raytrack.generate.generate_dataset", refuse_to_start)
+    out = tmp_path / "d"
+    assert exit_code(generate.main, ["--samples", "30", "--out", str(out), "--workers", workers])
+    assert f"argument --workers: must be at least 1, got {workers}" in capsys.readouterr().err
     assert not out.exists()

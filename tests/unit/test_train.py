@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -14,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+from raytrack import train
 from raytrack.data import load, load_phase_space
 from raytrack.physics import DipoleField
 from raytrack.run.directory import OUTPUTS
@@ -215,3 +218,99 @@ def three_readers_agree_on_the_jacobian(run: Path, work: Path) -> None:
         assert np.max(np.abs(got - jac) / scale) < 1e-4, name
     for got in (onnx_end, header_end):
         assert np.max(np.abs(got - end) / (np.abs(end).max(axis=0))) < 1e-4
+
+
+def test_train_with_missing_data_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "R"
+    code = train.main(["--data", str(tmp_path / "nonexistent"), "--out", str(out)])
+    assert code == 1
+    assert "nonexistent" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_train_on_cuda_with_a_cpu_only_torch_is_named(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(torch.backends.cuda, "is_built", lambda: False)
+    out = tmp_path / "R"
+    code = train.main(["--data", str(tmp_path / "data"), "--out", str(out), "--device", "cuda"])
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "--device cuda" in err and "CPU-only" in err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--batch", "0"], "argument --batch: must be at least 1, got 0"),
+        (["--lr", "-1"], "argument --lr: must be greater than 0"),
+        (["--device", "tpu"], "--device tpu"),
+    ],
+)
+def test_train_bad_options_are_named_and_write_nothing(tmp_path, capsys, args, message):
+    out = tmp_path / "R"
+    try:
+        code = train.main(["--data", str(tmp_path), "--out", str(out), *args])
+    except SystemExit as exit_:  # argparse's own refusal
+        code = exit_.code
+    assert code in (1, 2)
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_train_names_a_damaged_manifest(tmp_path, capsys):
+    (tmp_path / "manifest.json").write_text('{"format": "raytrack-dataset", "format_version": 1}')
+    assert train.main(["--data", str(tmp_path), "--out", str(tmp_path / "R")]) == 1
+    err = capsys.readouterr().err
+    assert f"{Path(tmp_path) / 'manifest.json'}: damaged manifest" in err
+    assert not (tmp_path / "R").exists()
+
+
+TRAIN = (
+    "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "sys.argv[0] = 'raytrack.train'; runpy.run_module('raytrack.train', run_name='__main__')"
+)
+
+
+def start_train(data: Path, out: Path) -> subprocess.Popen:
+    options = ["--preset", "tiny", "--epochs", "100000", "--threads", "1", "--device", "cpu"]
+    return subprocess.Popen(
+        [sys.executable, "-c", TRAIN, "--data", str(data), "--out", str(out), *options],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def read_until(process: subprocess.Popen, pattern: str) -> re.Match:
+    """The first line of the process's output that matches ``pattern``."""
+    for line in process.stdout:
+        if found := re.search(pattern, line):
+            return found
+    process.wait()
+    raise AssertionError(f"no line matched {pattern!r}; stderr:\n{process.stderr.read()}")
+
+
+def interrupt(process: subprocess.Popen) -> str:
+    """SIGINT (Ctrl-C) to the process; its stderr once it ended with 130."""
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 130, err
+    assert "Traceback" not in err
+    return err
+
+
+def test_train_interrupted_says_how_to_resume_and_resumes(classic_dataset, tmp_path):
+    out = tmp_path / "run"
+    first = start_train(classic_dataset, out)
+    read_until(first, r"^epoch +2 ")  # a checkpoint is written after every epoch
+    err = interrupt(first)
+    said = re.search(rf"run the same command again to resume {out} from epoch (\d+)", err)
+    assert said, err
+    done = int(said.group(1))
+    assert done >= 2
+
+    again = start_train(classic_dataset, out)
+    assert int(read_until(again, r"^resuming from epoch (\d+)").group(1)) == done
+    read_until(again, rf"^epoch +{done + 1} ")  # it goes on, not from epoch 1
+    interrupt(again)

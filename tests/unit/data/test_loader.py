@@ -54,3 +54,19 @@ def test_loader_refuses_incomplete_or_tiny_datasets(ray_cluster, tmp_path):
         load(tmp_path / "two")
     with pytest.raises(DatasetError, match="not found"):
         load(tmp_path / "nowhere")
+
+
+def test_manifest_that_is_not_utf8_is_named(tmp_path):
+    (tmp_path / "manifest.json").write_bytes(b'{"format": "raytrack-dataset\xff"}')
+    with pytest.raises(DatasetError, match="manifest.json: not UTF-8"):
+        load(tmp_path)
+
+
+def test_manifest_with_missing_keys_is_named(tmp_path):
+    manifest = {"format": "raytrack-dataset", "format_version": 1, "dataset_id": "x"}
+    manifest |= {"shards": {"shard-00000-of-00003.parquet": {"index": 0}}, "complete": True}
+    (tmp_path / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(DatasetError) as error:
+        load(tmp_path)
+    assert str(tmp_path / "manifest.json") in str(error.value)
+    assert "identity is missing" in str(error.value)

@@ -167,3 +167,18 @@ def test_plain_and_jacobian_datasets_never_mix_and_the_loader_says_what_is_missi
     del manifest["jacobian"]
     (out / "manifest.json").write_text(json.dumps(manifest))
     assert len(load(out).train) == 10
+
+
+def test_generate_on_cuda_without_a_gpu_in_ray_is_refused(ray_cluster, tmp_path):
+    import ray
+
+    from raytrack.data import load_phase_space
+    from raytrack.data.pipeline import generate_dataset
+    from raytrack.data.shards import DatasetSpec
+    from raytrack.physics import DipoleField
+
+    if ray.cluster_resources().get("GPU"):
+        pytest.skip("this Ray has a GPU")
+    spec = DatasetSpec(30, 3, 0, load_phase_space("classic"), DipoleField(), device="cuda")
+    with pytest.raises(ValueError, match="--device cuda: this Ray cluster has no GPU"):
+        generate_dataset(spec, tmp_path / "d", log=lambda _: None)  # the tasks used to wait forever
