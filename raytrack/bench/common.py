@@ -20,7 +20,7 @@ from raytrack.physics import DipoleField, Field, Tolerance, TrackStatus, propaga
 
 if TYPE_CHECKING:  # imported where used: `bench generate` and --help need no model code
     from raytrack.models.mlp import ModelConfig, TrackMLP
-    from raytrack.physics.field_integrals import AxisProfile
+    from raytrack.physics.axis_profile import AxisProfile
 
 STATE_KEYS = ("x", "y", "tx", "ty", "qop")
 #: The truth of accuracy figures: ``propagate`` at a tolerance 1000 times tighter than its default.
@@ -130,7 +130,7 @@ def training_data(
 def axis_of(phase_space: str | PhaseSpace, field: Field | None = None) -> AxisProfile:
     """The on-axis field profile of ``field`` (default: the default dipole) over a phase space's
     z range."""
-    from raytrack.data.axis import profile_for
+    from raytrack.data.manifest_field import profile_for
 
     space = phase_space if isinstance(phase_space, PhaseSpace) else load_phase_space(phase_space)
     return profile_for(field or DipoleField(), space)

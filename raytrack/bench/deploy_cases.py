@@ -110,7 +110,7 @@ def run_case(run_dir: str, tracks: int) -> Case:
 def dataset_field(manifest: dict[str, Any], where: str) -> Field:
     """The field a dataset was made with: an analytic one from its description, a map read
     again from the files its ``generate`` command named (checked against the recorded hash)."""
-    from raytrack.data.axis import analytic_field
+    from raytrack.data.manifest_field import analytic_field
     from raytrack.physics import field_from_spec
 
     record = manifest["field"]

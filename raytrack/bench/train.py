@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from torch.utils.data import TensorDataset
 
     from raytrack.models.mlp import ModelConfig, TrackMLP
-    from raytrack.physics.field_integrals import AxisProfile
+    from raytrack.physics.axis_profile import AxisProfile
 
 #: The DataLoader baseline's batch size; the fast path is timed at it too.
 BASELINE_BATCH = 512

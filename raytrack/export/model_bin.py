@@ -94,7 +94,7 @@ from raytrack.export.reference import integration_matrix as integration_matrix
 from raytrack.files import write_bytes_atomic
 from raytrack.models.formulation import MIN_LEG_M, needs_field
 from raytrack.models.mlp import N_INPUTS, N_OUTPUTS, TrackMLP
-from raytrack.physics.field_integrals import MIN_UZ_SQUARED
+from raytrack.physics.transports import MIN_UZ_SQUARED
 from raytrack.physics.units import KAPPA
 
 #: Directory holding raytrack_mlp.hpp, the C++17 single-header reader (``-I`` this directory).

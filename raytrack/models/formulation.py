@@ -6,7 +6,7 @@ A model predicts ``end = base(state, leg) + scale(leg, qop) * network(features)`
   field-integral kick (``"kick"``), the exact transport in the on-axis field (``"axial"``),
   that plus the first-order effect of the field off the symmetry plane (``"expansion"``), or
   the on-axis transport corrected for the whole field along the track's own path, x
-  dependence included (``"path"``, the default); see :mod:`raytrack.physics.field_integrals`.
+  dependence included (``"path"``, the default); see :mod:`raytrack.physics.transports`.
   Every base but the line reads two cumulative tables of the on-axis field of the dataset's
   own field, kept in the model as buffers; ``path`` also the fitted x dependence of the
   field's midplane (none for the default dipole).
@@ -28,20 +28,18 @@ import numpy as np
 import torch
 from torch import nn
 
-from raytrack.physics.field_integrals import (
+from raytrack.physics.axis_lookup import AxisTables, interval_rows
+from raytrack.physics.axis_profile import X_SCALE_MM, AxisProfile
+from raytrack.physics.transports import (
     PATH_NODES,
     PATH_PASSES,
     QUADRATURE_NODES,
-    X_SCALE_MM,
-    AxisProfile,
-    AxisTables,
     Ends,
     axial_transport,
     expansion_transport,
     field_integrals,
     gauss_legendre,
     integration_matrix,
-    interval_rows,
     kick_transport,
     leg_ends,
     path_transport,
@@ -77,7 +75,7 @@ class Formulation(nn.Module):
     """Base prediction, features and target scaling of one model configuration (no weights).
 
     ``path_nodes``: the path base's quadrature nodes (training chooses them from the data:
-    :func:`raytrack.physics.field_integrals.choose_path_nodes`); a loaded state keeps its own.
+    :func:`raytrack.physics.path_nodes.choose_path_nodes`); a loaded state keeps its own.
     """
 
     def __init__(

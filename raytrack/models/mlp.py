@@ -33,7 +33,7 @@ from raytrack.models.formulation import (
     needs_field,
     straight_line,
 )
-from raytrack.physics.field_integrals import AxisProfile
+from raytrack.physics.axis_profile import AxisProfile
 
 __all__ = ["N_INPUTS", "N_OUTPUTS", "ModelConfig", "Normalisation", "TrackMLP", "straight_line"]
 

@@ -1,6 +1,8 @@
 """The physics: units, magnetic field models and Runge-Kutta propagation of track states, and
-the on-axis field tables and transports the models' physics bases stand on
-(:mod:`raytrack.physics.field_integrals` names the modules).
+the pieces the models' physics bases stand on: the on-axis field profile
+(:mod:`~raytrack.physics.axis_profile`), its torch look-ups (:mod:`~raytrack.physics.axis_lookup`),
+the transports (:mod:`~raytrack.physics.transports`) and the ``path`` base's node count
+(:mod:`~raytrack.physics.path_nodes`).
 
 >>> from raytrack.physics import propagate, DipoleField, UniformField, GridField
 """

@@ -20,7 +20,7 @@ struct AxisTables {
 
   std::size_t size() const { return by.size(); }
 
-  // Values at one z (AxisTables.at of raytrack.physics.field_integrals): By and dBy/dz linear
+  // Values at one z (AxisTables.at of raytrack.physics.axis_lookup): By and dBy/dz linear
   // between nodes, F and H cubic Hermite (slopes By and F), d2By the slope of the dBy/dz
   // interpolant (constant on each interval). Past either end By = dBy = d2By = 0, F keeps its
   // end value and H grows linearly with it. Needs at least 2 nodes.

@@ -675,7 +675,7 @@ RAYTRACK_HD void axial(const Model<R>& m, const S s[5], R z0, R z1, S out[4]) {
 // The axial transport plus the field off the symmetry plane (By = f - y^2/2 f'', Bz = y f',
 // f = By on the axis) evaluated at the quadrature nodes of the on-axis trajectory (its slopes,
 // and y with the kick's bending in y) and integrated to first order: d slope = int g dz,
-// d position = int (z1 - z) g dz (field_integrals.expansion_transport).
+// d position = int (z1 - z) g dz (raytrack.physics.transports.expansion_transport).
 template <class R, class S>
 RAYTRACK_HD void expansion(const Model<R>& m, const S s[5], R z0, R z1, S out[4]) {
   using V = Value<R>;
@@ -815,7 +815,7 @@ RAYTRACK_HD void path_force(const Model<R>& m, const Point<R>& p, const L& x, co
 }
 
 // The on-axis transport corrected for the whole field along the track's own path
-// (field_integrals.path_transport): in direction cosines the on-axis By changes ux by exactly
+// (raytrack.physics.transports.path_transport): in direction cosines the on-axis By changes ux by exactly
 // -kappa qop dF; `passes` times the rest of the field is evaluated at the quadrature nodes of
 // the current path (first: the straight line plus the kick's bending) and integrated to every
 // node (the matrix S) for the directions there, and their slopes for the next path. All of it
@@ -1025,7 +1025,7 @@ struct AxisTables {
 
   std::size_t size() const { return by.size(); }
 
-  // Values at one z (AxisTables.at of raytrack.physics.field_integrals): By and dBy/dz linear
+  // Values at one z (AxisTables.at of raytrack.physics.axis_lookup): By and dBy/dz linear
   // between nodes, F and H cubic Hermite (slopes By and F), d2By the slope of the dBy/dz
   // interpolant (constant on each interval). Past either end By = dBy = d2By = 0, F keeps its
   // end value and H grows linearly with it. Needs at least 2 nodes.

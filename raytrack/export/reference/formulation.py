@@ -3,7 +3,7 @@ tables read as the torch model reads them, the features of the physics input set
 bases (line, kick, axial, expansion, path).
 
 A second implementation to test the export against: none of its arithmetic is shared with
-``raytrack.physics.field_integrals``.
+``raytrack.physics.transports``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The on-axis field profile a dataset's manifest records (raytrack.data.axis)."""
+"""The on-axis field profile a dataset's manifest records (raytrack.data.manifest_field)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from raytrack.data import DatasetError, load
-from raytrack.data.axis import profile_from_manifest
+from raytrack.data.manifest_field import profile_from_manifest
 
 
 def test_the_field_profile_comes_from_the_manifest_or_an_analytic_description(default_dataset):

@@ -16,7 +16,7 @@ import torch
 
 from raytrack.models.formulation import Formulation
 from raytrack.models.mlp import ModelConfig, Normalisation, TrackMLP
-from raytrack.physics.field_integrals import AxisProfile
+from raytrack.physics.axis_profile import AxisProfile
 from raytrack.physics.fields import DipoleField
 from raytrack.physics.synthetic_map import WindowFrameField
 

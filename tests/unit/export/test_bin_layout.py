@@ -13,13 +13,8 @@ import pytest
 
 from raytrack.export import read_model_bin, write_model_bin
 from raytrack.models.formulation import MIN_LEG_M
-from raytrack.physics.field_integrals import (
-    MIN_UZ_SQUARED,
-    PATH_NODES,
-    PATH_PASSES,
-    QUADRATURE_NODES,
-    X_DEGREE,
-)
+from raytrack.physics.axis_profile import X_DEGREE
+from raytrack.physics.transports import MIN_UZ_SQUARED, PATH_NODES, PATH_PASSES, QUADRATURE_NODES
 from raytrack.physics.units import KAPPA
 
 from .drivers import run_cpp

@@ -32,7 +32,7 @@ from raytrack.export.header import (
 )
 from raytrack.export.model_bin import BinModel
 from raytrack.models.mlp import TrackMLP
-from raytrack.physics.field_integrals import AxisProfile
+from raytrack.physics.axis_profile import AxisProfile
 
 from .drivers import build, build_headers, run_built_header, run_header, run_mlp_driver
 from .header_helpers import (

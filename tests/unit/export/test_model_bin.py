@@ -29,7 +29,8 @@ from raytrack.export import (
 )
 from raytrack.export.model_bin import BinModel, parse_model_bin
 from raytrack.models.mlp import TrackMLP
-from raytrack.physics.field_integrals import PATH_PASSES, X_DEGREE
+from raytrack.physics.axis_profile import X_DEGREE
+from raytrack.physics.transports import PATH_PASSES
 
 from .drivers import run_cpp
 from .helpers import (

@@ -11,7 +11,7 @@ import torch
 
 from raytrack.export.model_bin import BinModel
 from raytrack.export.reference import erf
-from raytrack.physics.field_integrals import AxisProfile
+from raytrack.physics.axis_profile import AxisProfile
 
 from .helpers import AXIS, MAP_AXIS, make_model, track_groups
 

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 
 from raytrack.data import load_phase_space
-from raytrack.data.axis import profile_for
+from raytrack.data.manifest_field import profile_for
 from raytrack.models import get_preset
 from raytrack.models.training import TrainConfig, train_model
 from raytrack.physics import DipoleField, TrackStatus, propagate

@@ -17,6 +17,6 @@ def splits(classic_dataset):
 
 @pytest.fixture(scope="module")
 def dipole_axis():
-    from raytrack.data.axis import profile_for
+    from raytrack.data.manifest_field import profile_for
 
     return profile_for(DipoleField(), load_phase_space("default"))
