@@ -265,6 +265,8 @@ def test_train_names_a_damaged_manifest(tmp_path, capsys):
     assert not (tmp_path / "R").exists()
 
 
+# Python installs its KeyboardInterrupt handler only where SIGINT is not ignored, and a test
+# run in the background inherits an ignored SIGINT: the child sets the handler itself.
 TRAIN = (
     "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
     "sys.argv[0] = 'raytrack.train'; runpy.run_module('raytrack.train', run_name='__main__')"

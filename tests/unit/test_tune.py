@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
 import uuid
+from pathlib import Path
 
 import pytest
 
 from raytrack.cluster import tagged_processes
 
+from .commands import refuse_to_start
 from .search.searches import REPO, options
 
 
@@ -154,3 +157,114 @@ def test_a_ray_that_does_not_start_is_one_line_and_leaves_no_process(tmp_path):
     assert len(output.splitlines()) == 1 and output.startswith("error: Ray did not start: "), output
     assert "Failed to start GCS" in output and str(tmp_path / "exp" / "ray.log") in output
     assert tagged_processes(mark, variable="RAYTRACK_TEST_MARK") == []
+
+
+@pytest.fixture
+def no_ray(monkeypatch):
+    """tune with Ray's start replaced by a failure: a test passes only if tune stops before."""
+    monkeypatch.setattr("raytrack.tune.start_ray", refuse_to_start)
+    monkeypatch.setattr("raytrack.cluster.ray.init", refuse_to_start)
+
+
+def tune_main(*args: str) -> int:
+    from raytrack import tune
+
+    try:
+        return tune.main(list(args))
+    except SystemExit as exit_:  # argparse's own refusal
+        return int(exit_.code)
+
+
+def test_tune_grace_epochs_above_max_epochs_is_named(tmp_path, no_ray, capsys):
+    code = tune_main(
+        "--search", "optuna", "--scheduler", "asha", "--max-epochs", "1", "--grace-epochs", "3",
+        "--storage", str(tmp_path),
+    )  # fmt: skip
+    assert code == 1
+    err = capsys.readouterr().err
+    assert "--grace-epochs 3 is more than --max-epochs 1" in err
+    assert "AssertionError" not in err
+
+
+def test_tune_max_epochs_below_the_default_grace_just_works(tmp_path):
+    from raytrack import tune
+
+    args = tune.build_parser().parse_args(
+        ["--search", "optuna", "--max-epochs", "1", "--storage", str(tmp_path)]
+    )
+    options = tune.plan_from_args(args).options
+    assert (options.scheduler, options.grace_epochs, options.max_epochs) == ("asha", 1, 1)
+
+
+def test_tune_samples_error_speaks_tunes_options(tmp_path, no_ray, capsys):
+    assert tune_main("--samples", "5", "--storage", str(tmp_path)) == 2
+    err = capsys.readouterr().err
+    assert "argument --samples: must be at least 10, got 5" in err
+    assert "--shards" not in err
+
+
+def test_tune_checks_data_before_starting_ray(tmp_path, no_ray, capsys):
+    missing = tmp_path / "nonexistent"
+    assert tune_main("--data", str(missing), "--storage", str(tmp_path)) == 1
+    assert f"{missing / 'manifest.json'}: not found" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_tune_checks_a_resumed_experiment_before_starting_ray(tmp_path, no_ray, capsys):
+    assert tune_main("--resume", "--name", "gone", "--storage", str(tmp_path)) == 1
+    assert "no experiment to resume" in capsys.readouterr().err
+
+
+def test_trials_that_need_a_missing_gpu_are_refused(ray_cluster, tmp_path):
+    from raytrack.search.experiment import ExperimentOptions, check_trials_fit
+
+    def options(**changes) -> ExperimentOptions:
+        return ExperimentOptions(
+            search="presets", data_dir=str(tmp_path), storage=str(tmp_path), name="x", **changes
+        )
+
+    check_trials_fit(options(cpus_per_trial=2))  # fits: returns at once
+    with pytest.raises(ValueError, match="--gpus-per-trial 1: this Ray cluster has no GPU"):
+        check_trials_fit(options(gpus_per_trial=1))
+    with pytest.raises(ValueError, match="--cpus-per-trial 3: no node"):
+        check_trials_fit(options(cpus_per_trial=3))
+    said = []
+    with pytest.raises(ValueError, match="after waiting 0 s for nodes to join"):
+        check_trials_fit(options(gpus_per_trial=0.5), wait_s=0.2, poll_s=0.05, log=said.append)
+    assert said and "waiting up to 0 s" in said[0]
+
+
+def test_tune_gpus_per_trial_without_a_gpu_stops_before_any_trial(
+    ray_cluster, tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setattr("raytrack.search.experiment.run_experiment", refuse_to_start)
+    code = tune_main("--gpus-per-trial", "1", "--samples", "100", "--storage", str(tmp_path))
+    assert code == 1
+    assert "--gpus-per-trial 1: this Ray cluster has no GPU" in capsys.readouterr().err
+    assert not (tmp_path / "datasets").exists()  # not even the dataset was generated
+
+
+def test_tune_dataset_of_a_phase_space_file_lies_under_storage(tmp_path):
+    from raytrack import tune
+    from raytrack.configs import shipped_file
+
+    classic = shipped_file("phase space", "classic").read_text()
+    first, second = tmp_path / "a" / "space.toml", tmp_path / "b" / "space.toml"
+    for path, text in ((first, classic), (second, classic.replace("name = ", "name = 'b' #"))):
+        path.parent.mkdir()
+        path.write_text(text)
+    storage = tmp_path / "runs"
+
+    def data_dir(phase_space: Path) -> Path:
+        argv = ["--storage", str(storage), "--samples", "2000", "--phase-space", str(phase_space)]
+        return Path(tune.plan_from_args(tune.build_parser().parse_args(argv)).options.data_dir)
+
+    mine = data_dir(first)
+    assert mine.parent == storage / "datasets"
+    assert re.fullmatch(r"space-[0-9a-f]{8}-2000-seed0", mine.name), mine.name
+    assert data_dir(second) != mine  # same stem, another phase space: never one dataset
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "space.toml").write_text("# the same phase space\n" + classic)
+    assert data_dir(tmp_path / "c" / "space.toml") == mine
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "c"]  # nothing written
+    assert data_dir(Path("classic")) == storage / "datasets" / "classic-2000-seed0"
