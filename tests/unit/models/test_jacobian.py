@@ -49,6 +49,7 @@ def test_model_jacobian_is_exact_for_every_formulation(activation, dipole_axis):
     # torch Jacobian the graph is traced from is checked for all 48 formulations above
     [("expansion", "physics", "residual_qop"), ("line", "state", "raw")],
 )
+@pytest.mark.slow  # an ONNX export each
 def test_jacobian_onnx_matches_torch(base, features, target, dipole_axis, tmp_path):
     from raytrack.export import export_jacobian_onnx, onnx_predict_with_jacobian
     from raytrack.models.jacobian import forward_with_jacobian

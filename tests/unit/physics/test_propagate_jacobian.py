@@ -107,6 +107,7 @@ def test_flagged_tracks_get_nan_jacobian_rows():
     assert np.isfinite(jac[0]).all() and np.isnan(jac[1]).all()
 
 
+@pytest.mark.slow  # thousands of fixed steps with the Jacobian, seconds each
 @pytest.mark.parametrize("method", ["rk4", "dopri5"])
 def test_fixed_steps_carry_the_jacobian_too(method):
     states, z0, z1 = phase_space_legs(40, seed=15)
