@@ -5,7 +5,7 @@ With the huber loss the targets are scaled by their spread without their outer T
 and the loss turns linear HUBER_BETA (in those units) away: with the path base the residuals
 are near the data's float32 resolution on most tracks, and that noise, amplified by the target
 scaling on short stiff legs, and the few tracks the base misses would otherwise make most of
-the targets' variance (README, "What the models learn").
+the targets' variance (docs/models.md).
 """
 
 from __future__ import annotations

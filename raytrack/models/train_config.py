@@ -39,7 +39,7 @@ class TrainConfig:
 
     epochs: int = 100
     # At a fixed time budget on CPU, 256 tracks a step at 1e-3 beat the larger batches at any
-    # rate tried on variable legs (README, "What the models learn").
+    # rate tried on variable legs (docs/models.md).
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 1e-5
@@ -56,8 +56,7 @@ class TrainConfig:
     jacobian_weight: float = 0.0
     # "huber": the targets scaled by their spread without the outer 1 % (TARGET_TRIM in
     # raytrack.models.targets), the loss quadratic within HUBER_BETA of it and linear beyond;
-    # "mse": scaled by the full standard deviation, mean squared error. See README, "What the
-    # models learn".
+    # "mse": scaled by the full standard deviation, mean squared error. See docs/models.md.
     loss: str = "huber"
 
     def __post_init__(self) -> None:

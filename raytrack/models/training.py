@@ -3,7 +3,7 @@
 Fast path: the training split's extra features and standardised targets are computed once (in
 chunks, float64 arithmetic, float32 storage) and go to the device once with its inputs; every
 epoch draws one permutation and each batch gathers its rows (no DataLoader, no per-epoch copy
-of the data: a run holds about twice its float32 training data, see README "Memory").
+of the data: a run holds about twice its float32 training data, see docs/train.md).
 AdamW, linear warm-up then cosine decay (or reduce-on-plateau), gradient clipping, early
 stopping, TF32/bf16 on GPU as options. The best epoch, whose weights a run keeps and exports,
 is the one of the lowest validation P95 position error (BEST_METRIC), what a search ranks. A

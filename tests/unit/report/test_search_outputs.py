@@ -1,6 +1,6 @@
 """What a search keeps besides its report: MLflow runs across a resume and the --mlflow option,
 the trials' checkpoints, the Optuna study on disk, each trial's inference time with
---objective pareto-time, bench deploy's equal-accuracy rule, and the README's tune options.
+--objective pareto-time, bench deploy's equal-accuracy rule, and docs/tune.md's tune options.
 
 The MLflow runs of a real search are checked on the presets search of
 tests/unit/search/test_experiment.py (run with --mlflow), which the suite runs anyway.
