@@ -151,7 +151,7 @@ def test_simulated_allocation_runs_a_search_on_the_workers(allocation, classic_d
     python = sys.executable
     driver = (
         f"{python} -c '{NODES_CODE}' > {nodes_file} && {python} -m raytrack.tune "
-        f"--search presets --data {classic_dataset} --max-epochs 40 --time-budget 6 "
+        f"--search presets --data {classic_dataset} --max-epochs 40 --time-budget 3 "
         f"--scheduler none --max-failures 3 --address auto"
     )
     nodes.append(start_node("head", "head", 1, 46000, root, driver=driver))
@@ -181,7 +181,7 @@ def test_simulated_allocation_runs_a_search_on_the_workers(allocation, classic_d
     rows = json.loads((experiment / "leaderboard.json").read_text())
     # Every preset trained to its end: its epochs, early stopping (the path base leaves a
     # classic-leg network little to learn: its validation loss stops improving within 40 epochs
-    # on a fast machine), or the 6 s that bound each trial here (the wide presets would take
+    # on a fast machine), or the 3 s that bound each trial here (the wide presets would take
     # minutes of the suite's two cores). Never an error, a failure or a trial left unfinished.
     statuses = {r["name"]: r["status"] for r in rows}
     assert len(rows) == 5, statuses
