@@ -146,7 +146,8 @@ def test_a_ray_that_does_not_start_is_one_line_and_leaves_no_process(tmp_path):
         env = {**os.environ, "RAY_GCS_SERVER_PORT": str(taken.getsockname()[1]),
                "RAYTRACK_TEST_MARK": mark,
                # Ray's driver waits for the GCS that cannot start: a few seconds, not 20
-               "RAY_NUM_REDIS_GET_RETRIES": "3", "RAY_py_gcs_connect_timeout_s": "5"}  # fmt: skip
+               "RAY_NUM_REDIS_GET_RETRIES": "3", "RAY_py_gcs_connect_timeout_s": "1",
+               "RAY_gcs_rpc_server_connect_timeout_s": "1"}  # fmt: skip
         done = subprocess.run(
             [sys.executable, "-m", "raytrack.tune", "--resume", "--name", "exp",
              "--storage", str(tmp_path)],
