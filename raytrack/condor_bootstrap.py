@@ -30,31 +30,21 @@ from pathlib import Path
 from raytrack.cluster import RayStartError
 
 # The parts, importable from here as they always were
-from raytrack.condor.driver import (  # noqa: F401
+from raytrack.condor.driver import (
     DriverError,
     driver_command,
-    operators_after_the_search,
-    parse_tune_arguments,
-    tune_arguments,
 )
-from raytrack.condor.job import (  # noqa: F401
-    DEFAULT_DRIVER,
+from raytrack.condor.job import (
     OUTSIDE_CONDOR,
-    POLL_SECONDS,
     ClusterDir,
-    Slot,
     missing_condor_environment,
-    plan_ports,
-    poll_seconds,
-    read_ad,
     settings_from_env,
     short_temp_dir,
     slot_from_env,
 )
-from raytrack.condor.node import (  # noqa: F401
+from raytrack.condor.node import (
     STOP_GRACE_SECONDS,
     log,
-    node_processes,
     node_tag,
     ray_env,
     ray_start,

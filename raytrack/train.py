@@ -36,7 +36,7 @@ from raytrack.files import check_writable
 from raytrack.models.formulation import BASES, INPUT_SETS
 from raytrack.models.mlp import TARGET_MODES
 from raytrack.models.presets import get_preset, load_presets
-from raytrack.models.training import LOSSES, PRECISIONS, SCHEDULES, TrainConfig
+from raytrack.models.train_config import LOSSES, PRECISIONS, SCHEDULES, TrainConfig
 from raytrack.run.directory import OUTPUTS, RunSpec, checkpoint_summary, finished_run
 from raytrack.run.pipeline import json_report, train_run
 

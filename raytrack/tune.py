@@ -45,7 +45,7 @@ from raytrack.physics import DipoleField
 MLFLOW_LOCAL = "local"
 
 if TYPE_CHECKING:  # imported where used: Ray Tune takes seconds to import, --help should not
-    from raytrack.search.experiment import ExperimentOptions
+    from raytrack.search.experiment_options import ExperimentOptions
 
 DEFAULT_STORAGE = "runs"
 DEFAULT_SAMPLES = 200_000
@@ -66,7 +66,7 @@ KEPT_OPTIONS = ("search", "num_samples", "space", "objective", "max_weights", "m
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from raytrack.search.experiment import OBJECTIVES, SEARCHES
+    from raytrack.search.experiment_options import OBJECTIVES, SEARCHES
 
     p = argparse.ArgumentParser(
         prog="python -m raytrack.tune", description=__doc__, formatter_class=HelpFormatter
@@ -177,7 +177,7 @@ def plan_from_args(args: argparse.Namespace, given: set[str] | None = None) -> P
 
     ``given``: the options the command line gives (see :func:`given_options`); with
     ``--resume``, one that differs from the experiment's is refused."""
-    from raytrack.search.experiment import load_options
+    from raytrack.search.experiment_options import load_options
     from raytrack.search.space import load_search_space
     from raytrack.search.tracking import require_mlflow
 
@@ -389,7 +389,7 @@ def options_from_args(
 ) -> ExperimentOptions:
     """The experiment's options; ``--gpus-per-trial`` when given, else ``gpus`` (else 0 until
     Ray tells how many GPUs there are)."""
-    from raytrack.search.experiment import ExperimentOptions
+    from raytrack.search.experiment_options import ExperimentOptions
 
     if args.gpus_per_trial is not None:
         gpus = args.gpus_per_trial
@@ -429,14 +429,10 @@ def open_mlflow(options: ExperimentOptions) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    from raytrack.search.experiment import (
-        SearchInterruptedError,
-        check_trials_fit,
-        describe_resources,
-        run_experiment,
-        write_options,
-    )
+    from raytrack.search.experiment import SearchInterruptedError, run_experiment
+    from raytrack.search.experiment_options import write_options
     from raytrack.search.layout import EXPERIMENT_FILE, RAY_LOG
+    from raytrack.search.resources import check_trials_fit, describe_resources
     from raytrack.search.space import SearchSpaceError
 
     plan = None

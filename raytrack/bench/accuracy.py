@@ -25,7 +25,8 @@ def bench_accuracy(
     from raytrack.models import get_preset
     from raytrack.models.metrics import position_errors
     from raytrack.models.mlp import straight_line
-    from raytrack.models.training import TrainConfig, train_model
+    from raytrack.models.train_config import TrainConfig
+    from raytrack.models.training import train_model
     from raytrack.run.directory import predict
 
     with contextlib.ExitStack() as stack:

@@ -61,7 +61,8 @@ def compiler() -> str:
 def export_model(model, work: Path, index: int) -> CppModel:
     """The model's trigger header (namespace ``m<index>``) in ``work``, or its model.bin when the
     header refuses it (over 64 KB)."""
-    from raytrack.export.header import ConstantMemoryError, write_header
+    from raytrack.export.header import write_header
+    from raytrack.export.header_data import ConstantMemoryError
     from raytrack.export.model_bin import BinModel, write_model_bin
 
     try:

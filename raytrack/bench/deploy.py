@@ -31,34 +31,22 @@ from raytrack.bench import cpp
 from raytrack.bench.common import exported_session, timed, torch_threads
 from raytrack.bench.deploy_cases import (
     Case,
-    dataset_field,
-    describe_field,
-    fresh_tracks,
-    quick_model,
     run_case,
     trained_cases,
 )
 from raytrack.physics import Field, Tolerance, propagate
 
-# Re-exported: ``raytrack.search.timing`` and users take these from here.
 __all__ = [
     "BATCH",
     "STEP_CAPS_MM",
     "TOLERANCES_MM",
-    "Case",
     "Errors",
     "Row",
     "Setting",
     "bench_deploy",
-    "dataset_field",
-    "describe_field",
     "fastest_as_accurate",
-    "fresh_tracks",
     "per_track_seconds",
-    "quick_model",
-    "run_case",
     "settings_grid",
-    "trained_cases",
 ]
 
 #: The integrator settings searched: position tolerance per step (mm) x step cap (mm; inf: none).

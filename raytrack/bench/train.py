@@ -33,7 +33,7 @@ def bench_train(
 ) -> list[Figure]:
     """Fast-path training against the DataLoader loop, same model, features and targets."""
     from raytrack.models import get_preset
-    from raytrack.models.training import TrainConfig
+    from raytrack.models.train_config import TrainConfig
 
     inputs, targets = training_data(phase_space, tracks)
     split = int(0.9 * len(inputs))
@@ -84,7 +84,8 @@ def fast_path_rate(
     device: str,
 ) -> float:
     """Training samples/s of raytrack's loop (its best epoch), at ``batch``."""
-    from raytrack.models.training import TrainConfig, train_model
+    from raytrack.models.train_config import TrainConfig
+    from raytrack.models.training import train_model
 
     settings = TrainConfig(epochs=epochs, batch_size=batch, patience=epochs)
     result = train_model(config, settings, train, validation, axis=axis, device=device)
@@ -100,7 +101,9 @@ def baseline_model_and_data(
     from torch.utils.data import TensorDataset
 
     from raytrack.models.mlp import Normalisation, TrackMLP
-    from raytrack.models.training import TrainConfig, path_nodes_for, standardisation
+    from raytrack.models.targets import standardisation
+    from raytrack.models.train_config import TrainConfig
+    from raytrack.models.training import path_nodes_for
 
     axis = axis if config.needs_field else None
     model = TrackMLP(config, axis=axis, path_nodes=path_nodes_for(config, axis, train))
@@ -130,7 +133,7 @@ def dataloader_rate(
     """
     from torch.utils.data import DataLoader
 
-    from raytrack.models.training import TrainConfig
+    from raytrack.models.train_config import TrainConfig
 
     settings = TrainConfig()
     dev = torch.device(device)

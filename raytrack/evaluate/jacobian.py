@@ -11,6 +11,7 @@ import torch
 
 from raytrack.data.schema import JACOBIAN_INPUTS, JACOBIAN_OUTPUTS
 from raytrack.export.onnx_export import INPUT_NAME, JACOBIAN_NAME, onnx_session
+from raytrack.models.checkpoints import load_checkpoint, model_from_checkpoint
 from raytrack.models.jacobian import (
     TYPICAL_SIGMA,
     TYPICAL_SIGMA_QOP_RELATIVE,
@@ -18,7 +19,6 @@ from raytrack.models.jacobian import (
     typical_sigma,
 )
 from raytrack.models.metrics import MOMENTUM_BINS_GEV, momentum_gev
-from raytrack.models.training import load_checkpoint, model_from_checkpoint
 from raytrack.run.directory import checkpoint_path
 
 #: The floor of the per-element relative error, as a share of the propagated 1-sigma (see

@@ -15,14 +15,8 @@ import sys
 from pathlib import Path
 
 from raytrack.cli import HelpFormatter
-from raytrack.export.header import (
-    CONSTANT_MEMORY_BYTES,
-    DEFAULT_NAMESPACE,
-    PRECISIONS,
-    check_namespace,
-    load_model,
-    write_header,
-)
+from raytrack.export.header import DEFAULT_NAMESPACE, check_namespace, load_model, write_header
+from raytrack.export.header_data import CONSTANT_MEMORY_BYTES, PRECISIONS
 from raytrack.files import check_writable
 
 

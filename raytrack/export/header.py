@@ -35,12 +35,12 @@ import numpy as np
 
 import raytrack
 from raytrack.export.assemble import assemble, part
+from raytrack.export.bin_layout import ACTIVATION_CODES, BASE_CODES, INPUT_CODES, TARGET_CODES
 from raytrack.export.header_data import (
     CONSTANT_MEMORY_BYTES,
     PRECISIONS,
     TABLE_ROWS,
     ConstantData,
-    ConstantMemoryError,
     array_macro,
     check_fits,
     constant_data,
@@ -51,33 +51,16 @@ from raytrack.export.header_data import (
     split_hi_lo,
     table_rows,
     table_values,
-    weights_that_fit,
 )
-from raytrack.export.model_bin import (
-    ACTIVATION_CODES,
-    BASE_CODES,
-    INPUT_CODES,
-    TARGET_CODES,
-    BinModel,
-    read_model_bin,
-)
+from raytrack.export.model_bin import BinModel, read_model_bin
 from raytrack.files import replacing
 
-# Re-exported: the CLI, tests and users take the constant data's names from here.
 __all__ = [
-    "CONSTANT_MEMORY_BYTES",
     "DEFAULT_NAMESPACE",
-    "PRECISIONS",
-    "TABLE_ROWS",
-    "ConstantData",
-    "ConstantMemoryError",
-    "check_fits",
     "check_namespace",
-    "constant_data",
     "core_source",
     "header_source",
     "load_model",
-    "weights_that_fit",
     "write_header",
 ]
 
@@ -354,7 +337,7 @@ def load_model(source: str | Path) -> BinModel:
         return read_model_bin(path)
     # Imported here: raytrack.evaluate imports the ONNX export (raytrack.export) itself.
     from raytrack.evaluate import find_run
-    from raytrack.models.training import load_checkpoint, model_from_checkpoint
+    from raytrack.models.checkpoints import load_checkpoint, model_from_checkpoint
     from raytrack.run.directory import checkpoint_path
 
     run = find_run(path)

@@ -88,9 +88,6 @@ from raytrack.export.reference import (
     run_network,
     straight_line,
 )
-from raytrack.export.reference import activate as activate  # re-exported: their old home
-from raytrack.export.reference import erf as erf
-from raytrack.export.reference import integration_matrix as integration_matrix
 from raytrack.files import write_bytes_atomic
 from raytrack.models.formulation import MIN_LEG_M, needs_field
 from raytrack.models.mlp import N_INPUTS, N_OUTPUTS, TrackMLP

@@ -29,9 +29,6 @@ from raytrack.models.checkpoints import (
     CHECKPOINT_FORMAT,
     CHECKPOINT_NAME,
     check_checkpoint_format,
-    load_checkpoint,
-    model_from_checkpoint,
-    result_from_checkpoint,
     save_checkpoint,
 )
 from raytrack.models.jacobian import standardised_with_jacobian_error
@@ -40,9 +37,6 @@ from raytrack.models.mlp import N_INPUTS, ColumnMoments, ModelConfig, Normalisat
 from raytrack.models.targets import standardisation, training_loss
 from raytrack.models.train_config import (
     BEST_METRIC,
-    LOSSES,
-    PRECISIONS,
-    SCHEDULES,
     VALIDATION_METRICS,
     EpochCallback,
     TrainConfig,
@@ -52,24 +46,8 @@ from raytrack.physics.axis_profile import AxisProfile
 from raytrack.physics.path_nodes import choose_path_nodes
 
 __all__ = [
-    "BEST_METRIC",
-    "CHECKPOINT_FORMAT",
-    "CHECKPOINT_NAME",
-    "LOSSES",
-    "PRECISIONS",
     "PREPARE_CHUNK",
-    "SCHEDULES",
-    "VALIDATION_METRICS",
-    "EpochCallback",
-    "TrainConfig",
-    "TrainResult",
-    "check_checkpoint_format",
-    "load_checkpoint",
-    "model_from_checkpoint",
     "path_nodes_for",
-    "result_from_checkpoint",
-    "save_checkpoint",
-    "standardisation",
     "train_model",
 ]
 

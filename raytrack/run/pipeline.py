@@ -22,7 +22,8 @@ from raytrack.export.model_bin import write_model_bin
 from raytrack.export.onnx_export import export_onnx_pair
 from raytrack.files import write_json_atomic as write_json
 from raytrack.models.mlp import TrackMLP
-from raytrack.models.training import EpochCallback, TrainResult, train_model
+from raytrack.models.train_config import EpochCallback, TrainResult
+from raytrack.models.training import train_model
 from raytrack.run.directory import RunSpec, check_run_dir, prepare_run_dir
 
 

@@ -7,7 +7,8 @@ A search space, from the bottom up: ``options.py`` (what may be searched), ``par
 (``[[constraints]]`` expressions), ``schema.py`` (a whole file checked, errors naming the key)
 and ``space.py`` (:class:`SearchSpace`: define-by-run sampling, configs, presets; loading)."""
 
-from raytrack.search.experiment import ExperimentOptions, load_options, run_experiment
+from raytrack.search.experiment import run_experiment
+from raytrack.search.experiment_options import ExperimentOptions, load_options
 from raytrack.search.space import (
     Condition,
     Constraint,

@@ -27,23 +27,19 @@ from raytrack.data import load
 from raytrack.data.loader import DatasetSplits
 from raytrack.export.model_bin import read_model_bin
 from raytrack.files import write_json_atomic
+from raytrack.models.checkpoints import CHECKPOINT_NAME, load_checkpoint, result_from_checkpoint
 from raytrack.models.presets import SEARCH_PRESETS
-from raytrack.models.training import CHECKPOINT_NAME, load_checkpoint, result_from_checkpoint
 from raytrack.run.directory import RUN_FILE, RunSpec
 from raytrack.run.pipeline import write_outputs
 
 # The experiment's parts, importable from here as they always were (raytrack.tune, the tests)
-from raytrack.search.experiment_options import (  # noqa: F401
+from raytrack.search.experiment_options import (
     OBJECTIVES,
-    SEARCHES,
     ExperimentOptions,
-    default_scheduler,
-    load_options,
-    options_document,
     trial_count,
     write_options,
 )
-from raytrack.search.layout import EXPERIMENT_FILE, RAY_LOG, STUDY_FILE, running  # noqa: F401
+from raytrack.search.layout import RAY_LOG, running
 from raytrack.search.leaderboard import (
     format_best,
     format_leaderboard,
@@ -54,14 +50,10 @@ from raytrack.search.leaderboard import (
     write_leaderboard,
 )
 from raytrack.search.progress import LEGEND, LiveTable, tune_console_quiet
-from raytrack.search.resources import check_trials_fit, describe_resources  # noqa: F401
-from raytrack.search.study import (  # noqa: F401
+from raytrack.search.study import (
     MovableSearchGenerator,
-    StudyFileSearch,
     close_abandoned_study_trials,
-    load_study,
     make_searcher,
-    study_storage,
 )
 from raytrack.search.trial import OBJECTIVE, TrialSettings, resolve_configs, run_trial
 from raytrack.search.trigger import fits_trigger_header, trigger_summary

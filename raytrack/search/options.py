@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 from typing import Any
 
 from raytrack.models.mlp import ACTIVATIONS, TARGET_MODES, ModelConfig
-from raytrack.models.training import PRECISIONS, SCHEDULES, TrainConfig
+from raytrack.models.train_config import PRECISIONS, SCHEDULES, TrainConfig
 
 CLI_OPTIONS = ("epochs", "time_budget", "seed")
 ARCHITECTURE = ("depth", "width", "taper")

@@ -56,7 +56,7 @@ import optuna
 from raytrack.configs import shipped_file, shipped_names
 from raytrack.files import read_toml
 from raytrack.models.mlp import ModelConfig
-from raytrack.models.training import TrainConfig
+from raytrack.models.train_config import TrainConfig
 from raytrack.search.constraints import COMPUTED_NAMES, Constraint, parse_constraint
 from raytrack.search.options import MODEL_OPTIONS, OPTIONS, TRAIN_OPTIONS, SearchSpaceError
 from raytrack.search.params import Condition, FixedParam, Param, suggestion_order

@@ -12,7 +12,7 @@ from ray.tune.search import SearchGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from raytrack.models.presets import SEARCH_PRESETS, load_presets
-from raytrack.models.training import TrainConfig
+from raytrack.models.train_config import TrainConfig
 from raytrack.search.experiment_options import ExperimentOptions
 from raytrack.search.layout import STUDY_FILE, running_experiment
 from raytrack.search.trial import OBJECTIVE, TrialSettings

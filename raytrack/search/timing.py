@@ -73,7 +73,7 @@ def model_us_per_track(model, inputs: np.ndarray, rounds: int = MODEL_ROUNDS) ->
 
 def checkpoint_us_per_track(checkpoint: Path, inputs: np.ndarray) -> float:
     """:func:`model_us_per_track` of the best weights of a trial's checkpoint file."""
-    from raytrack.models.training import load_checkpoint, model_from_checkpoint
+    from raytrack.models.checkpoints import load_checkpoint, model_from_checkpoint
 
     return model_us_per_track(model_from_checkpoint(load_checkpoint(checkpoint)), inputs)
 
@@ -99,10 +99,10 @@ def measure_curve(
         STEP_CAPS_MM,
         TOLERANCES_MM,
         Errors,
-        describe_field,
         per_track_seconds,
         settings_grid,
     )
+    from raytrack.bench.deploy_cases import describe_field
     from raytrack.data import load
     from raytrack.physics import propagate
 
@@ -156,7 +156,7 @@ def measure_curve(
 
 def dataset_field(manifest: dict[str, Any], where: str):
     """The field the dataset was made with (as ``bench deploy`` rebuilds it)."""
-    from raytrack.bench.deploy import dataset_field as rebuilt
+    from raytrack.bench.deploy_cases import dataset_field as rebuilt
 
     return rebuilt(manifest, where)
 

@@ -28,7 +28,7 @@ from typing import Any
 
 from ray import tune
 
-from raytrack.models.training import VALIDATION_METRICS
+from raytrack.models.train_config import VALIDATION_METRICS
 from raytrack.search.layout import running_experiment
 from raytrack.search.leaderboard import trial_status
 from raytrack.search.trial import TrialSettings, resolve_configs

@@ -22,9 +22,10 @@ import torch
 from ray import tune
 
 from raytrack.data.loader import DatasetSplits
+from raytrack.models.checkpoints import CHECKPOINT_NAME
 from raytrack.models.mlp import ModelConfig
 from raytrack.models.presets import load_presets
-from raytrack.models.training import CHECKPOINT_NAME, VALIDATION_METRICS, TrainConfig
+from raytrack.models.train_config import VALIDATION_METRICS, TrainConfig
 from raytrack.run.directory import RUN_FILE, RunSpec
 from raytrack.run.pipeline import train_run
 from raytrack.search.timing import TIME_METRIC, checkpoint_us_per_track

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from raytrack.export.header import (
+from raytrack.export.header_data import (
     CONSTANT_MEMORY_BYTES,
     ConstantMemoryError,
     check_fits,

@@ -18,10 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from raytrack.condor_bootstrap import (
-    node_processes,
-    node_tag,
-)
+from raytrack.condor.node import node_processes, node_tag
 
 REPO = Path(__file__).resolve().parents[2]
 BOOTSTRAP = REPO / "condor" / "ray_bootstrap.sh"

@@ -198,8 +198,8 @@ def three_readers_agree_on_the_jacobian(run: Path, work: Path) -> None:
     the same Jacobian to float32 tolerance (each element against its column's largest)."""
     from raytrack.export import onnx_predict_with_jacobian
     from raytrack.export.cli import main as export_main
+    from raytrack.models.checkpoints import load_checkpoint, model_from_checkpoint
     from raytrack.models.jacobian import forward_with_jacobian
-    from raytrack.models.training import load_checkpoint, model_from_checkpoint
     from unit.export.drivers import run_header
 
     model = model_from_checkpoint(load_checkpoint(run / "checkpoint.pt"))

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from raytrack import tune
 from raytrack.cluster import tagged_processes
 
-from .commands import refuse_to_start
+from .commands import exit_code, refuse_to_start
 from .search.searches import REPO, options
 
 
@@ -67,7 +68,7 @@ def test_resume_refuses_options_that_differ_from_the_experiments(tmp_path, capsy
 def test_resume_completes_the_dataset_tune_was_generating(tmp_path):
     """Ctrl-C while tune generates its default dataset (the experiment exists by then):
     --resume completes the dataset, its generation continuing where it stopped."""
-    from raytrack.search.experiment import write_options
+    from raytrack.search.experiment_options import write_options
     from raytrack.tune import build_parser, plan_from_args
 
     data = tmp_path / "datasets" / "default-600-seed3"
@@ -83,7 +84,7 @@ def test_resume_completes_the_dataset_tune_was_generating(tmp_path):
 def test_resume_takes_pareto_time_as_the_experiment_started_with_it(tmp_path, capsys):
     """Issue 16: --objective pareto-time is an objective like the others: the parser takes it,
     --resume keeps it (given again, it is no change), and another objective is refused."""
-    from raytrack.search.experiment import OBJECTIVES
+    from raytrack.search.experiment_options import OBJECTIVES
     from raytrack.search.timing import TIME_METRIC
     from raytrack.tune import build_parser, changed_options, main
 
@@ -135,7 +136,7 @@ def test_a_ray_that_does_not_start_is_one_line_and_leaves_no_process(tmp_path):
     """Issue 25, item 2: a Ray start that failed was a traceback from raytrack/cluster.py. Here
     the port of Ray's GCS server is taken: tune --resume exits 1 with one line naming the cause,
     and no process it started is left."""
-    from raytrack.search.experiment import write_options
+    from raytrack.search.experiment_options import write_options
 
     data = tmp_path / "datasets" / "default-600-seed3"  # generated once Ray runs: never here
     write_options(options(tmp_path, data, samples=600, phase_space="default", seed=3))
@@ -168,12 +169,7 @@ def no_ray(monkeypatch):
 
 
 def tune_main(*args: str) -> int:
-    from raytrack import tune
-
-    try:
-        return tune.main(list(args))
-    except SystemExit as exit_:  # argparse's own refusal
-        return int(exit_.code)
+    return exit_code(tune.main, list(args))
 
 
 def test_tune_grace_epochs_above_max_epochs_is_named(tmp_path, no_ray, capsys):
@@ -217,7 +213,8 @@ def test_tune_checks_a_resumed_experiment_before_starting_ray(tmp_path, no_ray, 
 
 
 def test_trials_that_need_a_missing_gpu_are_refused(ray_cluster, tmp_path):
-    from raytrack.search.experiment import ExperimentOptions, check_trials_fit
+    from raytrack.search.experiment_options import ExperimentOptions
+    from raytrack.search.resources import check_trials_fit
 
     def options(**changes) -> ExperimentOptions:
         return ExperimentOptions(

@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from raytrack import bench
-from raytrack.bench import deploy
+from raytrack.bench import deploy, deploy_cases
 
 
 @pytest.mark.slow  # trains on both fields, exports ONNX, compiles the C++ benchmark with -O3
@@ -59,7 +59,7 @@ def test_deploy_finds_the_field_a_dataset_was_made_with(tmp_path, monkeypatch):
 
     dipole = DipoleField(polarity="up")
     record = {"description": dipole.describe(), "hash": dipole.fingerprint()}
-    assert deploy.dataset_field({"field": record}, "m").describe() == dipole.describe()
+    assert deploy_cases.dataset_field({"field": record}, "m").describe() == dipole.describe()
     written = write_maps(tmp_path, spacing=500.0)
     spec = [p.name for p in written["cdf"]]  # relative, as a user typed them in tmp_path
     field = field_from_spec([str(p) for p in written["cdf"]])
@@ -68,14 +68,14 @@ def test_deploy_finds_the_field_a_dataset_was_made_with(tmp_path, monkeypatch):
         "parameters": {"field": spec, "field_unit": None},
     }
     monkeypatch.chdir(tmp_path)
-    assert deploy.dataset_field(manifest, "m").fingerprint() == field.fingerprint()
+    assert deploy_cases.dataset_field(manifest, "m").fingerprint() == field.fingerprint()
     monkeypatch.chdir(tmp_path.parent)
     with pytest.raises(ValueError, match="cannot be read from here"):
-        deploy.dataset_field(manifest, "m")
+        deploy_cases.dataset_field(manifest, "m")
     monkeypatch.chdir(tmp_path)
     manifest["field"]["hash"] = "0" * 16
     with pytest.raises(ValueError, match="not the one the dataset was made with"):
-        deploy.dataset_field(manifest, "m")
+        deploy_cases.dataset_field(manifest, "m")
 
 
 def test_the_closing_line_calls_the_machine_busy_only_above_the_cpu_count():
@@ -94,7 +94,9 @@ def test_a_model_trained_here_says_what_each_figure_is():
     from raytrack.data.phase_space import load_phase_space
     from raytrack.physics import DipoleField
 
-    model, note = deploy.quick_model("tiny", load_phase_space("default"), DipoleField(), 300, 0.3)
+    model, note = deploy_cases.quick_model(
+        "tiny", load_phase_space("default"), DipoleField(), 300, 0.3
+    )
     assert model.training is False
     words = note.split()
     epochs = int(words[words.index("epochs") - 1])

@@ -7,7 +7,7 @@ import torch
 
 from raytrack import bench
 from raytrack.bench import common, train
-from raytrack.models.training import TrainConfig
+from raytrack.models.train_config import TrainConfig
 
 
 def test_train_compares_the_fast_path_with_the_dataloader_loop(capsys):
@@ -24,7 +24,8 @@ def test_train_compares_the_fast_path_with_the_dataloader_loop(capsys):
 
 def test_dataloader_baseline_trains_on_the_fast_paths_features_and_targets():
     from raytrack.models import get_preset
-    from raytrack.models.training import TrainConfig, train_model
+    from raytrack.models.train_config import TrainConfig
+    from raytrack.models.training import train_model
 
     inputs, targets = common.training_data("default", 400)
     axis = common.axis_of("default")

@@ -50,7 +50,7 @@ def jacobian_run(jacobian_dataset, tmp_path_factory):
     ships its Jacobian, model_jacobian.onnx (the others are not needed here)."""
     from raytrack.export.onnx_export import export_jacobian_onnx
     from raytrack.models import get_preset
-    from raytrack.models.training import TrainConfig
+    from raytrack.models.train_config import TrainConfig
     from raytrack.run.directory import RunSpec
     from raytrack.run.pipeline import train_run
 

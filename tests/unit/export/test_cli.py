@@ -15,10 +15,12 @@ import torch
 from raytrack.export import write_model_bin
 from raytrack.export.cli import main as export_main
 from raytrack.files import write_json_atomic
+from raytrack.models.checkpoints import CHECKPOINT_NAME
 from raytrack.models.formulation import Formulation
 from raytrack.models.jacobian import forward_with_jacobian
 from raytrack.models.mlp import ModelConfig
-from raytrack.models.training import CHECKPOINT_NAME, TrainConfig, train_model
+from raytrack.models.train_config import TrainConfig
+from raytrack.models.training import train_model
 from raytrack.run.directory import RUN_FILE, RunSpec
 
 from .drivers import run_header

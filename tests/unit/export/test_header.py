@@ -21,14 +21,12 @@ import pytest
 
 from raytrack.export import INCLUDE_DIR, write_model_bin
 from raytrack.export.cli import main as export_main
-from raytrack.export.header import (
+from raytrack.export.header import check_namespace, header_source, write_header
+from raytrack.export.header_data import (
     CONSTANT_MEMORY_BYTES,
     ConstantData,
     ConstantMemoryError,
-    check_namespace,
     constant_data,
-    header_source,
-    write_header,
 )
 from raytrack.export.model_bin import BinModel
 from raytrack.models.mlp import TrackMLP
@@ -152,7 +150,7 @@ def test_path_on_a_grid_map_keeps_its_smoothed_dby_in_two_floats(tmp_path: Path)
     """A map sampled on a grid (the window-frame map's 100 mm grid): its dBy/dz table is of By
     smoothed over the grid, not By's central differences, so the float32 header keeps that row
     with its rounding error (d2By is a difference of neighbours) and still matches torch."""
-    from raytrack.export.header import TABLE_ROWS
+    from raytrack.export.header_data import TABLE_ROWS
     from raytrack.physics.synthetic_map import sampled_grid
 
     axis = AxisProfile.from_field(sampled_grid(), -500.0, 14500.0)

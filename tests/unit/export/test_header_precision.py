@@ -18,7 +18,8 @@ from raytrack.export.model_bin import BinModel
 from raytrack.models.formulation import Formulation
 from raytrack.models.jacobian import forward_with_jacobian
 from raytrack.models.mlp import ModelConfig, TrackMLP
-from raytrack.models.training import TrainConfig, train_model
+from raytrack.models.train_config import TrainConfig
+from raytrack.models.training import train_model
 from raytrack.physics.propagate import Limits
 from raytrack.physics.synthetic_map import WindowFrameField
 

@@ -9,7 +9,8 @@ import torch
 from raytrack.data import load_phase_space
 from raytrack.data.manifest_field import profile_for
 from raytrack.models import get_preset
-from raytrack.models.training import TrainConfig, train_model
+from raytrack.models.train_config import TrainConfig
+from raytrack.models.training import train_model
 from raytrack.physics import DipoleField, TrackStatus, propagate
 
 TINY = get_preset("tiny")

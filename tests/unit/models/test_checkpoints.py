@@ -7,7 +7,7 @@ import dataclasses
 import pytest
 
 from raytrack.models import TrackMLP
-from raytrack.models.training import load_checkpoint, model_from_checkpoint
+from raytrack.models.checkpoints import load_checkpoint, model_from_checkpoint
 
 from .common import QUICK, TINY, fit
 

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from raytrack.models.mlp import Normalisation
-from raytrack.models.training import standardisation
+from raytrack.models.targets import standardisation
 
 
 def test_the_huber_loss_scales_targets_by_their_spread_without_the_outliers():

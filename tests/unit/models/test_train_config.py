@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from raytrack.models.training import TrainConfig
+from raytrack.models.train_config import TrainConfig
 
 
 def test_bad_training_configs_are_named():

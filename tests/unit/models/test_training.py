@@ -11,7 +11,8 @@ import torch
 
 from raytrack.models.metrics import evaluation_report, position_errors
 from raytrack.models.mlp import ModelConfig
-from raytrack.models.training import TrainConfig, train_model
+from raytrack.models.train_config import TrainConfig
+from raytrack.models.training import train_model
 from raytrack.run.directory import predict
 
 from .common import QUICK, TINY, fit, jacobian_training_data

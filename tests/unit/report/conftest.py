@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from raytrack.search import timing
-from raytrack.search.experiment import ExperimentOptions, run_experiment
+from raytrack.search.experiment import run_experiment
+from raytrack.search.experiment_options import ExperimentOptions
 
 from ..evaluate.axes import close_figures  # noqa: F401  (a fixture: every test closes its figures)
 

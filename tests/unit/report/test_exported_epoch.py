@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import re
 
-from raytrack.models.training import load_checkpoint
+from raytrack.models.checkpoints import load_checkpoint
 from raytrack.report.experiment import read_experiment
 from raytrack.report.figures import p95_against_epoch_figure
 from raytrack.report.page import TABLE

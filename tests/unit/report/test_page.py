@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from raytrack.report import main
-from raytrack.search.experiment import STUDY_FILE
+from raytrack.search.layout import STUDY_FILE
 from raytrack.search.timing import CURVE_FILE, equal_accuracy
 
 FIGURES = (

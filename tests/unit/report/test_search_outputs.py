@@ -23,12 +23,16 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
 from raytrack import tune
-from raytrack.models.training import load_checkpoint
-from raytrack.search.experiment import STUDY_FILE, ExperimentOptions, load_study
+from raytrack.models.checkpoints import load_checkpoint
+from raytrack.search.experiment_options import ExperimentOptions
+from raytrack.search.layout import STUDY_FILE
+from raytrack.search.study import load_study
 from raytrack.search.timing import equal_accuracy
 from raytrack.search.tracking import MlflowTracking, local_uri
 from raytrack.search.trial import TrialSettings
 from raytrack.tune import build_parser, options_from_args
+
+from ..commands import exit_code, refuse_to_start
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -99,21 +103,10 @@ def test_a_resumed_search_continues_the_same_mlflow_runs(tmp_path):
     assert sorted(runs["params.name"]) == ["small", "tiny"]
 
 
-def tune_main(*argv: str) -> int:
-    try:
-        return tune.main(list(argv))
-    except SystemExit as exit_:
-        return int(exit_.code)
-
-
-def refuse_to_start(*_args, **_kwargs):
-    raise AssertionError("started although --mlflow cannot work")
-
-
 def test_mlflow_not_installed_is_named_before_anything_starts(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "mlflow", None)  # importlib finds no mlflow
     monkeypatch.setattr("raytrack.tune.start_ray", refuse_to_start)
-    assert tune_main("--mlflow", "--samples", "100", "--storage", str(tmp_path)) == 1
+    assert exit_code(tune.main, ["--mlflow", "--samples", "100", "--storage", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "--mlflow: MLflow is not installed" in err and 'pip install -e ".[mlflow]"' in err
     assert list(tmp_path.iterdir()) == []
@@ -132,7 +125,10 @@ def test_mlflow_option_takes_a_uri_or_the_local_store(tmp_path, capsys):
                                 name="old")  # fmt: skip
     started.path.mkdir()
     (started.path / "experiment.json").write_text(json.dumps(started.__dict__))
-    assert tune_main("--resume", "--name", "old", "--storage", str(tmp_path), "--mlflow") == 1
+    assert (
+        exit_code(tune.main, ["--resume", "--name", "old", "--storage", str(tmp_path), "--mlflow"])
+        == 1
+    )
     assert "was started without it" in capsys.readouterr().err
 
 

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from raytrack.search.experiment import ExperimentOptions
+from raytrack.search.experiment_options import ExperimentOptions
 
 REPO = Path(__file__).resolve().parents[3]
 

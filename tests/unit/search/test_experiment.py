@@ -305,7 +305,7 @@ def test_ctrl_c_then_resume_of_an_optuna_search_moved_since(ray_cluster, classic
     assert len(rows) == 4 and len({r["trial_id"] for r in rows}) == 4
     assert all(r["status"] == "finished" and r["epochs"] == 4 for r in rows)
     assert not (tmp_path / "runs").exists()  # nothing written where the experiment was
-    from raytrack.search.experiment import load_study
+    from raytrack.search.study import load_study
 
     study = load_study(experiment)  # the moved study file holds every trial, once
     assert sorted(t.state.name for t in study.trials) == ["COMPLETE"] * 4

@@ -14,7 +14,7 @@ import pytest
 
 from raytrack.models.mlp import ModelConfig
 from raytrack.models.presets import load_presets
-from raytrack.models.training import TrainConfig
+from raytrack.models.train_config import TrainConfig
 from raytrack.search import (
     SearchSpace,
     SearchSpaceError,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-from raytrack.export.header import weights_that_fit
+from raytrack.export.header_data import weights_that_fit
 from raytrack.models.checkpoints import CHECKPOINT_FORMAT, save_checkpoint
 from raytrack.models.mlp import ModelConfig, TrackMLP
 from raytrack.models.presets import SEARCH_PRESETS, load_presets
