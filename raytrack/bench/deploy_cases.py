@@ -4,7 +4,6 @@ a run directory (its dataset's field and phase space) or trained here on each fi
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -67,7 +66,8 @@ def quick_model(
     10 % validation), as ``bench accuracy`` trains; returns the model and what was done."""
     from raytrack.bench.common import axis_of
     from raytrack.models import get_preset
-    from raytrack.models.training import TrainConfig, train_model
+    from raytrack.models.train_config import TrainConfig
+    from raytrack.models.training import train_model
 
     inputs, targets = propagated_tracks(space, samples, seed=TRAIN_SEED, field=field)
     split = int(0.9 * len(inputs))
@@ -90,11 +90,11 @@ def run_case(run_dir: str, tracks: int) -> Case:
     space; a map must be readable where the dataset's manifest says it was read from."""
     from raytrack.data.schema import read_manifest
     from raytrack.evaluate import find_run
-    from raytrack.models.training import load_checkpoint, model_from_checkpoint
-    from raytrack.run.directory import RUN_FILE, RunSpec, checkpoint_path
+    from raytrack.models.checkpoints import load_checkpoint, model_from_checkpoint
+    from raytrack.run.directory import checkpoint_path, run_spec
 
     run = find_run(run_dir)
-    spec = RunSpec.from_dict(json.loads((run / RUN_FILE).read_text()))
+    spec = run_spec(run)
     manifest = read_manifest(Path(spec.data_dir))
     if manifest is None:
         raise ValueError(f"{run_dir}: its dataset {spec.data_dir} has no manifest.json")

@@ -54,7 +54,6 @@ from raytrack.evaluate.runs import (
     magnet_extent,
     model_title,
     read_spec,
-    run_spec,
     write_report,
 )
 from raytrack.evaluate.summary import (
@@ -111,7 +110,6 @@ __all__ = [
     "propagated_sigmas",
     "pyplot",
     "read_spec",
-    "run_spec",
     "start_sigmas",
     "straight_line_jacobian",
     "worst_track_lines",

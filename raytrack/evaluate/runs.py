@@ -4,7 +4,6 @@ tracks, and writing ``evaluation/`` (report.json and the figures)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +25,9 @@ from raytrack.evaluate.jacobian import jacobian_report, model_jacobians
 from raytrack.evaluate.summary import layers_text
 from raytrack.export.onnx_export import onnx_predict
 from raytrack.files import write_json_atomic
-from raytrack.models.training import load_checkpoint, model_from_checkpoint
+from raytrack.models.checkpoints import load_checkpoint, model_from_checkpoint
 from raytrack.plotting import save_png
-from raytrack.run.directory import RUN_FILE, RunSpec, checkpoint_path, predict
+from raytrack.run.directory import RUN_FILE, RunSpec, checkpoint_path, predict, run_spec
 
 #: The evaluation's figures' resolution, and the PNG's Software text.
 DPI = 110
@@ -78,11 +77,6 @@ def read_spec(directory: Path) -> RunSpec | None:
         return run_spec(directory if (directory / RUN_FILE).is_file() else find_run(directory))
     except (OSError, ValueError, KeyError):
         return None
-
-
-def run_spec(run: Path) -> RunSpec:
-    """The spec in the run.json of ``run``, a run directory (see :func:`find_run`)."""
-    return RunSpec.from_dict(json.loads((run / RUN_FILE).read_text()))
 
 
 #: Ray Tune's name for the checkpoint directories of a trial (checkpoint_000003, ...).

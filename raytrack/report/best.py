@@ -12,10 +12,10 @@ import numpy as np
 
 from raytrack.data import DatasetError, load
 from raytrack.evaluate.bins import binned_report
-from raytrack.evaluate.runs import find_run, run_spec
-from raytrack.models.training import load_checkpoint, model_from_checkpoint
+from raytrack.evaluate.runs import find_run
+from raytrack.models.checkpoints import load_checkpoint, model_from_checkpoint
 from raytrack.report.experiment import Experiment
-from raytrack.run.directory import checkpoint_path, predict
+from raytrack.run.directory import checkpoint_path, predict, run_spec
 
 
 @dataclass

@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from raytrack.evaluate.runs import find_run, run_spec
+from raytrack.evaluate.runs import find_run
+from raytrack.run.directory import run_spec
 from raytrack.search.layout import EXPERIMENT_FILE, STUDY_FILE, resolved_path
 from raytrack.search.leaderboard import make_row, rank, trial_status
 from raytrack.search.space import load_search_space

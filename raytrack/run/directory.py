@@ -24,8 +24,9 @@ import numpy as np
 import torch
 
 from raytrack.files import write_json_atomic as write_json
+from raytrack.models.checkpoints import CHECKPOINT_NAME
 from raytrack.models.mlp import ModelConfig, TrackMLP
-from raytrack.models.training import CHECKPOINT_NAME, TrainConfig
+from raytrack.models.train_config import TrainConfig
 
 RUN_FILE = "run.json"
 #: What a run that ended writes beside run.json and its checkpoint; metadata.json comes last.
@@ -111,6 +112,11 @@ def predict(model: TrackMLP, inputs: np.ndarray, batch: int = 65536) -> np.ndarr
 
 def checkpoint_path(run_dir: str | Path) -> Path:
     return Path(run_dir) / CHECKPOINT_NAME
+
+
+def run_spec(run_dir: str | Path) -> RunSpec:
+    """What the run in ``run_dir`` trains: its run.json."""
+    return RunSpec.from_dict(json.loads((Path(run_dir) / RUN_FILE).read_text()))
 
 
 def checkpoint_summary(run_dir: str | Path) -> dict[str, Any] | None:
