@@ -8,6 +8,12 @@ Memory: each split is one (N, 11) array, float32 by default (44 bytes a track), 
 shard, so a load never holds more than one shard in float64. Float32 keeps positions to 0.25
 micrometre at 4 m, far below what the models resolve; ``dtype=np.float64`` loads exact values.
 
+A float32 load also keeps each split's ``bending``, the end state minus the straight line from
+the start, taken in float64 before rounding (16 bytes a track): a training computes its targets
+from it, because the float32 rounding of positions (a few 1e-5 mm) is what the target scaling
+divides by q/p and a short leg's length, and would otherwise drown the residuals it learns
+(docs/models.md, "Target precision").
+
 A dataset generated with ``--jacobian`` also holds the transport Jacobian; ``jacobian=True``
 loads it into each split's ``jacobians``, one (N, 4, 5) array of the same ``dtype`` (80 more
 bytes a track in float32: enough for a training loss; an evaluation loads float64). Without it
@@ -32,6 +38,7 @@ from raytrack.data.schema import (
     JACOBIAN_INPUTS,
     JACOBIAN_OUTPUTS,
     MANIFEST_NAME,
+    TARGET_COLUMNS,
     DatasetError,
     dataset_schema,
     file_sha256,
@@ -54,6 +61,9 @@ class Split:
     files: list[str]
     rows: np.ndarray
     jacobians: np.ndarray | None = None
+    #: (N, 4) float32: end state minus the straight line from the start, from the float64
+    #: columns; None when the rows are float64 (exact already).
+    bending: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -162,12 +172,13 @@ def _split_counts(
 
 def _read_rows(
     root: Path, files: list[str], manifest: dict[str, Any], dtype, jacobian: bool
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """The shards' rows in one preallocated array, converted shard by shard, and with
-    ``jacobian`` their Jacobians in another, (N, 4, 5)."""
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """The shards' rows in one preallocated array, converted shard by shard, with
+    ``jacobian`` their Jacobians in another, (N, 4, 5), and below float64 their bending."""
     count = sum(manifest["shards"][name]["rows"] for name in files)
     rows = np.empty((count, len(COLUMNS)), dtype)
     jacobians = np.empty((count, len(JACOBIAN_COLUMNS)), dtype) if jacobian else None
+    bending = np.empty((count, len(TARGET_COLUMNS)), dtype) if dtype != np.float64 else None
     wanted = COLUMNS + JACOBIAN_COLUMNS if jacobian else COLUMNS
     schema = dataset_schema(has_jacobian(manifest))
     start = 0
@@ -176,6 +187,8 @@ def _read_rows(
         stop = start + table.num_rows
         for k, column in enumerate(COLUMNS):
             rows[start:stop, k] = table.column(column).to_numpy()
+        if bending is not None:
+            bending[start:stop] = _bending(table)
         if jacobians is not None:
             for k, column in enumerate(JACOBIAN_COLUMNS):
                 jacobians[start:stop, k] = table.column(column).to_numpy()
@@ -184,7 +197,15 @@ def _read_rows(
     pa.default_memory_pool().release_unused()  # Arrow keeps freed buffers otherwise
     if jacobians is not None:
         jacobians = jacobians.reshape(count, len(JACOBIAN_OUTPUTS), len(JACOBIAN_INPUTS))
-    return rows, jacobians
+    return rows, jacobians, bending
+
+
+def _bending(table: pa.Table) -> np.ndarray:
+    """(N, 4) float64 end state minus the straight line from the start, of one shard."""
+    x, y, tx, ty, _, z0, z1 = (table.column(c).to_numpy() for c in INPUT_COLUMNS)
+    x1, y1, tx1, ty1 = (table.column(c).to_numpy() for c in TARGET_COLUMNS)
+    dz = z1 - z0
+    return np.stack((x1 - (x + tx * dz), y1 - (y + ty * dz), tx1 - tx, ty1 - ty), 1)
 
 
 def _read_shard(

@@ -11,9 +11,12 @@ from raytrack.models.formulation import needs_field
 from raytrack.models.mlp import N_INPUTS, N_OUTPUTS
 
 MAGIC = b"RTRKMLP\0"
-FORMAT_VERSION = 3
-#: Versions this reader understands: 1 (straight-line base, 7 inputs), 2 (no path base) and 3.
-READABLE_VERSIONS = (1, 2, 3)
+FORMAT_VERSION = 4
+#: Versions this reader understands: 1 (straight-line base, 7 inputs), 2 (no path base), 3 and
+#: 4 (version 3's layout; d2By/dz2 continuous between the table nodes, docs/model_bin.md).
+READABLE_VERSIONS = (1, 2, 3, 4)
+#: The last version whose d2By/dz2 is constant on each table interval (its models' rule).
+STEPPED_CURVATURE_VERSION = 3
 ENDIAN_MARKER = 0x01020304
 DTYPE_FLOAT32 = 1
 ACTIVATION_CODES = {"relu": 1, "silu": 2, "gelu": 3, "tanh": 4}
@@ -35,7 +38,7 @@ MAX_TABLE = 1 << 24  # sanity bound on T (16M nodes: 1 mm steps over 16 km)
 
 V1_HEADER = struct.Struct("<8s8I")  # magic + version ... n_layers: 40 bytes
 V2_HEADER = struct.Struct("<8s14I6d")  # ... + base ... reserved, 6 float64: 112 bytes
-V3_HEADER = struct.Struct("<8s14I7d2I")  # word 60 is D, + x_scale, passes, reserved: 128
+V3_HEADER = struct.Struct("<8s14I7d2I")  # word 60 is D, + x_scale, passes, reserved: 128 (v3, v4)
 CRC = struct.Struct("<I")
 
 

@@ -255,6 +255,7 @@ def _model_values(model: BinModel, precision: str, has_field_tables: bool) -> di
         x_fields = f"{model.x_degree}, {lit(model.x_scale)}, field_tables, {x_lo}"
     else:
         x_fields = "0, Real(0), nullptr, nullptr"
+    x_fields += ", true" if model.continuous_curvature else ", false"
     rows = table_rows(model, precision)
     if rows:
         row_ptr = {r: f"tables() + {k * n_table}" for k, r in enumerate(rows)}

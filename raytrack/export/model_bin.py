@@ -1,12 +1,12 @@
 """The ``model.bin`` deployment format: writer and an independent NumPy reader.
 
 The byte-by-byte specification is ``docs/model_bin.md``; this docstring is a summary. Everything
-is little-endian, with no padding (version 3; F = n_features, K = quadrature nodes, T = table
+is little-endian, with no padding (version 4; F = n_features, K = quadrature nodes, T = table
 nodes, D = x coefficients of the midplane field, L = linear layers)::
 
     offset      type            field
     0           char[8]         magic b"RTRKMLP\\0"
-    8           uint32          format version (3; versions 1 and 2 are still read)
+    8           uint32          format version (4; versions 1 to 3 are still read)
     12          uint32          endianness marker 0x01020304 (bytes 04 03 02 01 on disk)
     16          uint32          dtype code (1 = float32 network, float64 formulation)
     20          uint32          activation code (1 relu, 2 silu, 3 gelu (exact erf), 4 tanh)
@@ -35,8 +35,11 @@ nodes, D = x coefficients of the midplane field, L = linear layers)::
     end - 4     uint32          CRC-32 (zlib polynomial) of every byte before it
 
 The file length must equal exactly what the header implies, so truncation and trailing bytes
-are both detected before the checksum is even looked at. Version 2 files (a 112-byte header:
-word 60 reserved, six float64, no x tables, no base ``path``) are read as version 3 with D = 0.
+are both detected before the checksum is even looked at. Version 3 files have version 4's
+layout; their models read d2By/dz2 as the slope of the dBy/dz interpolant (constant between
+nodes), version 4's linear between the nodes' central differences. Version 2 files (a
+112-byte header: word 60 reserved, six float64, no x tables, no base ``path``) are read as
+version 3 with D = 0.
 Version 1 files (no formulation block: the shapes follow at byte 40, the normalisation has 7
 inputs) are read as the formulation they were trained with: base ``line``, inputs ``state``,
 ``leg_power`` 0.
@@ -69,6 +72,7 @@ from raytrack.export.bin_layout import (
     INPUT_CODES,
     MAGIC,
     QUADRATURE_BASES,
+    STEPPED_CURVATURE_VERSION,
     TARGET_CODES,
     V1_HEADER,
     V2_HEADER,
@@ -108,7 +112,8 @@ class BinModel:
     base ``x_values`` (2D, T): the D coefficients of the midplane field's x dependence in
     ``x / x_scale`` at the table nodes, then their dz derivatives ((0, T) for none), and
     ``passes`` (0 for every other base, as ``x_scale``).
-    ``version`` is the format version the model was read from (writing always gives the current).
+    ``version`` is the format version the model was read from (writing gives the current, or
+    3 for a model whose d2By/dz2 is constant between table nodes: ``continuous_curvature``).
     """
 
     activation: str
@@ -134,6 +139,7 @@ class BinModel:
     x_scale: float = 0.0
     passes: int = 0
     version: int = FORMAT_VERSION
+    continuous_curvature: bool = True
 
     @classmethod
     def from_torch(cls, model: TrackMLP) -> BinModel:
@@ -177,6 +183,7 @@ class BinModel:
             x_values=x_values,
             x_scale=float(form.x_scale) if path else 0.0,
             passes=int(form.passes) if path else 0,
+            continuous_curvature=bool(form.continuous_curvature),
         )
 
     @property
@@ -252,6 +259,7 @@ class BinModel:
             self.min_uz_squared,
             self.x_values,
             self.x_scale,
+            self.continuous_curvature,
         )
 
     def _quadrature(self) -> tuple[np.ndarray, np.ndarray]:
@@ -265,7 +273,7 @@ class BinModel:
         parts = [
             V3_HEADER.pack(
                 MAGIC,
-                FORMAT_VERSION,
+                FORMAT_VERSION if self.continuous_curvature else STEPPED_CURVATURE_VERSION,
                 ENDIAN_MARKER,
                 DTYPE_FLOAT32,
                 ACTIVATION_CODES[self.activation],
@@ -371,7 +379,7 @@ def write_model_bin(model: TrackMLP, path: str | os.PathLike) -> None:
 
 
 def read_model_bin(path: str | os.PathLike) -> BinModel:
-    """Read and validate a model.bin (version 1, 2 or 3); raise ValueError naming the file."""
+    """Read and validate a model.bin (version 1 to 4); raise ValueError naming the file."""
     path = Path(path)
     return parse_model_bin(path.read_bytes(), str(path))
 
@@ -434,6 +442,7 @@ def parse_model_bin(data: bytes, name: str = "<bytes>") -> BinModel:
     model.axis_values = f64[2 * n_quad : tables_end].reshape(4, n_table)
     model.x_values = f64[tables_end:].reshape(2 * n_x, n_table)
     model.x_scale, model.passes, model.version = x_scale, passes, version
+    model.continuous_curvature = version > STEPPED_CURVATURE_VERSION
     return model
 
 

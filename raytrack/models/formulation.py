@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from raytrack.physics.axis_lookup import AxisTables, interval_rows
+from raytrack.physics.axis_lookup import AxisTables, axis_interval_rows, interval_rows
 from raytrack.physics.axis_profile import X_SCALE_MM, AxisProfile
 from raytrack.physics.transports import (
     PATH_NODES,
@@ -110,12 +110,19 @@ class Formulation(nn.Module):
         self.register_buffer("x_values", x_values)
         self.register_buffer("x_grid", torch.tensor([x_scale], dtype=torch.float64))
         self.register_buffer("path_passes", torch.tensor(PATH_PASSES))
+        # 1: d2By/dz2 continuous between the nodes; 0: a model saved before (axis_lookup.py).
+        self.register_buffer("continuous_curvature", torch.tensor(1))
         self._derive()
 
     def _derive(self) -> None:
         """What follows from the saved buffers (recomputed after loading a state), not saved:
         the look-ups' rows, the path's integration matrix, Python constants for the export."""
-        rows = interval_rows(self.axis_values) if self.axis_values.shape[1] else self.axis_values.T
+        # A Python bool, as x_scale and passes below: an exported graph sees a constant.
+        self.smooth_curvature = bool(self.continuous_curvature)
+        rows = self.axis_values.T
+        if self.axis_values.shape[1]:
+            spacing = float(self.axis_grid[1])
+            rows = axis_interval_rows(self.axis_values, spacing, self.smooth_curvature)
         self.register_buffer("axis_rows", rows, persistent=False)
         x_rows = interval_rows(self.x_values) if len(self.x_values) else self.x_values.T
         self.register_buffer("x_rows", x_rows, persistent=False)
@@ -133,6 +140,7 @@ class Formulation(nn.Module):
         state_dict.setdefault(prefix + "x_values", self.x_values[:0])
         state_dict.setdefault(prefix + "x_grid", self.x_grid)
         state_dict.setdefault(prefix + "path_passes", self.path_passes)
+        state_dict.setdefault(prefix + "continuous_curvature", torch.tensor(0))
         for name, partner in (("quadrature_nodes", "quadrature_weights"), ("x_values", None)):
             saved = state_dict.get(prefix + name)
             if saved is not None and saved.shape != getattr(self, name).shape:
@@ -152,6 +160,7 @@ class Formulation(nn.Module):
             x_values,
             self.x_scale,
             self.x_rows if x_values is not None else None,
+            self.smooth_curvature,
         )
 
     def base_prediction(self, inputs: torch.Tensor, ends: Ends | None = None) -> torch.Tensor:

@@ -33,7 +33,14 @@ from raytrack.models.checkpoints import (
 )
 from raytrack.models.jacobian import standardised_with_jacobian_error
 from raytrack.models.metrics import position_errors, slope_errors
-from raytrack.models.mlp import N_INPUTS, ColumnMoments, ModelConfig, Normalisation, TrackMLP
+from raytrack.models.mlp import (
+    N_INPUTS,
+    ColumnMoments,
+    ModelConfig,
+    Normalisation,
+    TrackMLP,
+    straight_line,
+)
 from raytrack.models.targets import standardisation, training_loss
 from raytrack.models.train_config import (
     BEST_METRIC,
@@ -63,6 +70,7 @@ def train_model(
     *,
     axis: AxisProfile | None = None,
     jacobians: np.ndarray | None = None,
+    bending: np.ndarray | None = None,
     device: str = "cpu",
     checkpoint_dir: str | Path | None = None,
     callback: EpochCallback | None = None,
@@ -86,7 +94,7 @@ def train_model(
         )
     model = TrackMLP(model_config, axis=axis, path_nodes=path_nodes_for(model_config, axis, train))
     model = model.to(dev)
-    loop = _Loop(model, model_config, train_config, train, validation, dev, jacobians)
+    loop = _Loop(model, model_config, train_config, train, validation, dev, jacobians, bending)
     ckpt_path = None
     if checkpoint_dir is not None:
         Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
@@ -114,11 +122,11 @@ class _Loop:
     """The state of one training run: model, optimiser, schedule, history, best weights."""
 
     def __init__(
-        self, model, model_config, config, train, validation, device, jacobians=None
+        self, model, model_config, config, train, validation, device, jacobians=None, bending=None
     ) -> None:
         self.model, self.config, self.device = model, config, device
         self.model_config = model_config
-        self.x_extra, self.t_train = self._fit_and_prepare(train)
+        self.x_extra, self.t_train = self._fit_and_prepare(train, bending)
         self.x_val = torch.from_numpy(np.asarray(validation[0], np.float32)).to(device)
         self.y_val = torch.from_numpy(np.asarray(validation[1], np.float64)).to(device)
         # The fused kernel does the whole update in one pass, a large part of a small model's step.
@@ -139,7 +147,7 @@ class _Loop:
         if config.jacobian_weight:
             self.jacobians = _float32_tensor(jacobians).to(device)
 
-    def _fit_and_prepare(self, split) -> tuple[torch.Tensor, torch.Tensor]:
+    def _fit_and_prepare(self, split, bending=None) -> tuple[torch.Tensor, torch.Tensor]:
         """The training split's inputs (as given, float32), its extra features and its
         standardised targets, on the device.
 
@@ -148,6 +156,12 @@ class _Loop:
         batch, so a run holds the training data about twice (inputs and targets as loaded, plus
         extras and targets), never a float64 copy. Computed chunk by chunk; the standardisation
         is fitted on the same pass (Chan's merge of per-chunk moments).
+
+        The truth the targets are encoded from is the straight line from the float32 inputs the
+        network sees plus the bending (``bending``, or the given truth's), so that the rounding
+        of the inputs and of the end positions to float32 does not enter the targets: the
+        target scaling would amplify it on short legs of stiff tracks far beyond the residuals
+        (docs/models.md, "Target precision").
         """
         inputs, truth = split
         n = len(inputs)
@@ -158,8 +172,14 @@ class _Loop:
         moments = (ColumnMoments(), ColumnMoments())
         with torch.no_grad():
             for lo in range(0, n, PREPARE_CHUNK):
-                x = _float32_tensor(inputs[lo : lo + PREPARE_CHUNK]).to(self.device)
-                y = torch.from_numpy(np.asarray(truth[lo : lo + PREPARE_CHUNK])).to(self.device)
+                given = np.asarray(inputs[lo : lo + PREPARE_CHUNK], np.float64)
+                x = _float32_tensor(given).to(self.device)
+                if bending is None:
+                    bend = np.asarray(truth[lo : lo + PREPARE_CHUNK], np.float64)
+                    bend = bend - straight_line(given)
+                else:
+                    bend = np.asarray(bending[lo : lo + PREPARE_CHUNK], np.float64)
+                y = straight_line(x.double()) + torch.from_numpy(bend).to(self.device)
                 f, t = self.model.encode(x, y)
                 moments[0].add(f)
                 moments[1].add(t)

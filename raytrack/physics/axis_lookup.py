@@ -4,7 +4,13 @@ and the midplane's x dependence, for the transports and the models.
 :class:`AxisTables` holds the tables of an :class:`~raytrack.physics.axis_profile.AxisProfile`
 as a model keeps them; :meth:`AxisTables.at` reads them at z (any dtype and device; autograd
 flows through): By and dBy/dz linear between nodes, F and H by cubic Hermite interpolation
-(F' = By, H' = F). Beyond the tables By is taken as 0.
+(F' = By, H' = F), d2By/dz2 linear between its central differences at the nodes. Beyond the
+tables By is taken as 0.
+
+d2By/dz2 must be continuous: the off-plane field ``-y^2/2 d2By/dz2`` reaches tracks 3 m off the
+midplane, and a d2By constant on each 20 mm interval puts a sawtooth in z into every path-base
+prediction that no network can learn (docs/physics.md section 2c). Models trained before keep
+that rule (``continuous_curvature=False``), so they compute what they were trained with.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ class AxisTables:
     x_values: torch.Tensor | None = None
     x_scale: float = X_SCALE_MM
     x_rows: torch.Tensor | None = None
+    continuous_curvature: bool = True
 
     @property
     def x_degree(self) -> int:
@@ -48,7 +55,7 @@ class AxisTables:
         quadrature nodes are most of a small model's inference time."""
         rows = self.rows
         if rows is None:
-            rows = interval_rows(self.values)
+            rows = axis_interval_rows(self.values, self.spacing, self.continuous_curvature)
         x_rows = self.x_rows
         if x_rows is None and self.x_degree:
             x_rows = interval_rows(self.x_values)
@@ -58,6 +65,23 @@ class AxisTables:
         outside = (t - index - u) * self.spacing  # signed distance past the end node
         midplane = (x_rows, self.x_scale) if self.x_degree else None
         return AxisValues(rows, index.long(), u, outside, self.spacing, midplane)
+
+
+def axis_interval_rows(values: torch.Tensor, spacing: float, continuous: bool) -> torch.Tensor:
+    """The interval rows (:func:`interval_rows`) of the (4, n) axis tables, with
+    ``continuous`` a fifth row, d2By/dz2 at the nodes (:func:`node_curvature`)."""
+    if continuous:
+        values = torch.cat((values, node_curvature(values[1], spacing).unsqueeze(0)))
+    return interval_rows(values)
+
+
+def node_curvature(dby: torch.Tensor, spacing: float) -> torch.Tensor:
+    """d2By/dz2 at the nodes from the dBy/dz row: central differences, one-sided at the two
+    ends (as ``np.gradient``, which made the dBy/dz row from By)."""
+    inner = (dby[2:] - dby[:-2]) / (2 * spacing)
+    first = (dby[1:2] - dby[:1]) / spacing
+    last = (dby[-1:] - dby[-2:-1]) / spacing
+    return torch.cat((first, inner, last))
 
 
 def interval_rows(values: torch.Tensor) -> torch.Tensor:
@@ -82,6 +106,7 @@ class AxisValues:
         # One gather of each z's row, (M, 8), then its columns: ONNX Runtime fuses the slices
         # into one split, where one gather per column costs more.
         self._c = _gather_columns(rows, index)
+        self._width = rows.shape[1] // 2  # rows per node: 5 with d2By/dz2, 4 without
         self._index, self._u, self._outside, self._spacing = index, u, outside, spacing
         self._midplane = midplane
 
@@ -97,7 +122,8 @@ class AxisValues:
     def _hermite(self, value: int, slope: int) -> torch.Tensor:
         b0, b1, b2, b3 = self._basis
         c = self._c
-        return b0 * c[value] + b1 * c[slope] + b2 * c[value + 4] + b3 * c[slope + 4]
+        w = self._width
+        return b0 * c[value] + b1 * c[slope] + b2 * c[value + w] + b3 * c[slope + w]
 
     @functools.cached_property
     def f(self) -> torch.Tensor:
@@ -115,7 +141,7 @@ class AxisValues:
         return (self._outside == 0).to(self._u.dtype)
 
     def _lerp(self, column: int) -> torch.Tensor:
-        return self._c[column] * (1 - self._u) + self._c[column + 4] * self._u
+        return self._c[column] * (1 - self._u) + self._c[column + self._width] * self._u
 
     @functools.cached_property
     def by(self) -> torch.Tensor:
@@ -129,7 +155,10 @@ class AxisValues:
 
     @functools.cached_property
     def d2by(self) -> torch.Tensor:
-        """The slope of the dBy/dz interpolant (constant between nodes), T / mm^2."""
+        """d2By/dz2, T / mm^2: linear between the nodes' values, or, for a model trained
+        before (no fifth row), the slope of the dBy/dz interpolant (constant between nodes)."""
+        if self._width == 5:
+            return self._lerp(4) * self._inside
         return (self._c[5] - self._c[1]) / self._spacing * self._inside
 
     @property

@@ -60,6 +60,7 @@ def train_run(
         (splits.validation.inputs(), splits.validation.targets()),
         axis=splits.axis_profile() if spec.model.needs_field else None,
         jacobians=splits.train.jacobians if sobolev else None,
+        bending=splits.train.bending,
         device=spec.device,
         checkpoint_dir=run_dir,
         callback=callback,

@@ -15,14 +15,15 @@ struct AxisTables {
   // (x / x_scale)^1..D, then their dz derivatives); empty for none.
   std::vector<double> x;
   double x_scale = 0.0;
+  bool continuous_curvature = true;  // false for a model.bin of version 3 or older
 
   int x_degree() const { return size() ? static_cast<int>(x.size() / (2 * size())) : 0; }
 
   std::size_t size() const { return by.size(); }
 
   // Values at one z (AxisTables.at of raytrack.physics.axis_lookup): By and dBy/dz linear
-  // between nodes, F and H cubic Hermite (slopes By and F), d2By the slope of the dBy/dz
-  // interpolant (constant on each interval). Past either end By = dBy = d2By = 0, F keeps its
+  // between nodes, F and H cubic Hermite (slopes By and F), d2By linear between the nodes'
+  // central differences of dBy/dz (version 3: constant on each interval). Past either end By = dBy = d2By = 0, F keeps its
   // end value and H grows linearly with it. Needs at least 2 nodes.
   using Point = core::Point<double>;
 
@@ -34,7 +35,8 @@ struct AxisTables {
                               f.data(),  h.data(),
                               nullptr,   nullptr,   nullptr,  // no rounding-error rows
                               nullptr,   x_degree(), x_scale,
-                              x.empty() ? nullptr : x.data(), nullptr};
+                              x.empty() ? nullptr : x.data(), nullptr,
+                              continuous_curvature};
   }
 };
 

@@ -85,16 +85,16 @@ class Reader {
   std::size_t pos_ = 0;
 };
 
-// Magic, version, endianness, dtype; returns the version (1, 2 or 3).
+// Magic, version, endianness, dtype; returns the version (1 to 4).
 inline std::uint32_t check_header(Reader& r) {
   r.expect_magic("RTRKMLP\0");
   const std::uint32_t version = r.u32();
   const std::uint32_t endian = r.u32();
   if (endian == 0x04030201u) r.fail("byte-swapped file (written big-endian)");
   if (endian != 0x01020304u) r.fail("bad endianness marker " + std::to_string(endian));
-  if (version < 1u || version > 3u) {
+  if (version < 1u || version > 4u) {
     r.fail("unsupported format version " + std::to_string(version) +
-           " (this reader supports versions 1, 2, 3)");
+           " (this reader supports versions 1, 2, 3, 4)");
   }
   if (r.u32() != 1u) r.fail("unsupported dtype code (only 1 = float32)");
   return version;
@@ -164,7 +164,7 @@ inline void read_formulation(Reader& r, Mlp& m, std::size_t& n_quad, std::size_t
 
 }  // namespace detail
 
-// Load and validate a model.bin (version 1, 2 or 3); throws std::runtime_error("<path>: <problem>").
+// Load and validate a model.bin (version 1 to 4); throws std::runtime_error("<path>: <problem>").
 inline Mlp load_mlp(const std::string& path) {
   std::ifstream file(path, std::ios::binary);
   if (!file) throw std::runtime_error(path + ": cannot open file");
@@ -216,6 +216,7 @@ inline Mlp load_mlp(const std::string& path) {
   r.read(m.axis.f, n_table);
   r.read(m.axis.h, n_table);
   r.read(m.axis.x, 2 * n_x * n_table);
+  m.axis.continuous_curvature = m.version >= 4u;
   if (m.base == Base::Path) m.integration = integration_matrix(m.nodes, m.weights);
   r.read(m.input_mean, nf);
   r.read(m.input_std, nf);

@@ -1,6 +1,7 @@
 // @part the field-table look-ups: on-axis Point and Axis, the x tables (core)
 // On-axis field tables at one z: By and dBy/dz linear between nodes, F and H cubic Hermite
-// (slopes By and F), d2By the slope of the dBy/dz interpolant. Past either end By = dBy =
+// (slopes By and F), d2By linear between the nodes' central differences of dBy/dz (a model of
+// model.bin version 3: the slope of the dBy/dz interpolant). Past either end By = dBy =
 // d2By = 0, F keeps its end value and H grows linearly with it. (docs/model_bin.md, step 1)
 // Also where z lies, for the path base's x tables: interval i, fraction u, inside the tables.
 template <class R>
@@ -37,6 +38,9 @@ struct Axis {
   R x_scale;
   const R* x;
   const R* x_lo;
+  // d2By linear between the nodes (model.bin version 4); false: constant on each interval
+  // (version 3), so a model computes what it was trained with.
+  bool continuous_curvature;
 
   RAYTRACK_HD Value<R> f_at(int i) const { return join(f[i], f_lo ? f_lo[i] : R(0)); }
 
@@ -48,6 +52,14 @@ struct Axis {
     const int below = i > 0 ? i - 1 : 0, above = i + 1 < n ? i + 1 : n - 1;
     const Value<R> step = join(by[above], by_lo[above]) - join(by[below], by_lo[below]);
     return above - below == 2 ? step : step * R(2);
+  }
+
+  // d2By at node i: central differences of 2 spacing dBy/dz, one-sided at the two ends (as
+  // np.gradient), in two floats: a difference of neighbours.
+  RAYTRACK_HD R node_curvature(int i) const {
+    const int below = i > 0 ? i - 1 : 0, above = i + 1 < n ? i + 1 : n - 1;
+    const Value<R> rise = double_step_slope(above) - double_step_slope(below);
+    return lead(rise) / (R(2) * spacing * spacing * static_cast<R>(above - below));
   }
 
   RAYTRACK_HD Point<R> at(const Value<R>& z) const {
@@ -86,7 +98,9 @@ struct Axis {
       const V g0 = double_step_slope(i), g1 = double_step_slope(i + 1);
       const R twice = R(2) * spacing;
       p.dby = (lead(g0) * (R(1) - u) + lead(g1) * u) / twice;
-      p.d2by = lead(g1 - g0) / (twice * spacing);
+      p.d2by = continuous_curvature
+                   ? node_curvature(i) * (R(1) - u) + node_curvature(i + 1) * u
+                   : lead(g1 - g0) / (twice * spacing);
     }
     return p;
   }

@@ -463,7 +463,8 @@ RAYTRACK_HD inline Net row_product(float bias, const float* w, const Net* a, int
 }
 
 // On-axis field tables at one z: By and dBy/dz linear between nodes, F and H cubic Hermite
-// (slopes By and F), d2By the slope of the dBy/dz interpolant. Past either end By = dBy =
+// (slopes By and F), d2By linear between the nodes' central differences of dBy/dz (a model of
+// model.bin version 3: the slope of the dBy/dz interpolant). Past either end By = dBy =
 // d2By = 0, F keeps its end value and H grows linearly with it. (docs/model_bin.md, step 1)
 // Also where z lies, for the path base's x tables: interval i, fraction u, inside the tables.
 template <class R>
@@ -500,6 +501,9 @@ struct Axis {
   R x_scale;
   const R* x;
   const R* x_lo;
+  // d2By linear between the nodes (model.bin version 4); false: constant on each interval
+  // (version 3), so a model computes what it was trained with.
+  bool continuous_curvature;
 
   RAYTRACK_HD Value<R> f_at(int i) const { return join(f[i], f_lo ? f_lo[i] : R(0)); }
 
@@ -511,6 +515,14 @@ struct Axis {
     const int below = i > 0 ? i - 1 : 0, above = i + 1 < n ? i + 1 : n - 1;
     const Value<R> step = join(by[above], by_lo[above]) - join(by[below], by_lo[below]);
     return above - below == 2 ? step : step * R(2);
+  }
+
+  // d2By at node i: central differences of 2 spacing dBy/dz, one-sided at the two ends (as
+  // np.gradient), in two floats: a difference of neighbours.
+  RAYTRACK_HD R node_curvature(int i) const {
+    const int below = i > 0 ? i - 1 : 0, above = i + 1 < n ? i + 1 : n - 1;
+    const Value<R> rise = double_step_slope(above) - double_step_slope(below);
+    return lead(rise) / (R(2) * spacing * spacing * static_cast<R>(above - below));
   }
 
   RAYTRACK_HD Point<R> at(const Value<R>& z) const {
@@ -549,7 +561,9 @@ struct Axis {
       const V g0 = double_step_slope(i), g1 = double_step_slope(i + 1);
       const R twice = R(2) * spacing;
       p.dby = (lead(g0) * (R(1) - u) + lead(g1) * u) / twice;
-      p.d2by = lead(g1 - g0) / (twice * spacing);
+      p.d2by = continuous_curvature
+                   ? node_curvature(i) * (R(1) - u) + node_curvature(i + 1) * u
+                   : lead(g1 - g0) / (twice * spacing);
     }
     return p;
   }
@@ -1020,14 +1034,15 @@ struct AxisTables {
   // (x / x_scale)^1..D, then their dz derivatives); empty for none.
   std::vector<double> x;
   double x_scale = 0.0;
+  bool continuous_curvature = true;  // false for a model.bin of version 3 or older
 
   int x_degree() const { return size() ? static_cast<int>(x.size() / (2 * size())) : 0; }
 
   std::size_t size() const { return by.size(); }
 
   // Values at one z (AxisTables.at of raytrack.physics.axis_lookup): By and dBy/dz linear
-  // between nodes, F and H cubic Hermite (slopes By and F), d2By the slope of the dBy/dz
-  // interpolant (constant on each interval). Past either end By = dBy = d2By = 0, F keeps its
+  // between nodes, F and H cubic Hermite (slopes By and F), d2By linear between the nodes'
+  // central differences of dBy/dz (version 3: constant on each interval). Past either end By = dBy = d2By = 0, F keeps its
   // end value and H grows linearly with it. Needs at least 2 nodes.
   using Point = core::Point<double>;
 
@@ -1039,7 +1054,8 @@ struct AxisTables {
                               f.data(),  h.data(),
                               nullptr,   nullptr,   nullptr,  // no rounding-error rows
                               nullptr,   x_degree(), x_scale,
-                              x.empty() ? nullptr : x.data(), nullptr};
+                              x.empty() ? nullptr : x.data(), nullptr,
+                              continuous_curvature};
   }
 };
 
@@ -1257,16 +1273,16 @@ class Reader {
   std::size_t pos_ = 0;
 };
 
-// Magic, version, endianness, dtype; returns the version (1, 2 or 3).
+// Magic, version, endianness, dtype; returns the version (1 to 4).
 inline std::uint32_t check_header(Reader& r) {
   r.expect_magic("RTRKMLP\0");
   const std::uint32_t version = r.u32();
   const std::uint32_t endian = r.u32();
   if (endian == 0x04030201u) r.fail("byte-swapped file (written big-endian)");
   if (endian != 0x01020304u) r.fail("bad endianness marker " + std::to_string(endian));
-  if (version < 1u || version > 3u) {
+  if (version < 1u || version > 4u) {
     r.fail("unsupported format version " + std::to_string(version) +
-           " (this reader supports versions 1, 2, 3)");
+           " (this reader supports versions 1, 2, 3, 4)");
   }
   if (r.u32() != 1u) r.fail("unsupported dtype code (only 1 = float32)");
   return version;
@@ -1336,7 +1352,7 @@ inline void read_formulation(Reader& r, Mlp& m, std::size_t& n_quad, std::size_t
 
 }  // namespace detail
 
-// Load and validate a model.bin (version 1, 2 or 3); throws std::runtime_error("<path>: <problem>").
+// Load and validate a model.bin (version 1 to 4); throws std::runtime_error("<path>: <problem>").
 inline Mlp load_mlp(const std::string& path) {
   std::ifstream file(path, std::ios::binary);
   if (!file) throw std::runtime_error(path + ": cannot open file");
@@ -1388,6 +1404,7 @@ inline Mlp load_mlp(const std::string& path) {
   r.read(m.axis.f, n_table);
   r.read(m.axis.h, n_table);
   r.read(m.axis.x, 2 * n_x * n_table);
+  m.axis.continuous_curvature = m.version >= 4u;
   if (m.base == Base::Path) m.integration = integration_matrix(m.nodes, m.weights);
   r.read(m.input_mean, nf);
   r.read(m.input_std, nf);

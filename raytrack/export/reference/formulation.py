@@ -40,11 +40,15 @@ class Tables:
     #: (2D, T): the midplane's x coefficients, then their dz derivatives; (0, T) for none.
     x_values: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     x_scale: float = 0.0
+    #: d2By/dz2 linear between the nodes' central differences of dBy/dz (model.bin version 4);
+    #: False: the slope of the dBy/dz interpolant, constant between nodes (version 3).
+    continuous_curvature: bool = True
 
     def at(self, z: np.ndarray) -> AxisPoint:
-        """Linear By and dBy/dz, cubic Hermite F (slope By) and H (slope F), d2By the slope of
-        the dBy interpolant (constant on each interval); beyond the last node (or before the
-        first) By = dBy = d2By = 0, F constant and H linear in z."""
+        """Linear By and dBy/dz, cubic Hermite F (slope By) and H (slope F), d2By linear
+        between its central differences at the nodes (or, ``continuous_curvature`` False, the
+        slope of the dBy interpolant, constant on each interval); beyond the last node (or
+        before the first) By = dBy = d2By = 0, F constant and H linear in z."""
         n = self.values.shape[1]
         t = (z - self.z_first) / self.spacing
         # A NaN z gives NaN values (through u), never an invalid index.
@@ -61,11 +65,16 @@ class Tables:
             dby=np.where(inside, _lerp(dby, index, u), 0.0),
             f=f_z,
             h=h_z,
-            d2by=np.where(inside, (dby[index + 1] - dby[index]) / self.spacing, 0.0),
+            d2by=np.where(inside, self._curvature(dby, index, u), 0.0),
             index=index,
             u=u,
             inside=inside,
         )
+
+    def _curvature(self, dby: np.ndarray, index: np.ndarray, u: np.ndarray) -> np.ndarray:
+        if self.continuous_curvature:
+            return _lerp(np.gradient(dby, self.spacing), index, u)
+        return (dby[index + 1] - dby[index]) / self.spacing
 
     def midplane(self, at: AxisPoint, x: np.ndarray) -> tuple[np.ndarray, ...]:
         """The midplane's x dependence ``d = b(x, z) - b(0, z)`` at the look-up ``at`` and x:

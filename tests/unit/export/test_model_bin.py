@@ -124,7 +124,7 @@ def test_every_reader_matches_torch(case, cpp_predict: Path, tmp_path: Path) -> 
 
     proc, got = run_cpp(cpp_predict, tmp_path / "model.bin", inputs, tmp_path)
     assert proc.returncode == 0, proc.stderr
-    expected_stdout = ["4", str(model.config.weight_count), "3", str(model.config.n_features)]
+    expected_stdout = ["4", str(model.config.weight_count), "4", str(model.config.n_features)]
     assert proc.stdout.split() == expected_stdout
     assert_groups_match(got, ref, groups, f"C++ {what}")
 
@@ -277,10 +277,18 @@ def test_version_1_files_still_read(target: str, cpp_predict: Path, tmp_path: Pa
     assert_groups_match(got, ref, groups, "C++, version 1")
 
     rewritten = parse_model_bin(loaded.to_bytes())
-    assert rewritten.version == 3
+    assert rewritten.version == 4
     np.testing.assert_array_equal(rewritten.forward(inputs), loaded.forward(inputs))
     write_model_bin(model, tmp_path / "v2.bin")
     assert loaded.to_bytes() == (tmp_path / "v2.bin").read_bytes()
+
+
+def stepped_curvature(model: TrackMLP) -> TrackMLP:
+    """``model`` as a model saved before d2By/dz2 was continuous between the table nodes (its
+    state without the flag), which model.bin versions 2 and 3 hold."""
+    state = {k: v for k, v in model.state_dict().items() if "continuous_curvature" not in k}
+    model.load_state_dict(state, strict=False)
+    return model
 
 
 def version_2_bytes(current: bytes) -> bytes:
@@ -293,9 +301,9 @@ def version_2_bytes(current: bytes) -> bytes:
 
 
 def test_version_2_files_still_read(cpp_predict: Path, tmp_path: Path) -> None:
-    """A version-2 file (an expansion model) reads in both readers as the same model, and
-    rewrites as the version-3 file."""
-    model = make_model((16, 8), "silu", seed=42, base="expansion")
+    """A version-2 file (an expansion model, trained when d2By was constant between table
+    nodes) reads in both readers as the same model, and rewrites as the version-3 file."""
+    model = stepped_curvature(make_model((16, 8), "silu", seed=42, base="expansion"))
     write_model_bin(model, tmp_path / "v3.bin")
     path = tmp_path / "v2.bin"
     path.write_bytes(version_2_bytes((tmp_path / "v3.bin").read_bytes()))
