@@ -1,4 +1,5 @@
-"""The evaluation report's numbers: position errors of a model and of the straight line,
+"""The evaluation report's numbers: position errors of a model, of its physics base alone and
+of the straight line,
 overall and in bins of momentum, |dz|, |x| and |y| at mid-leg and where the leg lies against
 the magnet, and the worst tracks by name."""
 
@@ -15,7 +16,7 @@ from raytrack.models.metrics import (
     position_errors,
 )
 from raytrack.models.mlp import TrackMLP, straight_line
-from raytrack.run.directory import predict
+from raytrack.run.directory import predict, predict_base
 
 DZ_BINS_MM = (0.0, 100.0, 300.0, 1000.0, 3000.0, 6000.0, 10000.0, 14000.0)
 #: Bins of |x| and |y| at the middle of the leg (mm; :func:`mid_leg_position`), the last one
@@ -39,7 +40,8 @@ def evaluate_model(
     :func:`leg_regions`), e.g. ``splits.axis_profile().half_maximum_extent()``.
     """
     predicted = predict(model, inputs)
-    report = binned_report(inputs, truth, predicted, magnet)
+    base = predict_base(model, inputs)
+    report = binned_report(inputs, truth, predicted, magnet, base)
     report["_tracks"] = {"inputs": inputs, "truth": truth, "predicted": predicted}
     return report
 
@@ -49,56 +51,70 @@ def binned_report(
     truth: np.ndarray,
     predicted: np.ndarray,
     magnet: tuple[float, float] | None,
+    base: np.ndarray | None = None,
 ) -> dict[str, Any]:
-    """Errors of ``predicted`` and of the straight line: overall, by momentum, by |dz|, by
-    |x| and |y| at mid-leg and, with the magnet's extent, by where the leg lies; and the
-    :data:`WORST_TRACKS` worst tracks, named."""
-    report = evaluation_report(inputs, truth, predicted)
-    report["dz_bins"] = _dz_bins(inputs, truth, predicted)
+    """Errors of ``predicted``, of ``base`` (the model's physics base alone, when given) and of
+    the straight line: overall, by momentum, by |dz|, by |x| and |y| at mid-leg and, with the
+    magnet's extent, by where the leg lies; and the :data:`WORST_TRACKS` worst tracks, named."""
+    report = evaluation_report(inputs, truth, predicted, base)
+    errors = _Errors(inputs, truth, predicted, base)
+    report["dz_bins"] = _dz_bins(inputs, errors)
     mid = mid_leg_position(inputs, truth)
     for k, name, edges in ((0, "x", X_MID_BINS_MM), (1, "y", Y_MID_BINS_MM)):
-        report[f"{name}_mid_bins"] = _position_bins(
-            np.abs(mid[:, k]), edges, f"{name}_mid", inputs, truth, predicted
-        )
+        report[f"{name}_mid_bins"] = _position_bins(np.abs(mid[:, k]), edges, f"{name}_mid", errors)
     if magnet is not None:
         report["magnet_extent_mm"] = list(magnet)
-        report["region_bins"] = _region_bins(inputs, truth, predicted, magnet)
+        report["region_bins"] = _region_bins(inputs, errors, magnet)
     report["worst_tracks"] = worst_tracks(inputs, truth, predicted, magnet)
     return report
 
 
-def _tails(model_err: np.ndarray, line_err: np.ndarray) -> dict[str, Any]:
-    """A bin's position errors: tracks, the model's mean, P95, P99 and worst, the straight
-    line's mean and P95."""
-    return {
-        "tracks": int(len(model_err)),
-        "pos_mean_mm": float(model_err.mean()),
-        "pos_p95_mm": float(np.percentile(model_err, 95)),
-        "pos_p99_mm": float(np.percentile(model_err, 99)),
-        "pos_max_mm": float(model_err.max()),
-        "straight_line_pos_mean_mm": float(line_err.mean()),
-        "straight_line_pos_p95_mm": float(np.percentile(line_err, 95)),
-    }
+class _Errors:
+    """Per-track position errors of the model, the straight line and (may be None) the base."""
+
+    def __init__(self, inputs, truth, predicted, base) -> None:
+        self.model = position_errors(predicted, truth)
+        self.line = position_errors(straight_line(inputs), truth)
+        self.base = None if base is None else position_errors(base, truth)
+
+    def tails(self, inside: np.ndarray) -> dict[str, Any]:
+        """A bin's position errors: tracks, the model's mean, P95, P99 and worst, the straight
+        line's mean and P95, and the base's mean, P95, P99 and worst when known."""
+        model_err, line_err = self.model[inside], self.line[inside]
+        row = {
+            "tracks": int(len(model_err)),
+            "pos_mean_mm": float(model_err.mean()),
+            "pos_p95_mm": float(np.percentile(model_err, 95)),
+            "pos_p99_mm": float(np.percentile(model_err, 99)),
+            "pos_max_mm": float(model_err.max()),
+            "straight_line_pos_mean_mm": float(line_err.mean()),
+            "straight_line_pos_p95_mm": float(np.percentile(line_err, 95)),
+        }
+        if self.base is not None:
+            base_err = self.base[inside]
+            row |= {
+                "base_pos_mean_mm": float(base_err.mean()),
+                "base_pos_p95_mm": float(np.percentile(base_err, 95)),
+                "base_pos_p99_mm": float(np.percentile(base_err, 99)),
+                "base_pos_max_mm": float(base_err.max()),
+            }
+        return row
 
 
-def _dz_bins(inputs: np.ndarray, truth: np.ndarray, predicted: np.ndarray) -> list[dict[str, Any]]:
+def _dz_bins(inputs: np.ndarray, errors: _Errors) -> list[dict[str, Any]]:
     dz = np.abs(inputs[:, 6] - inputs[:, 5])
-    dpos = position_errors(predicted, truth)
-    line = position_errors(straight_line(inputs), truth)
     rows = []
     for low, high in zip(DZ_BINS_MM[:-1], DZ_BINS_MM[1:], strict=True):
         inside = (dz >= low) & (dz < high) if high < DZ_BINS_MM[-1] else (dz >= low)
         if inside.any():
-            rows.append({"dz_low_mm": low, "dz_high_mm": high,
-                         **_tails(dpos[inside], line[inside])})  # fmt: skip
+            rows.append({"dz_low_mm": low, "dz_high_mm": high, **errors.tails(inside)})
     return rows
 
 
-def _position_bins(values, edges, key, inputs, truth, predicted) -> list[dict[str, Any]]:
-    """Rows ``{key}_low_mm``, ``{key}_high_mm`` (None: open-ended) and :func:`_tails` of the
-    tracks whose ``values`` lie in each of ``edges``' bins (the empty ones left out)."""
-    dpos = position_errors(predicted, truth)
-    line = position_errors(straight_line(inputs), truth)
+def _position_bins(values, edges, key, errors: _Errors) -> list[dict[str, Any]]:
+    """Rows ``{key}_low_mm``, ``{key}_high_mm`` (None: open-ended) and the errors
+    (:meth:`_Errors.tails`) of the tracks whose ``values`` lie in each of ``edges``' bins (the
+    empty ones left out)."""
     rows = []
     for low, high in zip(edges[:-1], edges[1:], strict=True):
         inside = (values >= low) & (values < high)
@@ -107,7 +123,7 @@ def _position_bins(values, edges, key, inputs, truth, predicted) -> list[dict[st
                 {
                     f"{key}_low_mm": low,
                     f"{key}_high_mm": None if np.isinf(high) else high,
-                    **_tails(dpos[inside], line[inside]),
+                    **errors.tails(inside),
                 }
             )
     return rows
@@ -182,13 +198,11 @@ def leg_regions(inputs: np.ndarray, magnet: tuple[float, float]) -> np.ndarray:
     return region
 
 
-def _region_bins(inputs, truth, predicted, magnet) -> list[dict[str, Any]]:
+def _region_bins(inputs, errors: _Errors, magnet) -> list[dict[str, Any]]:
     region = leg_regions(inputs, magnet)
-    model_err = position_errors(predicted, truth)
-    line_err = position_errors(straight_line(inputs), truth)
     rows = []
     for k, name in enumerate(REGIONS):
         inside = region == k
         if inside.any():
-            rows.append({"region": name, **_tails(model_err[inside], line_err[inside])})
+            rows.append({"region": name, **errors.tails(inside)})
     return rows

@@ -27,7 +27,14 @@ from raytrack.export.onnx_export import onnx_predict
 from raytrack.files import write_json_atomic
 from raytrack.models.checkpoints import load_checkpoint, model_from_checkpoint
 from raytrack.plotting import save_png
-from raytrack.run.directory import RUN_FILE, RunSpec, checkpoint_path, predict, run_spec
+from raytrack.run.directory import (
+    RUN_FILE,
+    RunSpec,
+    checkpoint_path,
+    predict,
+    predict_base,
+    run_spec,
+)
 
 #: The evaluation's figures' resolution, and the PNG's Software text.
 DPI = 110
@@ -161,13 +168,15 @@ def evaluate_independent(
     splits = load(data_dir or spec.data_dir, splits=())
     rows = independent_tracks(splits.manifest, count, str(splits.manifest_path))
     inputs, truth = rows[:, :7], rows[:, 7:]
+    model = model_from_checkpoint(load_checkpoint(checkpoint_path(run)))
     measured = run / "model.onnx"
     if measured.is_file():
         predicted = onnx_predict(measured, inputs).astype(np.float64)
     else:
         measured = checkpoint_path(run)
-        predicted = predict(model_from_checkpoint(load_checkpoint(measured)), inputs)
-    report = binned_report(inputs, truth, predicted, magnet_extent(splits))
+        predicted = predict(model, inputs)
+    base = predict_base(model, inputs)
+    report = binned_report(inputs, truth, predicted, magnet_extent(splits), base)
     report["measured"] = str(measured)
     report["truth"] = f"{count} fresh tracks, integration {TIGHTER:g} times tighter"
     out = evaluation_dir(run_dir, data_dir)

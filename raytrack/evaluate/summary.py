@@ -11,13 +11,15 @@ from raytrack.data.schema import JACOBIAN_INPUTS, JACOBIAN_OUTPUTS
 
 
 def print_summary(report: dict[str, Any]) -> None:
-    """The model's and the straight line's errors, the worst track, the errors in every bin
-    and, when the report has one, the Jacobian section, on stdout."""
+    """The model's, its base's alone (when the report has it) and the straight line's errors,
+    the worst track, the errors in every bin and, when the report has one, the Jacobian
+    section, on stdout."""
     print(
         f"{'':15} {'mean mm':>9} {'median':>9} {'P95':>9} {'P99':>9} {'worst':>9} "
         f"{'slope mean':>11}"
     )
-    for label, key in (("model", "model"), ("straight line", "straight_line")):
+    rows = (("model", "model"), ("base alone", "base"), ("straight line", "straight_line"))
+    for label, key in ((label, key) for label, key in rows if key in report):
         r = report[key]
         print(
             f"{label:15} {r['pos_mean_mm']:9.4f} {r['pos_median_mm']:9.4f} {r['pos_p95_mm']:9.4f} "
@@ -28,6 +30,7 @@ def print_summary(report: dict[str, Any]) -> None:
     print(
         f"{'position error in bins':28} {'tracks':>7} {'mean mm':>9} {'P95':>9} {'P99':>9} "
         f"{'worst':>9} {'line mean':>10} {'line P95':>9}"
+        + (f" {'base mean':>10} {'base P95':>9} {'base P99':>9}" if "base" in report else "")
     )
     for label, row in bin_rows(report):
         if row is None:  # a heading
@@ -37,9 +40,20 @@ def print_summary(report: dict[str, Any]) -> None:
             f"  {label:26} {row['tracks']:7d} {row['pos_mean_mm']:9.4f} {row['pos_p95_mm']:9.4f} "
             f"{row['pos_p99_mm']:9.4f} {row['pos_max_mm']:9.4f} "
             f"{row['straight_line_pos_mean_mm']:10.4f} {row['straight_line_pos_p95_mm']:9.4f}"
+            + _base_cells(row)
         )
     if isinstance(report.get("jacobian"), dict):
         print_jacobian_summary(report["jacobian"])
+
+
+def _base_cells(row: dict[str, Any]) -> str:
+    """The base's mean, P95 and P99 of a bin row, when the report has the base."""
+    if "base_pos_mean_mm" not in row:
+        return ""
+    return (
+        f" {row['base_pos_mean_mm']:10.4f} {row['base_pos_p95_mm']:9.4f}"
+        f" {row['base_pos_p99_mm']:9.4f}"
+    )
 
 
 def layers_text(hidden: Sequence[int], activation: str | None = None) -> str:
@@ -50,17 +64,21 @@ def layers_text(hidden: Sequence[int], activation: str | None = None) -> str:
 
 def bin_rows(report: dict[str, Any]) -> list[tuple[str, dict[str, Any] | None]]:
     """Every bin of ``report`` as (label, row), a row with the keys of
-    :func:`raytrack.evaluate.bins._tails`: momentum, |dz|, |x| and |y| at mid-leg, then the leg
-    regions under a heading (label, None). Kinds of bins a report lacks are left out."""
+    :meth:`raytrack.evaluate.bins._Errors.tails`: momentum, |dz|, |x| and |y| at mid-leg, then
+    the leg regions under a heading (label, None). Kinds of bins a report lacks are left out."""
     rows: list[tuple[str, dict[str, Any] | None]] = []
     for row in report["momentum_bins"]:
         model, line = row["model"], row["straight_line"]
-        rows.append((momentum_bin_label(row), {
+        cells = {
             **{k: model[k] for k in ("tracks", "pos_mean_mm", "pos_p95_mm", "pos_p99_mm",
                                      "pos_max_mm")},
             "straight_line_pos_mean_mm": line["pos_mean_mm"],
             "straight_line_pos_p95_mm": line["pos_p95_mm"],
-        }))  # fmt: skip
+        }  # fmt: skip
+        if "base" in row:
+            for k in ("pos_mean_mm", "pos_p95_mm", "pos_p99_mm", "pos_max_mm"):
+                cells[f"base_{k}"] = row["base"][k]
+        rows.append((momentum_bin_label(row), cells))
     complete = [r for r in report.get("dz_bins", []) if "pos_max_mm" in r]
     rows += [(f"|dz| {r['dz_low_mm']:g}-{r['dz_high_mm']:g} mm", r) for r in complete]
     for name in ("x", "y"):

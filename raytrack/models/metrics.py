@@ -75,9 +75,10 @@ def mid_leg_position(inputs: np.ndarray, truth: np.ndarray) -> np.ndarray:
 
 
 def evaluation_report(
-    inputs: np.ndarray, truth: np.ndarray, predicted: np.ndarray
+    inputs: np.ndarray, truth: np.ndarray, predicted: np.ndarray, base: np.ndarray | None = None
 ) -> dict[str, Any]:
-    """The model and the straight line, overall and per momentum bin."""
+    """The model and the straight line, overall and per momentum bin; with ``base`` (the
+    model's physics base alone) that too."""
     line = straight_line(inputs)
     p = momentum_gev(inputs)
     bins = []
@@ -93,8 +94,13 @@ def evaluation_report(
                 "straight_line": summarise(line[inside], truth[inside]),
             }
         )
-    return {
+        if base is not None:
+            bins[-1]["base"] = summarise(base[inside], truth[inside])
+    report = {
         "model": summarise(predicted, truth),
         "straight_line": summarise(line, truth),
         "momentum_bins": bins,
     }
+    if base is not None:
+        report["base"] = summarise(base, truth)
+    return report

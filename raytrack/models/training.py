@@ -71,6 +71,7 @@ def train_model(
     axis: AxisProfile | None = None,
     jacobians: np.ndarray | None = None,
     bending: np.ndarray | None = None,
+    validation_bending: np.ndarray | None = None,
     device: str = "cpu",
     checkpoint_dir: str | Path | None = None,
     callback: EpochCallback | None = None,
@@ -94,7 +95,10 @@ def train_model(
         )
     model = TrackMLP(model_config, axis=axis, path_nodes=path_nodes_for(model_config, axis, train))
     model = model.to(dev)
-    loop = _Loop(model, model_config, train_config, train, validation, dev, jacobians, bending)
+    loop = _Loop(
+        model, model_config, train_config, train, validation, dev, jacobians,
+        (bending, validation_bending),
+    )  # fmt: skip
     ckpt_path = None
     if checkpoint_dir is not None:
         Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
@@ -122,13 +126,27 @@ class _Loop:
     """The state of one training run: model, optimiser, schedule, history, best weights."""
 
     def __init__(
-        self, model, model_config, config, train, validation, device, jacobians=None, bending=None
+        self,
+        model,
+        model_config,
+        config,
+        train,
+        validation,
+        device,
+        jacobians=None,
+        bending=(None, None),
     ) -> None:
         self.model, self.config, self.device = model, config, device
         self.model_config = model_config
-        self.x_extra, self.t_train = self._fit_and_prepare(train, bending)
+        self.x_extra, self.t_train = self._fit_and_prepare(train, bending[0])
         self.x_val = torch.from_numpy(np.asarray(validation[0], np.float32)).to(device)
         self.y_val = torch.from_numpy(np.asarray(validation[1], np.float64)).to(device)
+        # The truth the validation loss encodes: as the training targets' (_fit_and_prepare).
+        self.y_val_encoded = self.y_val
+        if bending[1] is not None:
+            line = straight_line(self.x_val.double())
+            bend = torch.from_numpy(np.asarray(bending[1], np.float64)).to(device)
+            self.y_val_encoded = line + bend
         # The fused kernel does the whole update in one pass, a large part of a small model's step.
         self.optimizer = torch.optim.AdamW(
             model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True
@@ -260,7 +278,8 @@ class _Loop:
         self.model.eval()
         predicted, losses = [], []
         chunk = PREPARE_CHUNK // 2  # bounds the formulation's float64 temporaries
-        for x, y in zip(self.x_val.split(chunk), self.y_val.split(chunk), strict=True):
+        pairs = zip(self.x_val.split(chunk), self.y_val_encoded.split(chunk), strict=True)
+        for x, y in pairs:
             features, base, scale = self.model.prepare(x)
             out = self.model.standardised(features)
             encoded = self.model.formulation.encode(base, scale, y)

@@ -141,14 +141,21 @@ def bins_table(report: dict[str, Any]) -> str:
     """The test split's position errors in the bins of :func:`raytrack.evaluate.bin_rows`."""
     keys = ("pos_mean_mm", "pos_p95_mm", "pos_p99_mm", "pos_max_mm",
             "straight_line_pos_mean_mm", "straight_line_pos_p95_mm")  # fmt: skip
+    headings = ["mean [mm]", "P95 [mm]", "P99 [mm]", "worst [mm]", "straight line mean [mm]",
+                "straight line P95 [mm]"]  # fmt: skip
+    if "base" in report:  # what the network adds: the model beside its physics base alone
+        keys += ("base_pos_mean_mm", "base_pos_p95_mm", "base_pos_p99_mm", "base_pos_max_mm")
+        headings += ["base alone mean [mm]", "base P95 [mm]", "base P99 [mm]", "base worst [mm]"]
     body = []
     for label, row in bin_rows(report):
+        if row is None:
+            body.append(f'<tr><td class="text" colspan="{len(keys) + 2}">'
+                        f"{html.escape(label)}</td></tr>")  # fmt: skip
+            continue
         cells = "".join(f"<td>{row[k]:.4f}</td>" for k in keys)
         body.append(f'<tr><td class="text">{html.escape(label)}</td><td>{row["tracks"]:,}</td>'
                     f"{cells}</tr>")  # fmt: skip
-    head = "".join(f"<th>{h}</th>" for h in (
-        "bin (|x|, |y|: at mid-leg)", "tracks", "mean [mm]", "P95 [mm]", "P99 [mm]",
-        "worst [mm]", "straight line mean [mm]", "straight line P95 [mm]"))  # fmt: skip
+    head = "".join(f"<th>{h}</th>" for h in ("bin (|x|, |y|: at mid-leg)", "tracks", *headings))
     return (
         "<p>Test position error in bins of momentum, leg length and where the track is across "
         "the aperture (|x| and |y| at the middle of the leg, from its start and true end "

@@ -110,6 +110,20 @@ def predict(model: TrackMLP, inputs: np.ndarray, batch: int = 65536) -> np.ndarr
     return torch.cat(parts).double().numpy() if parts else np.empty((0, 4))
 
 
+def predict_base(model: TrackMLP, inputs: np.ndarray, batch: int = 65536) -> np.ndarray:
+    """(N, 4) float64 end states of the model's physics base alone (no network), from the
+    same float32 inputs as :func:`predict`: what the network adds is the difference."""
+    model = model.cpu().eval()
+    with torch.no_grad():
+        parts = [
+            model.formulation.base_prediction(
+                torch.as_tensor(inputs[i : i + batch], dtype=torch.float32).double()
+            )
+            for i in range(0, len(inputs), batch)
+        ]
+    return torch.cat(parts).numpy() if parts else np.empty((0, 4))
+
+
 def checkpoint_path(run_dir: str | Path) -> Path:
     return Path(run_dir) / CHECKPOINT_NAME
 

@@ -61,6 +61,7 @@ def train_run(
         axis=splits.axis_profile() if spec.model.needs_field else None,
         jacobians=splits.train.jacobians if sobolev else None,
         bending=splits.train.bending,
+        validation_bending=splits.validation.bending,
         device=spec.device,
         checkpoint_dir=run_dir,
         callback=callback,
