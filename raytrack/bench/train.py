@@ -103,14 +103,12 @@ def baseline_model_and_data(
     from raytrack.models.mlp import Normalisation, TrackMLP
     from raytrack.models.targets import standardisation
     from raytrack.models.train_config import TrainConfig
-    from raytrack.models.training import path_nodes_for
+    from raytrack.models.training import encoding_truth, path_nodes_for
 
     axis = axis if config.needs_field else None
     model = TrackMLP(config, axis=axis, path_nodes=path_nodes_for(config, axis, train))
     with torch.no_grad():
-        features, encoded = model.encode(
-            torch.as_tensor(train[0], dtype=torch.float32), torch.as_tensor(train[1])
-        )
+        features, encoded = model.encode(*encoding_truth(*train))
     norm = standardisation(Normalisation.fit(features, encoded), encoded, TrainConfig().loss)
     model.set_normalisation(norm)
     standard = (encoded - torch.as_tensor(norm.target_mean)) / torch.as_tensor(norm.target_std)

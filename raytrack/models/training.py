@@ -54,6 +54,7 @@ from raytrack.physics.path_nodes import choose_path_nodes
 
 __all__ = [
     "PREPARE_CHUNK",
+    "encoding_truth",
     "path_nodes_for",
     "train_model",
 ]
@@ -106,6 +107,22 @@ def train_model(
     if ckpt_path and ckpt_path.exists():
         loop.restore(torch.load(ckpt_path, map_location=dev, weights_only=True))
     return loop.run(ckpt_path, callback)
+
+
+def encoding_truth(
+    inputs: np.ndarray, truth: np.ndarray, bending: np.ndarray | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The float32 inputs the network sees and the float64 truth its targets are encoded from:
+    the straight line of those rounded inputs plus the bending (``bending``, else the given
+    truth's over the given inputs), so that no rounding of positions reaches the targets
+    (docs/models.md, "Target precision")."""
+    given = np.asarray(inputs, np.float64)
+    if bending is None:
+        bend = np.asarray(truth, np.float64) - straight_line(given)
+    else:
+        bend = np.asarray(bending, np.float64)
+    x = _float32_tensor(given)
+    return x, straight_line(x.double()) + torch.from_numpy(bend)
 
 
 def path_nodes_for(config: ModelConfig, axis: AxisProfile | None, train) -> int | None:
@@ -190,14 +207,10 @@ class _Loop:
         moments = (ColumnMoments(), ColumnMoments())
         with torch.no_grad():
             for lo in range(0, n, PREPARE_CHUNK):
-                given = np.asarray(inputs[lo : lo + PREPARE_CHUNK], np.float64)
-                x = _float32_tensor(given).to(self.device)
-                if bending is None:
-                    bend = np.asarray(truth[lo : lo + PREPARE_CHUNK], np.float64)
-                    bend = bend - straight_line(given)
-                else:
-                    bend = np.asarray(bending[lo : lo + PREPARE_CHUNK], np.float64)
-                y = straight_line(x.double()) + torch.from_numpy(bend).to(self.device)
+                rows = slice(lo, lo + PREPARE_CHUNK)
+                chunk_bending = None if bending is None else bending[rows]
+                x, y = encoding_truth(inputs[rows], truth[rows], chunk_bending)
+                x, y = x.to(self.device), y.to(self.device)
                 f, t = self.model.encode(x, y)
                 moments[0].add(f)
                 moments[1].add(t)
