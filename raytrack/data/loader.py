@@ -46,6 +46,7 @@ from raytrack.data.schema import (
     read_manifest,
 )
 from raytrack.physics.axis_profile import AxisProfile
+from raytrack.physics.transports import straight_line
 
 
 @dataclass
@@ -202,10 +203,9 @@ def _read_rows(
 
 def _bending(table: pa.Table) -> np.ndarray:
     """(N, 4) float64 end state minus the straight line from the start, of one shard."""
-    x, y, tx, ty, _, z0, z1 = (table.column(c).to_numpy() for c in INPUT_COLUMNS)
-    x1, y1, tx1, ty1 = (table.column(c).to_numpy() for c in TARGET_COLUMNS)
-    dz = z1 - z0
-    return np.stack((x1 - (x + tx * dz), y1 - (y + ty * dz), tx1 - tx, ty1 - ty), 1)
+    start = np.stack([table.column(c).to_numpy() for c in INPUT_COLUMNS], 1)
+    end = np.stack([table.column(c).to_numpy() for c in TARGET_COLUMNS], 1)
+    return end - straight_line(start)
 
 
 def _read_shard(

@@ -24,7 +24,6 @@ evaluation and every export see the same numbers.
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -43,6 +42,7 @@ from raytrack.physics.transports import (
     kick_transport,
     leg_ends,
     path_transport,
+    straight_line,
 )
 
 N_INPUTS = 7
@@ -51,14 +51,6 @@ BASES = ("path", "expansion", "axial", "kick", "line")
 INPUT_SETS = {"state": N_INPUTS, "physics": N_INPUTS + 7}
 #: Legs shorter than this count as this long in the target scaling (m): avoids dividing by 0.
 MIN_LEG_M = 0.001
-
-
-def straight_line(inputs):
-    """(N, 4) straight-line extrapolation of (N, 7) inputs; NumPy or torch."""
-    x, y, tx, ty, _, z0, z1 = (inputs[:, k] for k in range(N_INPUTS))
-    dz = z1 - z0
-    stack = np.stack if isinstance(inputs, np.ndarray) else torch.stack
-    return stack([x + tx * dz, y + ty * dz, tx, ty], 1)
 
 
 def needs_field(base: str, inputs: str) -> bool:

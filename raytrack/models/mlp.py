@@ -31,9 +31,9 @@ from raytrack.models.formulation import (
     N_OUTPUTS,
     Formulation,
     needs_field,
-    straight_line,
 )
 from raytrack.physics.axis_profile import AxisProfile
+from raytrack.physics.transports import straight_line
 
 __all__ = ["N_INPUTS", "N_OUTPUTS", "ModelConfig", "Normalisation", "TrackMLP", "straight_line"]
 

@@ -33,14 +33,7 @@ from raytrack.models.checkpoints import (
 )
 from raytrack.models.jacobian import standardised_with_jacobian_error
 from raytrack.models.metrics import position_errors, slope_errors
-from raytrack.models.mlp import (
-    N_INPUTS,
-    ColumnMoments,
-    ModelConfig,
-    Normalisation,
-    TrackMLP,
-    straight_line,
-)
+from raytrack.models.mlp import N_INPUTS, ColumnMoments, ModelConfig, Normalisation, TrackMLP
 from raytrack.models.targets import standardisation, training_loss
 from raytrack.models.train_config import (
     BEST_METRIC,
@@ -51,6 +44,7 @@ from raytrack.models.train_config import (
 )
 from raytrack.physics.axis_profile import AxisProfile
 from raytrack.physics.path_nodes import choose_path_nodes
+from raytrack.physics.transports import straight_line
 
 __all__ = [
     "PREPARE_CHUNK",
@@ -156,14 +150,10 @@ class _Loop:
         self.model, self.config, self.device = model, config, device
         self.model_config = model_config
         self.x_extra, self.t_train = self._fit_and_prepare(train, bending[0])
-        self.x_val = torch.from_numpy(np.asarray(validation[0], np.float32)).to(device)
         self.y_val = torch.from_numpy(np.asarray(validation[1], np.float64)).to(device)
-        # The truth the validation loss encodes: as the training targets' (_fit_and_prepare).
-        self.y_val_encoded = self.y_val
-        if bending[1] is not None:
-            line = straight_line(self.x_val.double())
-            bend = torch.from_numpy(np.asarray(bending[1], np.float64)).to(device)
-            self.y_val_encoded = line + bend
+        # The validation loss encodes its truth as the training targets do (_fit_and_prepare).
+        x_val, y_val_encoded = encoding_truth(*validation, bending[1])
+        self.x_val, self.y_val_encoded = x_val.to(device), y_val_encoded.to(device)
         # The fused kernel does the whole update in one pass, a large part of a small model's step.
         self.optimizer = torch.optim.AdamW(
             model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True

@@ -3,8 +3,8 @@ z_start, z_end`` through the on-axis tables (docs/physics.md sections 2a and 2c)
 dtype and device; autograd flows through them).
 
 A model stands on one of five bases (``ModelConfig.base``): the straight line
-(:func:`raytrack.models.formulation.straight_line`) or one of the four transports here, which
-read the tables of :mod:`raytrack.physics.axis_lookup`:
+(:func:`straight_line`, also what a dataset's bending is measured from) or one of the four
+transports here, which read the tables of :mod:`raytrack.physics.axis_lookup`:
 
 * :func:`kick_transport` (``kick``): the first-order kick of the field integrals
   (:func:`field_integrals`), slopes and field factor taken at the start.
@@ -48,6 +48,14 @@ PATH_PASSES = 3
 #: ``1 - ux^2 - uy^2`` is kept above this (|slope| < 5) so that a track the tables bend past
 #: 90 degrees gives a large but finite base, not NaN.
 MIN_UZ_SQUARED = 0.04
+
+
+def straight_line(inputs):
+    """(N, 4) straight-line extrapolation of (N, 7) inputs; NumPy or torch."""
+    x, y, tx, ty, _, z0, z1 = (inputs[:, k] for k in range(7))
+    dz = z1 - z0
+    stack = np.stack if isinstance(inputs, np.ndarray) else torch.stack
+    return stack([x + tx * dz, y + ty * dz, tx, ty], 1)
 
 
 def field_integrals(
