@@ -255,20 +255,20 @@ def _model_values(model: BinModel, precision: str, has_field_tables: bool) -> di
         x_fields = f"{model.x_degree}, {lit(model.x_scale)}, field_tables, {x_lo}"
     else:
         x_fields = "0, Real(0), nullptr, nullptr"
-    x_fields += ", true" if model.continuous_curvature else ", false"
+    curvature = "true" if model.continuous_curvature else "false"
     rows = table_rows(model, precision)
     if rows:
         row_ptr = {r: f"tables() + {k * n_table}" for k, r in enumerate(rows)}
         pointers = ", ".join(row_ptr.get(r, "nullptr") for r in TABLE_ROWS)
         axis = (
             f"core::Axis<Real>{{{lit(model.axis_z_first)}, {lit(model.axis_spacing)}, {n_table}, "
-            f"{pointers},\n                            {x_fields}}}"
+            f"{pointers},\n                            {x_fields}, {curvature}}}"
         )
     else:
         axis = (
             "core::Axis<Real>{Real(0), Real(1), 0, "
             + ", ".join(["nullptr"] * len(TABLE_ROWS))
-            + f", {x_fields}}}"
+            + f", {x_fields}, {curvature}}}"
         )
     quad_size = 2 * n_quad if precision == "float64" else 4 * n_quad
     quad_ptr = [f"quadrature() + {k * n_quad}" if n_quad else "nullptr" for k in range(4)]

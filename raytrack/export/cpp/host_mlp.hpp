@@ -23,8 +23,9 @@ struct AxisTables {
 
   // Values at one z (AxisTables.at of raytrack.physics.axis_lookup): By and dBy/dz linear
   // between nodes, F and H cubic Hermite (slopes By and F), d2By linear between the nodes'
-  // central differences of dBy/dz (version 3: constant on each interval). Past either end By = dBy = d2By = 0, F keeps its
-  // end value and H grows linearly with it. Needs at least 2 nodes.
+  // central differences of dBy/dz (version 3: constant on each interval). Past either end
+  // By = dBy = d2By = 0, F keeps its end value and H grows linearly with it. Needs at least 2
+  // nodes.
   using Point = core::Point<double>;
 
   Point at(double z) const { return view().at(z); }

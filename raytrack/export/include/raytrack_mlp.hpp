@@ -517,12 +517,11 @@ struct Axis {
     return above - below == 2 ? step : step * R(2);
   }
 
-  // d2By at node i: central differences of 2 spacing dBy/dz, one-sided at the two ends (as
-  // np.gradient), in two floats: a difference of neighbours.
-  RAYTRACK_HD R node_curvature(int i) const {
-    const int below = i > 0 ? i - 1 : 0, above = i + 1 < n ? i + 1 : n - 1;
-    const Value<R> rise = double_step_slope(above) - double_step_slope(below);
-    return lead(rise) / (R(2) * spacing * spacing * static_cast<R>(above - below));
+  // d2By at a node from 2 spacing dBy/dz at its neighbours `below` and `above`, `span` nodes
+  // apart (2, or 1 at the tables' ends, one-sided as np.gradient), in two floats: a difference
+  // of neighbours.
+  RAYTRACK_HD R node_curvature(const Value<R>& below, const Value<R>& above, int span) const {
+    return lead(above - below) / (R(2) * spacing * spacing * static_cast<R>(span));
   }
 
   RAYTRACK_HD Point<R> at(const Value<R>& z) const {
@@ -561,9 +560,15 @@ struct Axis {
       const V g0 = double_step_slope(i), g1 = double_step_slope(i + 1);
       const R twice = R(2) * spacing;
       p.dby = (lead(g0) * (R(1) - u) + lead(g1) * u) / twice;
-      p.d2by = continuous_curvature
-                   ? node_curvature(i) * (R(1) - u) + node_curvature(i + 1) * u
-                   : lead(g1 - g0) / (twice * spacing);
+      if (continuous_curvature) {
+        // Nodes i and i + 1 take their neighbours' slopes; g0 and g1 are two of them.
+        const int before = i > 0 ? i - 1 : 0, after = i + 2 < n ? i + 2 : n - 1;
+        const R c0 = node_curvature(double_step_slope(before), g1, i + 1 - before);
+        const R c1 = node_curvature(g0, double_step_slope(after), after - i);
+        p.d2by = c0 * (R(1) - u) + c1 * u;
+      } else {
+        p.d2by = lead(g1 - g0) / (twice * spacing);
+      }
     }
     return p;
   }
@@ -1042,8 +1047,9 @@ struct AxisTables {
 
   // Values at one z (AxisTables.at of raytrack.physics.axis_lookup): By and dBy/dz linear
   // between nodes, F and H cubic Hermite (slopes By and F), d2By linear between the nodes'
-  // central differences of dBy/dz (version 3: constant on each interval). Past either end By = dBy = d2By = 0, F keeps its
-  // end value and H grows linearly with it. Needs at least 2 nodes.
+  // central differences of dBy/dz (version 3: constant on each interval). Past either end
+  // By = dBy = d2By = 0, F keeps its end value and H grows linearly with it. Needs at least 2
+  // nodes.
   using Point = core::Point<double>;
 
   Point at(double z) const { return view().at(z); }

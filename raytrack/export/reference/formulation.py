@@ -8,6 +8,7 @@ A second implementation to test the export against: none of its arithmetic is sh
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -71,9 +72,15 @@ class Tables:
             inside=inside,
         )
 
+    @functools.cached_property
+    def _node_curvature(self) -> np.ndarray:
+        """d2By/dz2 at the nodes: the dBy/dz row's central differences (one-sided at the ends),
+        computed once, not at every look-up."""
+        return np.gradient(self.values[1], self.spacing)
+
     def _curvature(self, dby: np.ndarray, index: np.ndarray, u: np.ndarray) -> np.ndarray:
         if self.continuous_curvature:
-            return _lerp(np.gradient(dby, self.spacing), index, u)
+            return _lerp(self._node_curvature, index, u)
         return (dby[index + 1] - dby[index]) / self.spacing
 
     def midplane(self, at: AxisPoint, x: np.ndarray) -> tuple[np.ndarray, ...]:
