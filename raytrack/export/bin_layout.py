@@ -11,12 +11,15 @@ from raytrack.models.formulation import needs_field
 from raytrack.models.mlp import N_INPUTS, N_OUTPUTS
 
 MAGIC = b"RTRKMLP\0"
-FORMAT_VERSION = 4
-#: Versions this reader understands: 1 (straight-line base, 7 inputs), 2 (no path base), 3 and
-#: 4 (version 3's layout; d2By/dz2 continuous between the table nodes, docs/model_bin.md).
-READABLE_VERSIONS = (1, 2, 3, 4)
+FORMAT_VERSION = 5
+#: Versions this reader understands: 1 (straight-line base, 7 inputs), 2 (no path base), 3, 4
+#: and 5 (version 3's layout; 4: d2By/dz2 continuous between the table nodes; 5: the x
+#: coefficients' second dz derivatives too, docs/model_bin.md).
+READABLE_VERSIONS = (1, 2, 3, 4, 5)
 #: The last version whose d2By/dz2 is constant on each table interval (its models' rule).
 STEPPED_CURVATURE_VERSION = 3
+#: The last version whose x coefficients' second dz derivatives are constant on each interval.
+STEPPED_X_CURVATURE_VERSION = 4
 ENDIAN_MARKER = 0x01020304
 DTYPE_FLOAT32 = 1
 ACTIVATION_CODES = {"relu": 1, "silu": 2, "gelu": 3, "tanh": 4}

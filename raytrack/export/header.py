@@ -255,7 +255,10 @@ def _model_values(model: BinModel, precision: str, has_field_tables: bool) -> di
         x_fields = f"{model.x_degree}, {lit(model.x_scale)}, field_tables, {x_lo}"
     else:
         x_fields = "0, Real(0), nullptr, nullptr"
-    curvature = "true" if model.continuous_curvature else "false"
+    curvature = ", ".join(
+        "true" if rule else "false"
+        for rule in (model.continuous_curvature, model.continuous_x_curvature)
+    )
     rows = table_rows(model, precision)
     if rows:
         row_ptr = {r: f"tables() + {k * n_table}" for k, r in enumerate(rows)}

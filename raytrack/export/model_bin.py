@@ -73,6 +73,7 @@ from raytrack.export.bin_layout import (
     MAGIC,
     QUADRATURE_BASES,
     STEPPED_CURVATURE_VERSION,
+    STEPPED_X_CURVATURE_VERSION,
     TARGET_CODES,
     V1_HEADER,
     V2_HEADER,
@@ -112,8 +113,10 @@ class BinModel:
     base ``x_values`` (2D, T): the D coefficients of the midplane field's x dependence in
     ``x / x_scale`` at the table nodes, then their dz derivatives ((0, T) for none), and
     ``passes`` (0 for every other base, as ``x_scale``).
-    ``version`` is the format version the model was read from (writing gives the current, or
-    3 for a model whose d2By/dz2 is constant between table nodes: ``continuous_curvature``).
+    ``version`` is the format version the model was read from; writing gives the current, or,
+    for a model with a stepped second dz derivative (constant between table nodes), 4 (the x
+    coefficients', ``continuous_x_curvature`` False) or 3 (d2By/dz2's too,
+    ``continuous_curvature`` False).
     """
 
     activation: str
@@ -140,6 +143,7 @@ class BinModel:
     passes: int = 0
     version: int = FORMAT_VERSION
     continuous_curvature: bool = True
+    continuous_x_curvature: bool = True
 
     @classmethod
     def from_torch(cls, model: TrackMLP) -> BinModel:
@@ -183,7 +187,8 @@ class BinModel:
             x_values=x_values,
             x_scale=float(form.x_scale) if path else 0.0,
             passes=int(form.passes) if path else 0,
-            continuous_curvature=bool(form.continuous_curvature),
+            continuous_curvature=form.smooth_curvature,
+            continuous_x_curvature=form.smooth_x_curvature,
         )
 
     @property
@@ -260,7 +265,18 @@ class BinModel:
             self.x_values,
             self.x_scale,
             self.continuous_curvature,
+            self.continuous_x_curvature,
         )
+
+    @property
+    def written_version(self) -> int:
+        """The format version :meth:`to_bytes` writes: the last whose curvature rule is this
+        model's."""
+        if self.continuous_x_curvature:
+            return FORMAT_VERSION
+        if self.continuous_curvature:
+            return STEPPED_X_CURVATURE_VERSION
+        return STEPPED_CURVATURE_VERSION
 
     def _quadrature(self) -> tuple[np.ndarray, np.ndarray]:
         return self.quadrature_nodes, self.quadrature_weights
@@ -273,7 +289,7 @@ class BinModel:
         parts = [
             V3_HEADER.pack(
                 MAGIC,
-                FORMAT_VERSION if self.continuous_curvature else STEPPED_CURVATURE_VERSION,
+                self.written_version,
                 ENDIAN_MARKER,
                 DTYPE_FLOAT32,
                 ACTIVATION_CODES[self.activation],
@@ -443,6 +459,7 @@ def parse_model_bin(data: bytes, name: str = "<bytes>") -> BinModel:
     model.x_values = f64[tables_end:].reshape(2 * n_x, n_table)
     model.x_scale, model.passes, model.version = x_scale, passes, version
     model.continuous_curvature = version > STEPPED_CURVATURE_VERSION
+    model.continuous_x_curvature = version > STEPPED_X_CURVATURE_VERSION
     return model
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from raytrack.physics.axis_lookup import AxisTables, axis_interval_rows, interval_rows
+from raytrack.physics.axis_lookup import AxisTables, axis_interval_rows, x_interval_rows
 from raytrack.physics.axis_profile import X_SCALE_MM, AxisProfile
 from raytrack.physics.transports import (
     PATH_NODES,
@@ -51,6 +51,9 @@ BASES = ("path", "expansion", "axial", "kick", "line")
 INPUT_SETS = {"state": N_INPUTS, "physics": N_INPUTS + 7}
 #: Legs shorter than this count as this long in the target scaling (m): avoids dividing by 0.
 MIN_LEG_M = 0.001
+#: The curvature rule of a new model (the ``continuous_curvature`` buffer): second dz
+#: derivatives of the on-axis field and of the x coefficients linear between the table nodes.
+CURVATURE_RULE = 2
 
 
 def needs_field(base: str, inputs: str) -> bool:
@@ -102,21 +105,25 @@ class Formulation(nn.Module):
         self.register_buffer("x_values", x_values)
         self.register_buffer("x_grid", torch.tensor([x_scale], dtype=torch.float64))
         self.register_buffer("path_passes", torch.tensor(PATH_PASSES))
-        # 1: d2By/dz2 continuous between the nodes; 0: a model saved before (axis_lookup.py).
-        self.register_buffer("continuous_curvature", torch.tensor(1))
+        # The curvature rule (axis_lookup.py): 2, d2By/dz2 and the x coefficients' second dz
+        # derivatives continuous between the nodes; 1, d2By/dz2 only; 0, neither.
+        self.register_buffer("continuous_curvature", torch.tensor(CURVATURE_RULE))
         self._derive()
 
     def _derive(self) -> None:
         """What follows from the saved buffers (recomputed after loading a state), not saved:
         the look-ups' rows, the path's integration matrix, Python constants for the export."""
         # A Python bool, as x_scale and passes below: an exported graph sees a constant.
-        self.smooth_curvature = bool(self.continuous_curvature)
+        self.smooth_curvature = int(self.continuous_curvature) >= 1
+        self.smooth_x_curvature = int(self.continuous_curvature) >= 2
         rows = self.axis_values.T
+        spacing = float(self.axis_grid[1])
         if self.axis_values.shape[1]:
-            spacing = float(self.axis_grid[1])
             rows = axis_interval_rows(self.axis_values, spacing, self.smooth_curvature)
         self.register_buffer("axis_rows", rows, persistent=False)
-        x_rows = interval_rows(self.x_values) if len(self.x_values) else self.x_values.T
+        x_rows = self.x_values.T
+        if len(self.x_values):
+            x_rows = x_interval_rows(self.x_values, spacing, self.smooth_x_curvature)
         self.register_buffer("x_rows", x_rows, persistent=False)
         integration = integration_matrix(self.quadrature_nodes)
         self.register_buffer("integration", integration, persistent=False)
@@ -153,6 +160,7 @@ class Formulation(nn.Module):
             self.x_scale,
             self.x_rows if x_values is not None else None,
             self.smooth_curvature,
+            self.smooth_x_curvature,
         )
 
     def base_prediction(self, inputs: torch.Tensor, ends: Ends | None = None) -> torch.Tensor:

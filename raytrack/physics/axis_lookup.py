@@ -9,8 +9,10 @@ tables By is taken as 0.
 
 d2By/dz2 must be continuous: the off-plane field ``-y^2/2 d2By/dz2`` reaches tracks 3 m off the
 midplane, and a d2By constant on each 20 mm interval puts a sawtooth in z into every path-base
-prediction that no network can learn (docs/physics.md section 2c). Models trained before keep
-that rule (``continuous_curvature=False``), so they compute what they were trained with.
+prediction that no network can learn (docs/physics.md section 2c). The same holds for the second
+dz derivative of the midplane's x coefficients. Models trained with a stepped rule keep it
+(``continuous_curvature``, ``continuous_x_curvature`` False), so they compute what they were
+trained with.
 """
 
 from __future__ import annotations
@@ -42,6 +44,7 @@ class AxisTables:
     x_scale: float = X_SCALE_MM
     x_rows: torch.Tensor | None = None
     continuous_curvature: bool = True
+    continuous_x_curvature: bool = True
 
     @property
     def x_degree(self) -> int:
@@ -58,12 +61,12 @@ class AxisTables:
             rows = axis_interval_rows(self.values, self.spacing, self.continuous_curvature)
         x_rows = self.x_rows
         if x_rows is None and self.x_degree:
-            x_rows = interval_rows(self.x_values)
+            x_rows = x_interval_rows(self.x_values, self.spacing, self.continuous_x_curvature)
         t = (z - self.z_first) / self.spacing
         index = torch.clamp(torch.floor(t), 0, rows.shape[0] - 1)
         u = torch.clamp(t - index, 0.0, 1.0)
         outside = (t - index - u) * self.spacing  # signed distance past the end node
-        midplane = (x_rows, self.x_scale) if self.x_degree else None
+        midplane = (x_rows, self.x_scale, self.x_degree) if self.x_degree else None
         return AxisValues(rows, index.long(), u, outside, self.spacing, midplane)
 
 
@@ -75,13 +78,24 @@ def axis_interval_rows(values: torch.Tensor, spacing: float, continuous: bool) -
     return interval_rows(values)
 
 
+def x_interval_rows(x_values: torch.Tensor, spacing: float, continuous: bool) -> torch.Tensor:
+    """The interval rows of the (2D, n) x tables, with ``continuous`` D more rows: the
+    coefficients' second dz derivatives at the nodes (:func:`node_curvature` of the D
+    derivative rows)."""
+    if continuous:
+        degree = x_values.shape[0] // 2
+        x_values = torch.cat((x_values, node_curvature(x_values[degree:], spacing)))
+    return interval_rows(x_values)
+
+
 def node_curvature(dby: torch.Tensor, spacing: float) -> torch.Tensor:
-    """d2By/dz2 at the nodes from the dBy/dz row: central differences, one-sided at the two
-    ends (as ``np.gradient``, which made the dBy/dz row from By)."""
-    inner = (dby[2:] - dby[:-2]) / (2 * spacing)
-    first = (dby[1:2] - dby[:1]) / spacing
-    last = (dby[-1:] - dby[-2:-1]) / spacing
-    return torch.cat((first, inner, last))
+    """d2By/dz2 at the nodes from the dBy/dz row (or any rows of dz derivatives, along the
+    last axis): central differences, one-sided at the two ends (as ``np.gradient``, which made
+    the dBy/dz row from By)."""
+    inner = (dby[..., 2:] - dby[..., :-2]) / (2 * spacing)
+    first = (dby[..., 1:2] - dby[..., :1]) / spacing
+    last = (dby[..., -1:] - dby[..., -2:-1]) / spacing
+    return torch.cat((first, inner, last), -1)
 
 
 def interval_rows(values: torch.Tensor) -> torch.Tensor:
@@ -101,7 +115,7 @@ class AxisValues:
         u: torch.Tensor,
         outside: torch.Tensor,
         spacing: float,
-        midplane: tuple[torch.Tensor, float] | None = None,
+        midplane: tuple[torch.Tensor, float, int] | None = None,
     ) -> None:
         # One gather of each z's row, (M, 8), then its columns: ONNX Runtime fuses the slices
         # into one split, where one gather per column costs more.
@@ -170,26 +184,31 @@ class AxisValues:
         """The x polynomial's coefficient arrays at z, (..., D) each, zero beyond the tables:
         of ``d``; of ``dd/du`` and of ``x_scale^2 (d2d/dx2 + d2d/dz2)`` one and two powers
         down (their constant terms apart); of ``dd/dz``. The coefficients are linear in z
-        between nodes, their dz derivatives too (as By, dBy/dz), the second derivatives the
-        slopes of those (constant between nodes)."""
-        x_rows, x_scale = self._midplane
-        degree = x_rows.shape[1] // 4
+        between nodes, their first and second dz derivatives too (as By, dBy/dz, d2By/dz2),
+        or, rows of a model with the stepped rule, the second derivatives the slopes of the
+        first (constant between nodes)."""
+        x_rows, x_scale, degree = self._midplane
+        width = x_rows.shape[1] // 2  # rows per node: [c, dc/dz] (2D) or with d2c/dz2 (3D)
         gathered = torch.index_select(x_rows, 0, self._index.reshape(-1))
-        gathered = gathered.reshape(*self._index.shape, 4 * degree)
+        gathered = gathered.reshape(*self._index.shape, 2 * width)
         u = self._u.unsqueeze(-1)
         inside = self._inside.unsqueeze(-1)
-        # Coefficients and their dz derivatives in one lerp: the rows are [c, dc/dz] at the
-        # interval's two nodes (interval_rows).
-        both = (gathered[..., : 2 * degree] * (1 - u) + gathered[..., 2 * degree :] * u) * inside
-        value, slope = both[..., :degree], both[..., degree:]
-        curve = (gathered[..., 3 * degree :] - gathered[..., degree : 2 * degree]) * inside
+        # The coefficients and their dz derivatives in one lerp: the rows are the interval's
+        # two nodes (interval_rows).
+        both = (gathered[..., :width] * (1 - u) + gathered[..., width:] * u) * inside
+        value, slope = both[..., :degree], both[..., degree : 2 * degree]
+        if width == 3 * degree:
+            curve = both[..., 2 * degree :]
+        else:
+            rise = gathered[..., width + degree :] - gathered[..., degree:width]
+            curve = rise * inside * (1 / self._spacing)
         powers = torch.arange(1, degree + 1, dtype=value.dtype, device=value.device)
         zeros = value[..., :1] * 0.0
         # sum_p c_p u^p: d/du = c_1 + sum_q (q + 1) c_(q+1) u^q,
         # d2/du2 = 2 c_2 + sum_q (q + 2)(q + 1) c_(q+2) u^q.
         first = torch.cat((value[..., 1:] * powers[1:], zeros), -1)
         second = torch.cat((value[..., 2:] * (powers[2:] * powers[1:-1]), zeros, zeros), -1)
-        laplacian = second * (1 / (x_scale * x_scale)) + curve * (1 / self._spacing)
+        laplacian = second * (1 / (x_scale * x_scale)) + curve
         return value, first, laplacian, slope, value[..., 0], 2 * value[..., 1]
 
     def midplane_terms(self, x) -> tuple:
@@ -203,7 +222,7 @@ class AxisValues:
         ``d`` is the fitted polynomial in ``u = x / x_scale``, u clamped to [-1, 1]: each term
         is one product with the powers of u and a sum (few, wide operations: ONNX Runtime's
         cost is per operation)."""
-        _, x_scale = self._midplane
+        _, x_scale, _ = self._midplane
         value, first, laplacian, slope, first_0, second_0 = self._x_coefficients
         u = torch.clamp(x / x_scale, -1.0, 1.0)
         power = [u]  # u^1 .. u^D

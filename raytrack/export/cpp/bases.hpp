@@ -195,8 +195,9 @@ RAYTRACK_HD inline Dual<Wide<T>, T> dot_row(const T* row, const Dual<Wide<T>, T>
 
 // The midplane's x dependence d = b(x, z) - b(0, z) at the table point p (inside the tables)
 // and x: d, dd/dx, d2d/dx2 + d2d/dz2 and dd/dz (T, T/mm, T/mm^2, T/mm). The coefficients are
-// linear in z between nodes, their dz derivatives too, the second dz derivatives the slopes
-// of those; d is their polynomial in v = clamp(x / x_scale, -1, 1) (Horner's rule).
+// linear in z between nodes, their first and second dz derivatives too (version 4: the second
+// the slopes of the first, constant on each interval); d is their polynomial in
+// v = clamp(x / x_scale, -1, 1) (Horner's rule).
 template <class R, class L>
 RAYTRACK_HD void midplane(const Axis<R>& a, const Point<R>& p, const L& x, L& d, L& d_dx,
                           L& laplacian, L& d_dz) {
@@ -208,11 +209,17 @@ RAYTRACK_HD void midplane(const Axis<R>& a, const Point<R>& p, const L& x, L& d,
     const R* c = a.x + (q - 1) * n;
     const R* g = a.x + (degree + q - 1) * n;
     const R cq = c[i] * rest + c[i + 1] * w;
-    R rise = g[i + 1] - g[i];
-    if (a.x_lo != nullptr) rise += a.x_lo[(q - 1) * n + i + 1] - a.x_lo[(q - 1) * n + i];
+    R cz;  // the coefficient's second dz derivative
+    if (a.continuous_x_curvature) {
+      cz = a.x_node_curvature(q, i) * rest + a.x_node_curvature(q, i + 1) * w;
+    } else {
+      R rise = g[i + 1] - g[i];
+      if (a.x_lo != nullptr) rise += a.x_lo[(q - 1) * n + i + 1] - a.x_lo[(q - 1) * n + i];
+      cz = rise / a.spacing;
+    }
     value = value * v + cq;
     slope = slope * v + (g[i] * rest + g[i + 1] * w);
-    curve = curve * v + rise / a.spacing;
+    curve = curve * v + cz;
     du = du * v + R(q) * cq;
     if (q >= 2) du2 = du2 * v + R(q * (q - 1)) * cq;
   }

@@ -15,7 +15,8 @@ struct AxisTables {
   // (x / x_scale)^1..D, then their dz derivatives); empty for none.
   std::vector<double> x;
   double x_scale = 0.0;
-  bool continuous_curvature = true;  // false for a model.bin of version 3 or older
+  bool continuous_curvature = true;    // false for a model.bin of version 3 or older
+  bool continuous_x_curvature = true;  // false for a model.bin of version 4 or older
 
   int x_degree() const { return size() ? static_cast<int>(x.size() / (2 * size())) : 0; }
 
@@ -37,7 +38,7 @@ struct AxisTables {
                               nullptr,   nullptr,   nullptr,  // no rounding-error rows
                               nullptr,   x_degree(), x_scale,
                               x.empty() ? nullptr : x.data(), nullptr,
-                              continuous_curvature};
+                              continuous_curvature, continuous_x_curvature};
   }
 };
 

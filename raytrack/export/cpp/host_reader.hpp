@@ -85,16 +85,16 @@ class Reader {
   std::size_t pos_ = 0;
 };
 
-// Magic, version, endianness, dtype; returns the version (1 to 4).
+// Magic, version, endianness, dtype; returns the version (1 to 5).
 inline std::uint32_t check_header(Reader& r) {
   r.expect_magic("RTRKMLP\0");
   const std::uint32_t version = r.u32();
   const std::uint32_t endian = r.u32();
   if (endian == 0x04030201u) r.fail("byte-swapped file (written big-endian)");
   if (endian != 0x01020304u) r.fail("bad endianness marker " + std::to_string(endian));
-  if (version < 1u || version > 4u) {
+  if (version < 1u || version > 5u) {
     r.fail("unsupported format version " + std::to_string(version) +
-           " (this reader supports versions 1, 2, 3, 4)");
+           " (this reader supports versions 1, 2, 3, 4, 5)");
   }
   if (r.u32() != 1u) r.fail("unsupported dtype code (only 1 = float32)");
   return version;
@@ -217,6 +217,7 @@ inline Mlp load_mlp(const std::string& path) {
   r.read(m.axis.h, n_table);
   r.read(m.axis.x, 2 * n_x * n_table);
   m.axis.continuous_curvature = m.version >= 4u;
+  m.axis.continuous_x_curvature = m.version >= 5u;
   if (m.base == Base::Path) m.integration = integration_matrix(m.nodes, m.weights);
   r.read(m.input_mean, nf);
   r.read(m.input_std, nf);

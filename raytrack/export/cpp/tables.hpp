@@ -39,8 +39,21 @@ struct Axis {
   const R* x;
   const R* x_lo;
   // d2By linear between the nodes (model.bin version 4); false: constant on each interval
-  // (version 3), so a model computes what it was trained with.
+  // (version 3), so a model computes what it was trained with. continuous_x_curvature: the
+  // same for the x coefficients' second dz derivatives (version 5; false: version 4).
   bool continuous_curvature;
+  bool continuous_x_curvature;
+
+  // The second dz derivative of x coefficient q (1..D) at node j: the difference of its
+  // neighbours' dz derivatives, one-sided at the tables' ends (as np.gradient), with what
+  // rounding them to R left out (x_lo): the difference cancels most of a float's digits.
+  RAYTRACK_HD R x_node_curvature(int q, int j) const {
+    const R* g = x + (x_degree + q - 1) * n;
+    const int below = j > 0 ? j - 1 : 0, above = j + 1 < n ? j + 1 : n - 1;
+    R rise = g[above] - g[below];
+    if (x_lo != nullptr) rise += x_lo[(q - 1) * n + above] - x_lo[(q - 1) * n + below];
+    return rise / (spacing * static_cast<R>(above - below));
+  }
 
   RAYTRACK_HD Value<R> f_at(int i) const { return join(f[i], f_lo ? f_lo[i] : R(0)); }
 

@@ -502,8 +502,21 @@ struct Axis {
   const R* x;
   const R* x_lo;
   // d2By linear between the nodes (model.bin version 4); false: constant on each interval
-  // (version 3), so a model computes what it was trained with.
+  // (version 3), so a model computes what it was trained with. continuous_x_curvature: the
+  // same for the x coefficients' second dz derivatives (version 5; false: version 4).
   bool continuous_curvature;
+  bool continuous_x_curvature;
+
+  // The second dz derivative of x coefficient q (1..D) at node j: the difference of its
+  // neighbours' dz derivatives, one-sided at the tables' ends (as np.gradient), with what
+  // rounding them to R left out (x_lo): the difference cancels most of a float's digits.
+  RAYTRACK_HD R x_node_curvature(int q, int j) const {
+    const R* g = x + (x_degree + q - 1) * n;
+    const int below = j > 0 ? j - 1 : 0, above = j + 1 < n ? j + 1 : n - 1;
+    R rise = g[above] - g[below];
+    if (x_lo != nullptr) rise += x_lo[(q - 1) * n + above] - x_lo[(q - 1) * n + below];
+    return rise / (spacing * static_cast<R>(above - below));
+  }
 
   RAYTRACK_HD Value<R> f_at(int i) const { return join(f[i], f_lo ? f_lo[i] : R(0)); }
 
@@ -782,8 +795,9 @@ RAYTRACK_HD inline Dual<Wide<T>, T> dot_row(const T* row, const Dual<Wide<T>, T>
 
 // The midplane's x dependence d = b(x, z) - b(0, z) at the table point p (inside the tables)
 // and x: d, dd/dx, d2d/dx2 + d2d/dz2 and dd/dz (T, T/mm, T/mm^2, T/mm). The coefficients are
-// linear in z between nodes, their dz derivatives too, the second dz derivatives the slopes
-// of those; d is their polynomial in v = clamp(x / x_scale, -1, 1) (Horner's rule).
+// linear in z between nodes, their first and second dz derivatives too (version 4: the second
+// the slopes of the first, constant on each interval); d is their polynomial in
+// v = clamp(x / x_scale, -1, 1) (Horner's rule).
 template <class R, class L>
 RAYTRACK_HD void midplane(const Axis<R>& a, const Point<R>& p, const L& x, L& d, L& d_dx,
                           L& laplacian, L& d_dz) {
@@ -795,11 +809,17 @@ RAYTRACK_HD void midplane(const Axis<R>& a, const Point<R>& p, const L& x, L& d,
     const R* c = a.x + (q - 1) * n;
     const R* g = a.x + (degree + q - 1) * n;
     const R cq = c[i] * rest + c[i + 1] * w;
-    R rise = g[i + 1] - g[i];
-    if (a.x_lo != nullptr) rise += a.x_lo[(q - 1) * n + i + 1] - a.x_lo[(q - 1) * n + i];
+    R cz;  // the coefficient's second dz derivative
+    if (a.continuous_x_curvature) {
+      cz = a.x_node_curvature(q, i) * rest + a.x_node_curvature(q, i + 1) * w;
+    } else {
+      R rise = g[i + 1] - g[i];
+      if (a.x_lo != nullptr) rise += a.x_lo[(q - 1) * n + i + 1] - a.x_lo[(q - 1) * n + i];
+      cz = rise / a.spacing;
+    }
     value = value * v + cq;
     slope = slope * v + (g[i] * rest + g[i + 1] * w);
-    curve = curve * v + rise / a.spacing;
+    curve = curve * v + cz;
     du = du * v + R(q) * cq;
     if (q >= 2) du2 = du2 * v + R(q * (q - 1)) * cq;
   }
@@ -1039,7 +1059,8 @@ struct AxisTables {
   // (x / x_scale)^1..D, then their dz derivatives); empty for none.
   std::vector<double> x;
   double x_scale = 0.0;
-  bool continuous_curvature = true;  // false for a model.bin of version 3 or older
+  bool continuous_curvature = true;    // false for a model.bin of version 3 or older
+  bool continuous_x_curvature = true;  // false for a model.bin of version 4 or older
 
   int x_degree() const { return size() ? static_cast<int>(x.size() / (2 * size())) : 0; }
 
@@ -1061,7 +1082,7 @@ struct AxisTables {
                               nullptr,   nullptr,   nullptr,  // no rounding-error rows
                               nullptr,   x_degree(), x_scale,
                               x.empty() ? nullptr : x.data(), nullptr,
-                              continuous_curvature};
+                              continuous_curvature, continuous_x_curvature};
   }
 };
 
@@ -1279,16 +1300,16 @@ class Reader {
   std::size_t pos_ = 0;
 };
 
-// Magic, version, endianness, dtype; returns the version (1 to 4).
+// Magic, version, endianness, dtype; returns the version (1 to 5).
 inline std::uint32_t check_header(Reader& r) {
   r.expect_magic("RTRKMLP\0");
   const std::uint32_t version = r.u32();
   const std::uint32_t endian = r.u32();
   if (endian == 0x04030201u) r.fail("byte-swapped file (written big-endian)");
   if (endian != 0x01020304u) r.fail("bad endianness marker " + std::to_string(endian));
-  if (version < 1u || version > 4u) {
+  if (version < 1u || version > 5u) {
     r.fail("unsupported format version " + std::to_string(version) +
-           " (this reader supports versions 1, 2, 3, 4)");
+           " (this reader supports versions 1, 2, 3, 4, 5)");
   }
   if (r.u32() != 1u) r.fail("unsupported dtype code (only 1 = float32)");
   return version;
@@ -1411,6 +1432,7 @@ inline Mlp load_mlp(const std::string& path) {
   r.read(m.axis.h, n_table);
   r.read(m.axis.x, 2 * n_x * n_table);
   m.axis.continuous_curvature = m.version >= 4u;
+  m.axis.continuous_x_curvature = m.version >= 5u;
   if (m.base == Base::Path) m.integration = integration_matrix(m.nodes, m.weights);
   r.read(m.input_mean, nf);
   r.read(m.input_std, nf);

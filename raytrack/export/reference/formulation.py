@@ -44,6 +44,8 @@ class Tables:
     #: d2By/dz2 linear between the nodes' central differences of dBy/dz (model.bin version 4);
     #: False: the slope of the dBy/dz interpolant, constant between nodes (version 3).
     continuous_curvature: bool = True
+    #: The x coefficients' second dz derivatives likewise (version 5; False: version 4).
+    continuous_x_curvature: bool = True
 
     def at(self, z: np.ndarray) -> AxisPoint:
         """Linear By and dBy/dz, cubic Hermite F (slope By) and H (slope F), d2By linear
@@ -78,6 +80,13 @@ class Tables:
         computed once, not at every look-up."""
         return np.gradient(self.values[1], self.spacing)
 
+    @functools.cached_property
+    def _x_node_curvature(self) -> np.ndarray:
+        """(D, T): the x coefficients' second dz derivatives at the nodes, central differences
+        of their dz derivative rows."""
+        degree = len(self.x_values) // 2
+        return np.gradient(self.x_values[degree:], self.spacing, axis=1)
+
     def _curvature(self, dby: np.ndarray, index: np.ndarray, u: np.ndarray) -> np.ndarray:
         if self.continuous_curvature:
             return _lerp(self._node_curvature, index, u)
@@ -87,16 +96,19 @@ class Tables:
         """The midplane's x dependence ``d = b(x, z) - b(0, z)`` at the look-up ``at`` and x:
         ``(d, dd/dx, d2d/dx2 + d2d/dz2, dd/dz)`` (docs/model_bin.md, step 2, path). The
         coefficients are linear in z between nodes, their dz derivatives too, the second dz
-        derivatives the slopes of those; d is their polynomial in u = clamp(x / x_scale, -1, 1);
-        all zero beyond the tables."""
+        derivatives linear between their central differences at the nodes (or, with
+        ``continuous_x_curvature`` False, the slopes of the first, constant between nodes); d is
+        their polynomial in u = clamp(x / x_scale, -1, 1); all zero beyond the tables."""
         degree = len(self.x_values) // 2
         i, w = at.index, at.u
         rows = self.x_values
         value = [_lerp(rows[p], i, w) for p in range(degree)]
         slope = [_lerp(rows[degree + p], i, w) for p in range(degree)]
-        curve = [
-            (rows[degree + p][i + 1] - rows[degree + p][i]) / self.spacing for p in range(degree)
-        ]
+        if self.continuous_x_curvature:
+            curve = [_lerp(c, i, w) for c in self._x_node_curvature]
+        else:
+            curve = [(rows[degree + p][i + 1] - rows[degree + p][i]) / self.spacing
+                     for p in range(degree)]  # fmt: skip
         u = np.clip(x / self.x_scale, -1.0, 1.0)
         d = _power_series(value, u, 1)
         d_du = _power_series([(p + 1) * c for p, c in enumerate(value)], u, 0)

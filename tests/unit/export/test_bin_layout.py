@@ -31,7 +31,7 @@ def test_layout_follows_the_spec_byte_by_byte(tmp_path: Path) -> None:
     n_table = len(AXIS.by)
     # version, endian, dtype, gelu, residual, 7, 4, L; axial, physics, F, K, T, D
     assert spec["header"] == (
-        4,
+        5,
         0x01020304,
         1,
         3,
@@ -119,7 +119,7 @@ def _u32(value: int) -> bytes:
 # name -> (corruption of a valid version-2 file, text both readers' messages contain)
 CORRUPTIONS = {
     "wrong-magic": (_patch(0, b"ONNXMLP\0"), "bad magic"),
-    "version-5": (_patch(8, _u32(5)), "version 5"),
+    "version-6": (_patch(8, _u32(6)), "version 6"),
     "version-0": (_patch(8, _u32(0)), "version 0"),
     "byte-swapped": (_patch(12, struct.pack(">I", 0x01020304)), "byte-swapped"),
     "unknown-activation": (_patch(20, _u32(9)), "activation code 9"),
@@ -162,11 +162,11 @@ def test_bad_files_raise_clear_errors(name: str, valid_bin: bytes, tmp_path: Pat
 
 def test_unknown_version_names_the_file_and_both_versions(valid_bin, tmp_path: Path) -> None:
     path = tmp_path / "future.bin"
-    path.write_bytes(_patch(8, _u32(5))(valid_bin))
+    path.write_bytes(_patch(8, _u32(6))(valid_bin))
     with pytest.raises(ValueError) as info:
         read_model_bin(path)
     assert str(info.value) == (
-        f"{path}: format version 5, this reader supports versions 1, 2, 3, 4 (current 4)"
+        f"{path}: format version 6, this reader supports versions 1, 2, 3, 4, 5 (current 5)"
     )
 
 

@@ -27,6 +27,7 @@ from raytrack.export import (
     read_model_bin,
     write_model_bin,
 )
+from raytrack.export.bin_layout import FORMAT_VERSION
 from raytrack.export.model_bin import BinModel, parse_model_bin
 from raytrack.models.mlp import TrackMLP
 from raytrack.physics.axis_profile import X_DEGREE
@@ -124,7 +125,12 @@ def test_every_reader_matches_torch(case, cpp_predict: Path, tmp_path: Path) -> 
 
     proc, got = run_cpp(cpp_predict, tmp_path / "model.bin", inputs, tmp_path)
     assert proc.returncode == 0, proc.stderr
-    expected_stdout = ["4", str(model.config.weight_count), "4", str(model.config.n_features)]
+    expected_stdout = [
+        "4",
+        str(model.config.weight_count),
+        str(FORMAT_VERSION),
+        str(model.config.n_features),
+    ]
     assert proc.stdout.split() == expected_stdout
     assert_groups_match(got, ref, groups, f"C++ {what}")
 
@@ -277,7 +283,7 @@ def test_version_1_files_still_read(target: str, cpp_predict: Path, tmp_path: Pa
     assert_groups_match(got, ref, groups, "C++, version 1")
 
     rewritten = parse_model_bin(loaded.to_bytes())
-    assert rewritten.version == 4
+    assert rewritten.version == FORMAT_VERSION
     np.testing.assert_array_equal(rewritten.forward(inputs), loaded.forward(inputs))
     write_model_bin(model, tmp_path / "v2.bin")
     assert loaded.to_bytes() == (tmp_path / "v2.bin").read_bytes()
@@ -289,6 +295,35 @@ def stepped_curvature(model: TrackMLP) -> TrackMLP:
     state = {k: v for k, v in model.state_dict().items() if "continuous_curvature" not in k}
     model.load_state_dict(state, strict=False)
     return model
+
+
+def test_a_map_model_with_the_stepped_x_curvature_is_version_4(
+    cpp_predict: Path, tmp_path: Path
+) -> None:
+    """A path model on a map saved when only d2By was continuous (its curvature rule 1) writes
+    version 4, and both readers compute it with the stepped x rule, as torch does; with the
+    current rule the same weights write version 5 and predict otherwise."""
+    model = make_model((24, 12, 6), "silu", seed=62, axis=MAP_AXIS, base="path")
+    groups = track_groups(seed=62)
+    everywhere = np.concatenate(list(groups.values()))
+    current = torch_predict(model, everywhere)
+    write_model_bin(model, tmp_path / "v5.bin")
+    assert read_model_bin(tmp_path / "v5.bin").version == FORMAT_VERSION == 5
+    state = model.state_dict()
+    state["formulation.continuous_curvature"] = torch.tensor(1)
+    model.load_state_dict(state)
+    ref = torch_predict(model, everywhere)
+    assert np.abs(ref - current).max() > 1e-9  # the rules differ where tracks leave y = 0
+    write_model_bin(model, tmp_path / "v4.bin")
+    loaded = read_model_bin(tmp_path / "v4.bin")
+    assert loaded.version == 4 and loaded.continuous_curvature
+    assert not loaded.continuous_x_curvature
+    assert_groups_match(loaded.forward(everywhere), ref, groups, "numpy, version 4")
+    proc, got = run_cpp(cpp_predict, tmp_path / "v4.bin", everywhere, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split()[2] == "4"
+    assert_groups_match(got, ref, groups, "C++, version 4")
+    assert loaded.to_bytes() == (tmp_path / "v4.bin").read_bytes()
 
 
 def version_2_bytes(current: bytes) -> bytes:

@@ -142,3 +142,29 @@ def test_d2by_is_continuous_so_the_path_base_reaches_micrometres_on_the_dipole()
     rough = position_error(path_base(inputs, stepped), expected)
     assert np.mean(smooth) < 0.002 and np.percentile(smooth, 95) < 0.003  # mm
     assert np.mean(smooth) < 0.25 * np.mean(rough)
+
+
+def test_the_x_coefficients_second_dz_derivative_is_continuous_too():
+    """The midplane's d2d/dz2 (docs/physics.md section 2c), linear between the nodes' central
+    differences as d2By: continuous across a node, where the stepped rule (model.bin version
+    4) jumps; the rest of the x terms are the same in both."""
+    profile = AxisProfile.from_field(WindowFrameField(), -500.0, 14500.0)
+    node = profile.z_first + 150 * profile.spacing  # z 2500 mm: the entrance fringe
+    z = torch.tensor([node - 1e-6, node + 1e-6], dtype=torch.float64)
+    x = torch.tensor([2500.0, 2500.0], dtype=torch.float64)
+    terms = {}
+    for continuous in (True, False):
+        tables = AxisTables(
+            profile.tables(),
+            profile.z_first,
+            profile.spacing,
+            x_values=profile.x_tables(),
+            x_scale=profile.x_scale,
+            continuous_x_curvature=continuous,
+        )
+        terms[continuous] = tables.at(z).midplane_terms(x)
+    for continuous, jumps in ((True, False), (False, True)):
+        laplacian = terms[continuous][2]
+        assert bool(abs(laplacian[1] - laplacian[0]) > 1e-3 * abs(laplacian[0])) == jumps
+    for k in (0, 1, 3):  # d, dd/dx, dd/dz
+        torch.testing.assert_close(terms[True][k], terms[False][k], rtol=0, atol=0)
