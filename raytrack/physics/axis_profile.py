@@ -11,9 +11,11 @@ Two cumulative tables of the on-axis field turn a leg's bending into look-ups:
 
     F(z) = int By dz            (T mm)        H(z) = int F dz            (T mm^2)
 
-The node values of F come from By by a rule that is exact on a trilinear map and fourth order
-on an analytic field; those of H are the exact integral of F's cubic Hermite interpolant
-(F' = By, H' = F).
+The node values of F come from By by a fourth-order rule; those of H are the exact integral of
+F's cubic Hermite interpolant (F' = By, H' = F). A field map is taken as samples of a smooth
+field: the profile passes a cubic spline through its By, and through the x fit, at the map's
+own z nodes (why: docs/physics.md section 2c). Manifests written before keep their record,
+By linear between the map's nodes and derivatives smoothed over its grid.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from scipy.interpolate import CubicSpline
 
 from raytrack.physics.fields import Field, GridField
 
@@ -41,8 +44,9 @@ X_SCALE_MM = 4000.0
 #: A field whose midplane deviates from its axis by less than this fraction of its peak has no
 #: x dependence to fit (the default dipole: exactly none), and its models carry no x tables.
 X_DEPENDENCE_FLOOR = 1e-6
-#: A map's off-plane dz derivatives come from its tables smoothed over this many grid
-#: spacings (:func:`smoothed_over`; the choice among 0-3: docs/physics.md section 5).
+#: The off-plane dz derivatives of a profile recorded with a map's grid (a manifest written
+#: before the spline, ``derivatives_smoothed_over_mm``) come from its tables smoothed over this
+#: many grid spacings (:func:`smoothed_over`).
 SMOOTHING_GRIDS = 2
 
 
@@ -60,8 +64,9 @@ class AxisProfile:
     #: coefficients (T) in ``u = x / x_scale`` at the same z nodes, D = 0 for none.
     x_coefficients: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros((0, 0)))
     x_scale: float = X_SCALE_MM  # mm
-    #: A map's z grid spacing (mm; 0 for an analytic field): the off-plane terms' dz
-    #: derivatives are taken from the tables smoothed over it (:func:`smoothed_over`).
+    #: 0, or the z grid spacing (mm) of a map whose manifest predates the spline: the off-plane
+    #: terms' dz derivatives are then taken from the tables smoothed over it
+    #: (:func:`smoothed_over`).
     grid_mm: float = 0.0
 
     @property
@@ -83,15 +88,13 @@ class AxisProfile:
         first = np.floor(z_min / spacing) * spacing
         count = int(np.ceil((z_max - first) / spacing)) + 1
         nodes = first + spacing * np.arange(count)
-        # A trilinear map is linear in z between its grid nodes, which are among ours.
-        rule = "linear" if isinstance(field, GridField) else "smooth"
-        profile = cls.from_by(first, spacing, _on_axis_by(field, nodes), rule)
         scale = x_scale_of(field)
-        coefficients = fit_x_dependence(field, nodes, scale)
-        grid = field.spacing[2] if isinstance(field, GridField) else 0.0
-        return dataclasses.replace(
-            profile, x_coefficients=coefficients, x_scale=scale, grid_mm=float(grid)
-        )
+        if isinstance(field, GridField):
+            by, coefficients = _splined_through_grid(field, nodes, scale)
+        else:
+            by, coefficients = _on_axis_by(field, nodes), fit_x_dependence(field, nodes, scale)
+        profile = cls.from_by(first, spacing, by, "smooth")
+        return dataclasses.replace(profile, x_coefficients=coefficients, x_scale=scale)
 
     @classmethod
     def from_by(
@@ -99,10 +102,11 @@ class AxisProfile:
     ) -> AxisProfile:
         """From By samples alone (what the manifest keeps), integrated by ``rule``:
 
-        * ``"linear"``: By linear between nodes (a trilinear map): the trapezoid rule, exact.
-        * ``"smooth"``: an analytic field: the trapezoid rule with its Euler-Maclaurin end
-          correction (dBy/dz by central differences), fourth order (what the plain trapezoid
-          would miss: docs/physics.md section 5).
+        * ``"linear"``: By linear between nodes (a trilinear map's own, as manifests written
+          before the spline record it): the trapezoid rule, exact.
+        * ``"smooth"``: a smooth field (analytic, or a map's spline): the trapezoid rule with
+          its Euler-Maclaurin end correction (dBy/dz by central differences), fourth order
+          (what the plain trapezoid would miss: docs/physics.md section 5).
         """
         if rule not in RULES:
             raise ValueError(f"rule must be one of {RULES}, got {rule!r}")
@@ -251,6 +255,28 @@ def fit_x_dependence(field: Field, z: np.ndarray, x_scale: float) -> np.ndarray:
     powers = u[:, None] ** np.arange(1, X_DEGREE + 1)[None, :]
     coefficients, *_ = np.linalg.lstsq(powers, deviation, rcond=None)
     return np.ascontiguousarray(coefficients.T)
+
+
+def _splined_through_grid(
+    field: GridField, nodes: np.ndarray, x_scale: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """By on the axis and the x fit's coefficients at ``nodes``: cubic splines through their
+    values at the map's own z nodes, zero beyond the map (as its field).
+
+    Between its nodes a trilinear map is biased against the smooth field it samples, by
+    ``-h^2/12`` of the second derivative along each axis on average; off the grid's node lines
+    the three biases cancel for a field free of sources (its Laplacian is zero), so the tracks
+    see the smooth field on average, while the axis, a node line in x and y, keeps the z bias
+    alone. The spline gives the base the smooth field (docs/physics.md section 2c)."""
+    z_grid = field.origin[2] + field.spacing[2] * np.arange(field.shape[2])
+    inside = (nodes >= z_grid[0]) & (nodes <= z_grid[-1])
+    by = np.zeros(len(nodes))
+    by[inside] = CubicSpline(z_grid, _on_axis_by(field, z_grid))(nodes[inside])
+    fitted = fit_x_dependence(field, z_grid, x_scale)
+    coefficients = np.zeros((len(nodes), fitted.shape[1]))
+    if fitted.shape[1]:
+        coefficients[inside] = CubicSpline(z_grid, fitted, axis=0)(nodes[inside])
+    return by, coefficients
 
 
 def _on_axis_by(field: Field, z: np.ndarray) -> np.ndarray:

@@ -147,13 +147,15 @@ def test_path_on_a_map_in_the_reader_and_both_headers(
 
 
 def test_path_on_a_grid_map_keeps_its_smoothed_dby_in_two_floats(tmp_path: Path) -> None:
-    """A map sampled on a grid (the window-frame map's 100 mm grid): its dBy/dz table is of By
-    smoothed over the grid, not By's central differences, so the float32 header keeps that row
-    with its rounding error (d2By is a difference of neighbours) and still matches torch."""
+    """A map profile as a manifest written before the spline records it (the window-frame
+    map's 100 mm grid, derivatives smoothed over it): its dBy/dz table is of By smoothed over
+    the grid, not By's central differences, so the float32 header keeps that row with its
+    rounding error (d2By is a difference of neighbours) and still matches torch."""
     from raytrack.export.header_data import TABLE_ROWS
     from raytrack.physics.synthetic_map import sampled_grid
 
-    axis = AxisProfile.from_field(sampled_grid(), -500.0, 14500.0)
+    record = AxisProfile.from_field(sampled_grid(), -500.0, 14500.0).to_dict()
+    axis = AxisProfile.from_dict({**record, "derivatives_smoothed_over_mm": 100.0})
     model = make_model(*FORMULATIONS[3], seed=41, axis=axis)
     data = write_header(BinModel.from_torch(model), tmp_path / "grid.h", "grid")
     assert data.table_rows == 7 and data.field_tables == 4 * 3 * 8 * len(axis.by)

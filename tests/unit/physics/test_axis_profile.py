@@ -1,5 +1,5 @@
-"""The on-axis profile: its tables, its manifest record, the x fit and a map's smoothed
-derivatives (raytrack/physics/axis_profile.py; docs/physics.md sections 2a and 2c)."""
+"""The on-axis profile: its tables, its manifest record, the x fit and a map's spline
+(raytrack/physics/axis_profile.py; docs/physics.md sections 2a and 2c)."""
 
 from __future__ import annotations
 
@@ -7,33 +7,42 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
-from raytrack.physics import DipoleField, GridField
-from raytrack.physics.axis_lookup import AxisTables
-from raytrack.physics.axis_profile import X_DEGREE, AxisProfile
+from raytrack.physics import DipoleField
+from raytrack.physics.axis_profile import X_DEGREE, AxisProfile, smoothed_over
 from raytrack.physics.synthetic_map import WindowFrameField
-from raytrack.physics.transports import field_integrals
 
 from .tracks import sampled_window_frame
 
 
-def test_tables_are_exact_on_a_trilinear_map():
-    # By piecewise linear in z between 100 mm grid nodes: F and H are exact polynomials there.
-    rng = np.random.default_rng(4)
-    values = np.zeros((2, 2, 31, 3))
-    values[:, :, :, 1] = rng.uniform(-1, 1, 31)
-    grid = GridField(values, origin=(-100.0, -100.0, 1000.0), spacing=(200.0, 200.0, 100.0))
-    profile = AxisProfile.from_field(grid, 1000.0, 4000.0)
-    tables = AxisTables(profile.tables(), profile.z_first, profile.spacing)
-    z0, z1 = torch.tensor([1000.0, 1234.5]), torch.tensor([4000.0, 3210.9])
-    i1, i2 = field_integrals(tables.at(z0.double()), tables.at(z1.double()), (z1 - z0).double())
-    for k in range(2):
-        z = torch.linspace(float(z0[k]), float(z1[k]), 400001, dtype=torch.float64)
-        by = grid.evaluate(torch.zeros_like(z), torch.zeros_like(z), z)[1]
-        assert float(i1[k]) == pytest.approx(float(torch.trapezoid(by, z)), rel=1e-8)
-        assert float(i2[k]) == pytest.approx(float(torch.trapezoid((z1[k] - z) * by, z)), rel=1e-7)
+def test_a_map_profile_is_the_spline_through_the_maps_own_nodes():
+    """A trilinear map is taken as samples of a smooth field (docs/physics.md section 2c): By
+    at the map's z nodes exactly, and in between the field it samples (the window-frame
+    dipole's F and H, not those of By linear between the nodes)."""
+    grid = sampled_window_frame()
+    profile = AxisProfile.from_field(grid, 1500.0, 8500.0)
+    assert profile.rule == "smooth" and profile.grid_mm == 0.0
+    smooth = AxisProfile.from_field(WindowFrameField(), 1500.0, 8500.0)
+    on_grid = (profile.z_first + profile.spacing * np.arange(len(profile.by))) % 100.0 == 0.0
+    zero = torch.zeros(int(on_grid.sum()), dtype=torch.float64)
+    z = torch.from_numpy(profile.z_first + profile.spacing * np.flatnonzero(on_grid))
+    np.testing.assert_allclose(profile.by[on_grid], grid.evaluate(zero, zero, z)[1].numpy())
+    for mine, field in ((profile.f, smooth.f), (profile.h, smooth.h)):
+        assert np.abs(mine - field).max() < 1e-5 * np.abs(field).max()
+    linear = AxisProfile.from_by(profile.z_first, profile.spacing, profile.by, "linear")
+    assert np.abs(linear.h - smooth.h).max() > 10 * np.abs(profile.h - smooth.h).max()
+
+
+def test_a_manifest_written_before_the_spline_reads_as_it_was_written():
+    """Its record, By linear between the map's nodes and derivatives smoothed over its grid,
+    gives the tables its datasets' models were trained with."""
+    record = AxisProfile.from_field(sampled_window_frame(), 1500.0, 8500.0).to_dict()
+    record.update(by_between_nodes="linear", derivatives_smoothed_over_mm=100.0)
+    profile = AxisProfile.from_dict(json.loads(json.dumps(record)))
+    assert (profile.rule, profile.grid_mm) == ("linear", 100.0)
+    smoothed = np.gradient(smoothed_over(profile.by, 10), profile.spacing)
+    np.testing.assert_array_equal(profile.tables()[1].numpy(), smoothed)
 
 
 def test_profile_round_trips_through_its_manifest_record():
@@ -82,21 +91,19 @@ def test_the_x_fit_reproduces_the_midplane_field():
     assert np.abs(fitted - exact).max() < 1e-4 * np.abs(profile.by).max()
 
 
-def test_a_map_profile_smooths_its_derivatives_and_round_trips_through_the_manifest():
+def test_a_map_profile_round_trips_through_the_manifest_and_follows_the_field():
     field = WindowFrameField()
     grid = sampled_window_frame()
     profile = AxisProfile.from_field(grid, 1500.0, 8500.0)
-    assert profile.grid_mm == 100.0 and profile.x_degree == X_DEGREE
+    assert profile.x_degree == X_DEGREE
     again = AxisProfile.from_dict(json.loads(json.dumps(profile.to_dict())))
     assert again.grid_mm == profile.grid_mm and again.x_scale == profile.x_scale
     assert np.array_equal(again.x_coefficients, profile.x_coefficients)
     assert torch.equal(again.tables(), profile.tables())
     assert torch.equal(again.x_tables(), profile.x_tables())
-    # dBy/dz of the trilinear map's tables, against the analytic field's: the raw central
-    # differences jump at every grid node, the smoothed ones follow the field (away from the
-    # tables' ends, which lie in the margin beyond the phase space).
+    # dBy/dz of the map's tables against the analytic field's (away from the tables' ends,
+    # which lie in the margin beyond the phase space); By linear between the grid's nodes
+    # would jump at every one of them.
     exact = AxisProfile.from_field(field, 1500.0, 8500.0).tables()[1].numpy()[15:-15]
-    smoothed = profile.tables()[1].numpy()[15:-15]
-    raw = np.gradient(profile.by, profile.spacing)[15:-15]
-    assert np.abs(smoothed - exact).max() < 0.01 * np.abs(exact).max()
-    assert np.abs(raw - exact).max() > 2 * np.abs(smoothed - exact).max()
+    splined = profile.tables()[1].numpy()[15:-15]
+    assert np.abs(splined - exact).max() < 0.01 * np.abs(exact).max()

@@ -3,14 +3,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
 from raytrack.physics import DipoleField
 from raytrack.physics.axis_lookup import AxisTables
-from raytrack.physics.axis_profile import X_DEGREE, AxisProfile
-from raytrack.physics.synthetic_map import WindowFrameField
+from raytrack.physics.axis_profile import X_DEGREE, AxisProfile, fit_x_dependence
+from raytrack.physics.synthetic_map import WindowFrameField, sampled_grid
 from raytrack.physics.transports import (
     axial_transport,
     expansion_transport,
@@ -168,3 +170,27 @@ def test_the_x_coefficients_second_dz_derivative_is_continuous_too():
         assert bool(abs(laplacian[1] - laplacian[0]) > 1e-3 * abs(laplacian[0])) == jumps
     for k in (0, 1, 3):  # d, dd/dx, dd/dz
         torch.testing.assert_close(terms[True][k], terms[False][k], rtol=0, atol=0)
+
+
+@pytest.mark.slow  # integrates 800 tracks through the trilinear map
+def test_on_a_map_the_path_base_reads_the_smooth_field_the_grid_samples():
+    """The window-frame map on its 100 mm grid: the path base from the map's profile (splines
+    through its nodes) against the tracks integrated through the map itself, several times
+    closer than the profile that takes By linear between the map's nodes, as the map does on
+    its axis (docs/physics.md section 2c)."""
+    grid = sampled_grid()
+    inputs, expected = tracks_and_truth(grid, 800, seed=8)
+    profile = AxisProfile.from_field(grid, -500.0, 14500.0)
+    nodes = profile.z_first + profile.spacing * np.arange(len(profile.by))
+    zero = torch.zeros(len(nodes), dtype=torch.float64)
+    on_axis = grid.evaluate(zero, zero, torch.from_numpy(nodes))[1].numpy()
+    trilinear = dataclasses.replace(
+        AxisProfile.from_by(profile.z_first, profile.spacing, on_axis, "linear"),
+        x_coefficients=fit_x_dependence(grid, nodes, profile.x_scale),
+        x_scale=profile.x_scale,
+        grid_mm=100.0,
+    )
+    splined = position_error(path_base(inputs, path_tables(grid, profile)), expected)
+    linear = position_error(path_base(inputs, path_tables(grid, trilinear)), expected)
+    assert np.mean(splined) < 0.7 * np.mean(linear)
+    assert np.percentile(splined, 95) < 0.5 * np.percentile(linear, 95)
