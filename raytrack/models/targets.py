@@ -34,17 +34,32 @@ def _trimmed_moments(targets: torch.Tensor, norm: Normalisation) -> Normalisatio
     """``norm`` with the mean and standard deviation of each column of the (N, 4) encoded
     targets taken without the TARGET_TRIM of them farthest from the column's median (a fixed
     column keeps its scale of 1)."""
-    values = targets.double().numpy()
-    deviation = np.abs(values - np.median(values, axis=0))
-    kept = deviation <= np.quantile(deviation, 1 - TARGET_TRIM, axis=0)
-    trimmed = np.where(kept, values, np.nan)
-    mean, spread = np.nanmean(trimmed, axis=0), np.nanstd(trimmed, axis=0)
+    mean, spread = np.empty(targets.shape[1]), np.empty(targets.shape[1])
+    for k, column in enumerate(targets.T.numpy()):
+        mean[k], spread[k] = _trimmed_column(column)
     fixed = (norm.target_std == 1.0) | ~(spread > 0)
     return replace(
         norm,
         target_mean=np.where(fixed, norm.target_mean, mean),
         target_std=np.where(fixed, norm.target_std, spread),
     )
+
+
+def _trimmed_column(values: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation of ``values`` without the TARGET_TRIM of them farthest from
+    their median, in float64 through one scratch array the size of the column: a training's
+    targets are its largest array after the data, and copies of all of them would set the
+    run's peak memory."""
+    scratch = values.astype(np.float64)
+    median = np.median(scratch, overwrite_input=True)
+
+    def deviation() -> np.ndarray:
+        np.subtract(values, median, out=scratch)
+        return np.abs(scratch, out=scratch)
+
+    threshold = np.quantile(deviation(), 1 - TARGET_TRIM, overwrite_input=True)
+    kept = values[deviation() <= threshold]
+    return float(np.mean(kept, dtype=np.float64)), float(np.std(kept, dtype=np.float64))
 
 
 def training_loss(predicted: torch.Tensor, wanted: torch.Tensor, loss: str) -> torch.Tensor:

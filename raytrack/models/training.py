@@ -53,8 +53,9 @@ __all__ = [
     "train_model",
 ]
 
-#: Rows prepared at once: bounds the float64 temporaries of the feature computation.
-PREPARE_CHUNK = 1 << 15  # 2**15 rows: tens of MB of float64 temporaries
+#: Rows prepared at once: bounds the float64 temporaries of the feature computation, which a
+#: map's x terms make the largest per row (docs/benchmarks.md, "Training").
+PREPARE_CHUNK = 1 << 13
 
 
 def train_model(
@@ -74,6 +75,8 @@ def train_model(
     """Train ``model_config`` on (inputs (N, 7), targets (N, 4)) arrays (float32 or float64).
 
     ``axis``: the dataset's on-axis field profile, for formulations that read it.
+    ``bending``, ``validation_bending``: the splits' float32 bending (``Split.bending``), read
+    only while the targets are encoded.
     ``jacobians``: the training split's (N, 4, 5) transport Jacobians, needed when
     ``train_config.jacobian_weight`` is not 0 (datasets generated with --jacobian). With
     ``checkpoint_dir``, a checkpoint is written there after every epoch and, when one is
@@ -94,6 +97,9 @@ def train_model(
         model, model_config, train_config, train, validation, dev, jacobians,
         (bending, validation_bending),
     )  # fmt: skip
+    # The bending's one use is the targets' encoding, done: a caller that hands it over (as
+    # raytrack.run.pipeline does with a dataset it loaded itself) gets its memory back now.
+    bending = validation_bending = None
     ckpt_path = None
     if checkpoint_dir is not None:
         Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
@@ -117,6 +123,23 @@ def encoding_truth(
         bend = np.asarray(bending, np.float64)
     x = _float32_tensor(given)
     return x, straight_line(x.double()) + torch.from_numpy(bend)
+
+
+def _encoded_truth_by_chunks(
+    inputs: np.ndarray, truth: np.ndarray, bending: np.ndarray | None
+) -> torch.Tensor:
+    """The truth of :func:`encoding_truth`, :data:`PREPARE_CHUNK` rows at a time (its inputs
+    are the given ones rounded to float32)."""
+    chunks = range(0, len(inputs), PREPARE_CHUNK)
+    parts = [
+        encoding_truth(
+            inputs[lo : lo + PREPARE_CHUNK],
+            truth[lo : lo + PREPARE_CHUNK],
+            None if bending is None else bending[lo : lo + PREPARE_CHUNK],
+        )[1]
+        for lo in chunks
+    ]
+    return torch.cat(parts) if parts else torch.empty(0, 4, dtype=torch.float64)
 
 
 def path_nodes_for(config: ModelConfig, axis: AxisProfile | None, train) -> int | None:
@@ -151,9 +174,10 @@ class _Loop:
         self.model_config = model_config
         self.x_extra, self.t_train = self._fit_and_prepare(train, bending[0])
         self.y_val = torch.from_numpy(np.asarray(validation[1], np.float64)).to(device)
-        # The validation loss encodes its truth as the training targets do (_fit_and_prepare).
-        x_val, y_val_encoded = encoding_truth(*validation, bending[1])
-        self.x_val, self.y_val_encoded = x_val.to(device), y_val_encoded.to(device)
+        # The validation loss encodes its truth as the training targets do (_fit_and_prepare),
+        # a chunk at a time: the float64 temporaries of a whole split would set the run's peak.
+        self.x_val = _float32_tensor(validation[0]).to(device)
+        self.y_val_encoded = _encoded_truth_by_chunks(*validation, bending[1]).to(device)
         # The fused kernel does the whole update in one pass, a large part of a small model's step.
         self.optimizer = torch.optim.AdamW(
             model.parameters(), lr=config.lr, weight_decay=config.weight_decay, fused=True

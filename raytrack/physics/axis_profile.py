@@ -26,7 +26,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.interpolate import CubicSpline
 
 from raytrack.physics.fields import Field, GridField
 
@@ -268,6 +267,10 @@ def _splined_through_grid(
     the three biases cancel for a field free of sources (its Laplacian is zero), so the tracks
     see the smooth field on average, while the axis, a node line in x and y, keeps the z bias
     alone. The spline gives the base the smooth field (docs/physics.md section 2c)."""
+    # Deferred on purpose: scipy costs every process that imports the physics half a second,
+    # and only a map's profile needs it.
+    from scipy.interpolate import CubicSpline
+
     z_grid = field.origin[2] + field.spacing[2] * np.arange(field.shape[2])
     inside = (nodes >= z_grid[0]) & (nodes <= z_grid[-1])
     by = np.zeros(len(nodes))

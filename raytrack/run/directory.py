@@ -99,7 +99,12 @@ def prepare_run_dir(run_dir: Path, spec: RunSpec) -> None:
     write_json(run_dir / RUN_FILE, spec.to_dict())
 
 
-def predict(model: TrackMLP, inputs: np.ndarray, batch: int = 65536) -> np.ndarray:
+#: Tracks a prediction takes at once: bounds the formulation's float64 temporaries, which a
+#: map's x terms make the largest per track (docs/benchmarks.md, "Training").
+PREDICT_BATCH = 8192
+
+
+def predict(model: TrackMLP, inputs: np.ndarray, batch: int = PREDICT_BATCH) -> np.ndarray:
     """(N, 4) float64 predictions of (N, 7) physical inputs, in batches, on the CPU."""
     model = model.cpu().eval()
     with torch.no_grad():
@@ -110,7 +115,7 @@ def predict(model: TrackMLP, inputs: np.ndarray, batch: int = 65536) -> np.ndarr
     return torch.cat(parts).double().numpy() if parts else np.empty((0, 4))
 
 
-def predict_base(model: TrackMLP, inputs: np.ndarray, batch: int = 65536) -> np.ndarray:
+def predict_base(model: TrackMLP, inputs: np.ndarray, batch: int = PREDICT_BATCH) -> np.ndarray:
     """(N, 4) float64 end states of the model's physics base alone (no network), from the
     same float32 inputs as :func:`predict`: what the network adds is the difference."""
     model = model.cpu().eval()

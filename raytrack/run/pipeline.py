@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 import raytrack
-from raytrack.data import DatasetError, DatasetSplits, load
+from raytrack.data import DatasetError, DatasetSplits, Split, load
 from raytrack.data.schema import INPUT_COLUMNS, TARGET_COLUMNS, UNITS, canonical_hash
 from raytrack.evaluate import evaluate_model, magnet_extent, write_report
 from raytrack.export.model_bin import write_model_bin
@@ -46,7 +46,10 @@ def train_run(
     # run) must leave nothing that makes the corrected command look like another run.
     check_run_dir(run_dir, spec)
     sobolev = spec.train.jacobian_weight > 0  # Jacobian-matching training needs them
+    owned = splits is None
     splits = splits or load(spec.data_dir, jacobian=sobolev)
+    if owned:  # the evaluation reads the test split again, exact (_exact_test_split)
+        splits.test.bending = None
     if sobolev and splits.train.jacobians is None:
         raise DatasetError(
             f"{spec.data_dir}: training option jacobian_weight={spec.train.jacobian_weight} "
@@ -60,8 +63,8 @@ def train_run(
         (splits.validation.inputs(), splits.validation.targets()),
         axis=splits.axis_profile() if spec.model.needs_field else None,
         jacobians=splits.train.jacobians if sobolev else None,
-        bending=splits.train.bending,
-        validation_bending=splits.validation.bending,
+        bending=_handed_over(splits.train) if owned else splits.train.bending,
+        validation_bending=_handed_over(splits.validation) if owned else splits.validation.bending,
         device=spec.device,
         checkpoint_dir=run_dir,
         callback=callback,
@@ -72,6 +75,13 @@ def train_run(
     elif export:
         write_outputs(run_dir, spec, splits, result, evaluate=evaluate)
     return result
+
+
+def _handed_over(split: Split) -> np.ndarray | None:
+    """The split's bending, which the split lets go: training reads it once, when it encodes
+    its targets, and a dataset loaded for one run need not hold it for the whole training."""
+    bending, split.bending = split.bending, None
+    return bending
 
 
 def write_outputs(
