@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -125,20 +126,23 @@ def encoding_truth(
     return x, straight_line(x.double()) + torch.from_numpy(bend)
 
 
+def _encoding_chunks(
+    inputs: np.ndarray, truth: np.ndarray, bending: np.ndarray | None
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """Each chunk's first row and :func:`encoding_truth`, :data:`PREPARE_CHUNK` rows at a time:
+    the float64 temporaries of a whole split would set a run's peak memory."""
+    for lo in range(0, len(inputs), PREPARE_CHUNK):
+        rows = slice(lo, lo + PREPARE_CHUNK)
+        x, y = encoding_truth(inputs[rows], truth[rows], None if bending is None else bending[rows])
+        yield lo, x, y
+
+
 def _encoded_truth_by_chunks(
     inputs: np.ndarray, truth: np.ndarray, bending: np.ndarray | None
 ) -> torch.Tensor:
-    """The truth of :func:`encoding_truth`, :data:`PREPARE_CHUNK` rows at a time (its inputs
-    are the given ones rounded to float32)."""
-    chunks = range(0, len(inputs), PREPARE_CHUNK)
-    parts = [
-        encoding_truth(
-            inputs[lo : lo + PREPARE_CHUNK],
-            truth[lo : lo + PREPARE_CHUNK],
-            None if bending is None else bending[lo : lo + PREPARE_CHUNK],
-        )[1]
-        for lo in chunks
-    ]
+    """The truth of :func:`encoding_truth` (its inputs the given ones rounded to float32), made
+    by chunks."""
+    parts = [y for _, _, y in _encoding_chunks(inputs, truth, bending)]
     return torch.cat(parts) if parts else torch.empty(0, 4, dtype=torch.float64)
 
 
@@ -174,8 +178,7 @@ class _Loop:
         self.model_config = model_config
         self.x_extra, self.t_train = self._fit_and_prepare(train, bending[0])
         self.y_val = torch.from_numpy(np.asarray(validation[1], np.float64)).to(device)
-        # The validation loss encodes its truth as the training targets do (_fit_and_prepare),
-        # a chunk at a time: the float64 temporaries of a whole split would set the run's peak.
+        # The validation loss encodes its truth as the training targets do (_fit_and_prepare).
         self.x_val = _float32_tensor(validation[0]).to(device)
         self.y_val_encoded = _encoded_truth_by_chunks(*validation, bending[1]).to(device)
         # The fused kernel does the whole update in one pass, a large part of a small model's step.
@@ -220,10 +223,7 @@ class _Loop:
         targets = torch.empty(n, 4, dtype=torch.float32)
         moments = (ColumnMoments(), ColumnMoments())
         with torch.no_grad():
-            for lo in range(0, n, PREPARE_CHUNK):
-                rows = slice(lo, lo + PREPARE_CHUNK)
-                chunk_bending = None if bending is None else bending[rows]
-                x, y = encoding_truth(inputs[rows], truth[rows], chunk_bending)
+            for lo, x, y in _encoding_chunks(inputs, truth, bending):
                 x, y = x.to(self.device), y.to(self.device)
                 f, t = self.model.encode(x, y)
                 moments[0].add(f)

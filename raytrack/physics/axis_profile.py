@@ -273,13 +273,12 @@ def _splined_through_grid(
 
     z_grid = field.origin[2] + field.spacing[2] * np.arange(field.shape[2])
     inside = (nodes >= z_grid[0]) & (nodes <= z_grid[-1])
-    by = np.zeros(len(nodes))
-    by[inside] = CubicSpline(z_grid, _on_axis_by(field, z_grid))(nodes[inside])
-    fitted = fit_x_dependence(field, z_grid, x_scale)
-    coefficients = np.zeros((len(nodes), fitted.shape[1]))
-    if fitted.shape[1]:
-        coefficients[inside] = CubicSpline(z_grid, fitted, axis=0)(nodes[inside])
-    return by, coefficients
+    samples = np.column_stack(
+        (_on_axis_by(field, z_grid), fit_x_dependence(field, z_grid, x_scale))
+    )
+    splined = np.zeros((len(nodes), samples.shape[1]))
+    splined[inside] = CubicSpline(z_grid, samples, axis=0)(nodes[inside])
+    return splined[:, 0], np.ascontiguousarray(splined[:, 1:])
 
 
 def _on_axis_by(field: Field, z: np.ndarray) -> np.ndarray:

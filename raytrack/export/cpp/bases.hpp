@@ -209,14 +209,9 @@ RAYTRACK_HD void midplane(const Axis<R>& a, const Point<R>& p, const L& x, L& d,
     const R* c = a.x + (q - 1) * n;
     const R* g = a.x + (degree + q - 1) * n;
     const R cq = c[i] * rest + c[i + 1] * w;
-    R cz;  // the coefficient's second dz derivative
-    if (a.continuous_x_curvature) {
-      cz = a.x_node_curvature(q, i) * rest + a.x_node_curvature(q, i + 1) * w;
-    } else {
-      R rise = g[i + 1] - g[i];
-      if (a.x_lo != nullptr) rise += a.x_lo[(q - 1) * n + i + 1] - a.x_lo[(q - 1) * n + i];
-      cz = rise / a.spacing;
-    }
+    const R cz = a.continuous_x_curvature  // the coefficient's second dz derivative
+                     ? a.x_node_curvature(q, i) * rest + a.x_node_curvature(q, i + 1) * w
+                     : a.x_slope_rise(q, i, i + 1) / a.spacing;
     value = value * v + cq;
     slope = slope * v + (g[i] * rest + g[i + 1] * w);
     curve = curve * v + cz;

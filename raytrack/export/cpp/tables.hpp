@@ -44,15 +44,21 @@ struct Axis {
   bool continuous_curvature;
   bool continuous_x_curvature;
 
-  // The second dz derivative of x coefficient q (1..D) at node j: the difference of its
-  // neighbours' dz derivatives, one-sided at the tables' ends (as np.gradient), with what
-  // rounding them to R left out (x_lo): the difference cancels most of a float's digits.
-  RAYTRACK_HD R x_node_curvature(int q, int j) const {
+  // The rise of x coefficient q's (1..D) dz derivative from node `from` to node `to`, with
+  // what rounding the derivatives to R left out (x_lo): the difference of neighbours cancels
+  // most of a float's digits.
+  RAYTRACK_HD R x_slope_rise(int q, int from, int to) const {
     const R* g = x + (x_degree + q - 1) * n;
+    R rise = g[to] - g[from];
+    if (x_lo != nullptr) rise += x_lo[(q - 1) * n + to] - x_lo[(q - 1) * n + from];
+    return rise;
+  }
+
+  // The second dz derivative of x coefficient q at node j: central differences of its dz
+  // derivative, one-sided at the tables' ends (as np.gradient).
+  RAYTRACK_HD R x_node_curvature(int q, int j) const {
     const int below = j > 0 ? j - 1 : 0, above = j + 1 < n ? j + 1 : n - 1;
-    R rise = g[above] - g[below];
-    if (x_lo != nullptr) rise += x_lo[(q - 1) * n + above] - x_lo[(q - 1) * n + below];
-    return rise / (spacing * static_cast<R>(above - below));
+    return x_slope_rise(q, below, above) / (spacing * static_cast<R>(above - below));
   }
 
   RAYTRACK_HD Value<R> f_at(int i) const { return join(f[i], f_lo ? f_lo[i] : R(0)); }
