@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+import torch.fx.config
 
 from raytrack.files import replacing
 from raytrack.models.jacobian import JacobianModel
@@ -171,7 +172,8 @@ def _element_type(value: ir.Value) -> ir.DataType | None:
 
 @contextlib.contextmanager
 def _quiet_exporter() -> Iterator[None]:
-    """Silence the exporter's known-harmless warnings (progress prints: ``verbose=False``).
+    """Silence the exporter's known-harmless warnings (progress prints: ``verbose=False``), and
+    keep the traced source's stack traces out of the graph.
 
     torch 2.13 logs "torchvision is not installed. Skipping torchvision::nms" (and friends) at
     WARNING level on every export, and torch.export emits a FutureWarning about ``LeafSpec``
@@ -180,11 +182,16 @@ def _quiet_exporter() -> Iterator[None]:
     logger = logging.getLogger("torch.onnx._internal.exporter._registration")
     level = logger.level
     logger.setLevel(logging.ERROR)
+    # Without it every node keeps the Python stack that traced it, the source paths of the
+    # machine that exported, in the shipped file; recording them is also a part of the trace.
+    stack_traces = torch.fx.config.do_not_emit_stack_traces
+    torch.fx.config.do_not_emit_stack_traces = True
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
             yield
     finally:
+        torch.fx.config.do_not_emit_stack_traces = stack_traces
         logger.setLevel(level)
 
 

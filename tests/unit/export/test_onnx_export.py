@@ -3,6 +3,8 @@ torch are tested with the other readers in test_model_bin.py."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 
@@ -43,3 +45,19 @@ def test_cast_like_becomes_cast_and_onnx_runtime_loads_the_graph_silently(capfd)
     (y,) = session.run(None, {"x": x})
     assert capfd.readouterr().err == ""
     assert y.dtype == np.float32 and np.array_equal(y, x * 5)
+
+
+def test_the_exported_file_carries_no_source_paths(tmp_path) -> None:
+    """The exporter records the Python stack that traced each node; a shipped model.onnx would
+    carry the exporting machine's source paths (and the trace would take longer)."""
+    import raytrack
+    from raytrack.export.onnx_export import export_onnx_pair
+
+    from .helpers import make_model
+
+    model = make_model((8,), "silu", 0, base="line", inputs="state", target="residual")
+    export_onnx_pair(model, tmp_path / "model.onnx", tmp_path / "model_jacobian.onnx")
+    source = str(Path(raytrack.__file__).parent).encode()
+    for name in ("model.onnx", "model_jacobian.onnx"):
+        content = (tmp_path / name).read_bytes()
+        assert source not in content and b"raytrack/models" not in content, name
