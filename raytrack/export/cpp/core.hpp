@@ -29,5 +29,11 @@ namespace core {
 
 // @include predict.hpp
 
+#if !defined(__CUDACC__)  // host compilers: GCC's and Clang's vector types
+// @include lanes.hpp
+
+// @include batch.hpp
+#endif
+
 }  // namespace core
 // <<< raytrack core: end

@@ -229,5 +229,6 @@ inline Mlp load_mlp(const std::string& path) {
   }
   const std::uint32_t computed = detail::crc32(r.data(), expected - 4);
   if (r.u32() != computed) r.fail("checksum mismatch (corrupt file)");
+  m.prepare_batch();
   return m;
 }

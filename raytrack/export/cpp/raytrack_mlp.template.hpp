@@ -68,6 +68,9 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
+#if !defined(__CUDACC__) && (defined(__AVX512F__) || defined(__AVX__))
+#include <immintrin.h>  // the batched engine's square root and floor
+#endif
 
 namespace raytrack {
 

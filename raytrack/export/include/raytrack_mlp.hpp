@@ -67,6 +67,9 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
+#if !defined(__CUDACC__) && (defined(__AVX512F__) || defined(__AVX__))
+#include <immintrin.h>  // the batched engine's square root and floor
+#endif
 
 namespace raytrack {
 
@@ -1041,6 +1044,540 @@ RAYTRACK_HD void predict_with_jacobian(const Model<R>& m, const float in[7], flo
   }
 }
 
+#if !defined(__CUDACC__)  // host compilers: GCC's and Clang's vector types
+// The batched engine's number: kBlock floats, one per track of a block, as a GCC/Clang vector
+// type, so that each operation is one or two SIMD instructions whatever the auto-vectoriser
+// decides (it keeps a loop over the block scalar as soon as the loop holds a sqrt, a floor or
+// a branch). Square root and floor, which the vector types lack, are the CPU's own
+// instructions where the target has them (AVX-512, AVX), lane by lane otherwise: the same
+// IEEE results either way.
+constexpr int kBlock = 16;
+typedef float Lanes __attribute__((vector_size(kBlock * sizeof(float))));
+typedef int LaneInts __attribute__((vector_size(kBlock * sizeof(int))));
+
+inline Lanes splat(float v) { return Lanes{} + v; }
+
+inline Lanes load_lanes(const float* p) {
+  Lanes v;
+  __builtin_memcpy(&v, p, sizeof v);
+  return v;
+}
+
+inline void store_lanes(float* p, Lanes v) { __builtin_memcpy(p, &v, sizeof v); }
+
+inline Lanes max_(Lanes a, Lanes b) { return a < b ? b : a; }
+inline Lanes min_(Lanes a, Lanes b) { return b < a ? b : a; }
+
+inline Lanes sqrt_(Lanes x) {
+#if defined(__AVX512F__)
+  const __m512 v = reinterpret_cast<__m512>(x);
+  return reinterpret_cast<Lanes>(_mm512_mask_sqrt_ps(v, 0xFFFF, v));  // masked: GCC 12 warns
+                                                                      // on the unmasked form
+#elif defined(__AVX__)
+  const __m256* half = reinterpret_cast<const __m256*>(&x);
+  Lanes r;
+  __m256* out = reinterpret_cast<__m256*>(&r);
+  out[0] = _mm256_sqrt_ps(half[0]);
+  out[1] = _mm256_sqrt_ps(half[1]);
+  return r;
+#else
+  Lanes r;
+  for (int b = 0; b < kBlock; ++b) r[b] = sqrtf(x[b]);
+  return r;
+#endif
+}
+
+inline Lanes floor_(Lanes x) {
+#if defined(__AVX512F__)
+  const __m512 v = reinterpret_cast<__m512>(x);
+  return reinterpret_cast<Lanes>(
+      _mm512_mask_roundscale_ps(v, 0xFFFF, v, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC));
+#elif defined(__AVX__)
+  const __m256* half = reinterpret_cast<const __m256*>(&x);
+  Lanes r;
+  __m256* out = reinterpret_cast<__m256*>(&r);
+  out[0] = _mm256_floor_ps(half[0]);
+  out[1] = _mm256_floor_ps(half[1]);
+  return r;
+#else
+  Lanes r;
+  for (int b = 0; b < kBlock; ++b) r[b] = floorf(x[b]);
+  return r;
+#endif
+}
+
+inline Lanes fabs_(Lanes x) { return x < 0.0f ? -x : x; }
+
+// table[index[b]] + offset in every lane (a gather where the target has one).
+inline Lanes gather(const float* table, LaneInts index, int offset) {
+  Lanes r;
+  for (int b = 0; b < kBlock; ++b) r[b] = table[index[b] + offset];
+  return r;
+}
+
+// pow(x, y) lane by lane (the target scale's leg length; powf has no vector instruction).
+inline Lanes pow_(Lanes x, float y) {
+  Lanes r;
+  for (int b = 0; b < kBlock; ++b) r[b] = powf(x[b], y);
+  return r;
+}
+
+// exp(x) in every lane, within 2 ulp of expf (Cephes' expf: x = n ln2 + r, |r| <= ln2 / 2,
+// a degree-6 polynomial in r, 2^n from the exponent bits); x clamped to [-87.3, 88.7], where
+// expf neither overflows nor goes subnormal.
+inline Lanes exp_(Lanes x) {
+  x = min_(max_(x, splat(-87.33654f)), splat(88.72283f));
+  const Lanes n = floor_(x * 1.44269504088896341f + 0.5f);
+  const Lanes r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
+  Lanes p = splat(1.9875691500e-4f);
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  const Lanes e = p * (r * r) + r + 1.0f;
+  // 2^n in two factors, so that n = 128 (x near the top of the range) stays finite
+  const LaneInts half = __builtin_convertvector(n, LaneInts) >> 1;
+  const LaneInts other = __builtin_convertvector(n, LaneInts) - half;
+  return e * reinterpret_cast<Lanes>((half + 127) << 23) *
+         reinterpret_cast<Lanes>((other + 127) << 23);
+}
+
+// An activation in every lane: relu, silu and tanh in SIMD (tanh from exp), gelu lane by lane
+// (erf has no vector form here).
+inline Lanes activate(unsigned code, Lanes x) {
+  switch (code) {
+    case kRelu: return x > 0.0f ? x : Lanes{};
+    case kSilu: return x / (1.0f + exp_(-x));
+    case kTanh: {
+      const Lanes e = exp_(-2.0f * fabs_(x));
+      const Lanes t = (1.0f - e) / (1.0f + e);
+      return x < 0.0f ? -t : t;
+    }
+    default: {
+      Lanes r;
+      for (int b = 0; b < kBlock; ++b) r[b] = activate(code, x[b]);
+      return r;
+    }
+  }
+}
+
+// predict_batch (docs/model_bin.md, "Batches"): tracks in blocks of kBlock, every quantity a
+// Lanes (one SIMD value over the block). The path and line bases run here in float (what it
+// costs in accuracy: docs/model_bin.md), their tables read from one row per interval
+// (BatchTables); the network runs in float, as predict's, a layer at a time over the block,
+// four rows at once (independent sums, so that the adds do not wait on each other). The other
+// bases go one track a call (predict).
+
+// One interval's row of the batch tables: F, H, By, dBy/dz and d2By/dz2 at its two nodes, then
+// for each x coefficient q = 1..D its value, dz derivative and second dz derivative at both.
+enum BatchRow : int {
+  kRowF,
+  kRowF1,
+  kRowH,
+  kRowH1,
+  kRowBy,
+  kRowBy1,
+  kRowDby,
+  kRowDby1,
+  kRowCurve,
+  kRowCurve1,
+  kRowFixed
+};
+constexpr int kRowPerDegree = 6;
+
+// The P numbers predict_batch's tables take: the rows, then the nodes, weights and S.
+RAYTRACK_HD constexpr int batch_table_size(int table_nodes, int x_degree, int n_quad) {
+  return (table_nodes > 1 ? (table_nodes - 1) * (kRowFixed + kRowPerDegree * x_degree) : 0) +
+         n_quad * (n_quad + 2);
+}
+
+template <class P>
+struct BatchTables {
+  P z_first, spacing, x_scale, kappa, min_uz_squared;
+  int intervals, stride, x_degree, n_quad, passes;
+  const P* rows;  // intervals x stride (BatchRow)
+  const P* nodes;
+  const P* weights;
+  const P* integration;  // n_quad x n_quad
+};
+
+inline double as_double(float v) { return v; }
+inline double as_double(double v) { return v; }
+template <class T>
+inline double as_double(const Wide<T>& v) {
+  return static_cast<double>(v.hi) + static_cast<double>(v.lo);
+}
+
+// F, H, By, dBy/dz and d2By/dz2 (continuous rule) at table node j, in double.
+template <class R>
+void batch_node_values(const Axis<R>& a, int j, double v[5]) {
+  const R zero = R(0);
+  v[0] = as_double(a.f_at(j));
+  v[1] = as_double(join(a.h[j], a.h_lo ? a.h_lo[j] : zero));
+  v[2] = as_double(join(a.by[j], a.by_lo ? a.by_lo[j] : zero));
+  v[3] = v[4] = 0.0;
+  if (a.dby == nullptr && a.by_lo == nullptr) return;  // nothing reads dBy/dz
+  const double twice = 2.0 * static_cast<double>(a.spacing);
+  v[3] = as_double(a.double_step_slope(j)) / twice;
+  const int below = j > 0 ? j - 1 : 0, above = j + 1 < a.n ? j + 1 : a.n - 1;
+  const double rise = as_double(a.double_step_slope(above)) - as_double(a.double_step_slope(below));
+  v[4] = rise / (twice * static_cast<double>(a.spacing) * (above - below));
+}
+
+// Whether the batched base reads the on-axis tables of model m.
+template <class R>
+RAYTRACK_HD inline bool reads_tables(const Model<R>& m) {
+  return (m.base != kLine || m.inputs == kPhysics) && m.axis.n > 1;
+}
+
+template <class R>
+RAYTRACK_HD inline int batch_table_size(const Model<R>& m) {
+  return batch_table_size(reads_tables(m) ? m.axis.n : 0, m.axis.x_degree,
+                          m.base == kPath ? min_(m.n_quad, kMaxPathNodes) : 0);
+}
+
+// The batch tables of model m in `storage` (batch_table_size(m) numbers, from
+// fill_batch_tables).
+template <class P, class R>
+BatchTables<P> batch_tables_at(const Model<R>& m, const P* storage) {
+  const Axis<R>& a = m.axis;
+  BatchTables<P> t{};
+  t.z_first = static_cast<P>(a.z_first);
+  t.spacing = static_cast<P>(a.spacing);
+  t.x_scale = static_cast<P>(a.x_scale);
+  t.kappa = static_cast<P>(as_double(m.kappa_value()));
+  t.min_uz_squared = static_cast<P>(m.min_uz_squared);
+  t.intervals = reads_tables(m) ? a.n - 1 : 0;
+  t.x_degree = a.x_degree;
+  t.stride = kRowFixed + kRowPerDegree * a.x_degree;
+  t.n_quad = m.base == kPath ? min_(m.n_quad, kMaxPathNodes) : 0;
+  t.passes = m.passes;
+  t.rows = storage;
+  t.nodes = storage + t.intervals * t.stride;
+  t.weights = t.nodes + t.n_quad;
+  t.integration = t.weights + t.n_quad;
+  return t;
+}
+
+// Fills `storage` with model m's batch tables, once per model.
+template <class P, class R>
+void fill_batch_tables(const Model<R>& m, P* storage) {
+  const Axis<R>& a = m.axis;
+  const BatchTables<P> t = batch_tables_at(m, storage);
+  P* row = storage;
+  for (int i = 0; i < t.intervals; ++i, row += t.stride) {
+    double v0[5], v1[5];
+    batch_node_values(a, i, v0);
+    batch_node_values(a, i + 1, v1);
+    if (!a.continuous_curvature) {  // constant on the interval: the slope of dBy/dz
+      v0[4] = v1[4] = (v1[3] - v0[3]) / static_cast<double>(a.spacing);
+    }
+    for (int c = 0; c < 5; ++c) {
+      row[2 * c] = static_cast<P>(v0[c]);
+      row[2 * c + 1] = static_cast<P>(v1[c]);
+    }
+    for (int q = 1; q <= a.x_degree; ++q) {
+      P* x = row + kRowFixed + kRowPerDegree * (q - 1);
+      const R* c = a.x + (q - 1) * a.n;
+      const R* g = a.x + (a.x_degree + q - 1) * a.n;
+      const bool smooth = a.continuous_x_curvature;
+      const R stepped = smooth ? R(0) : a.x_slope_rise(q, i, i + 1) / a.spacing;
+      x[0] = static_cast<P>(c[i]);
+      x[1] = static_cast<P>(c[i + 1]);
+      x[2] = static_cast<P>(g[i]);
+      x[3] = static_cast<P>(g[i + 1]);
+      x[4] = static_cast<P>(smooth ? a.x_node_curvature(q, i) : stepped);
+      x[5] = static_cast<P>(smooth ? a.x_node_curvature(q, i + 1) : stepped);
+    }
+  }
+  P* nodes = storage + t.intervals * t.stride;
+  for (int k = 0; k < t.n_quad; ++k) {
+    nodes[k] = static_cast<P>(as_double(m.node(k)));
+    nodes[t.n_quad + k] = static_cast<P>(as_double(m.weight(k)));
+    for (int j = 0; j < t.n_quad; ++j) {
+      nodes[2 * t.n_quad + k * t.n_quad + j] = static_cast<P>(m.integration[k * m.n_quad + j]);
+    }
+  }
+}
+
+template <class P, class R>
+BatchTables<P> make_batch_tables(const Model<R>& m, P* storage) {
+  fill_batch_tables(m, storage);
+  return batch_tables_at(m, static_cast<const P*>(storage));
+}
+
+// The tables at z over a block: F, H, dBy/dz, d2By/dz2, and where z lies (its interval's row
+// offset, the fraction into it, 1 inside the tables, 0 beyond them: there By = 0, F stays and
+// H grows).
+struct BlockPoint {
+  Lanes f, h, dby, d2by, u, inside;
+  LaneInts row;
+};
+
+template <class P>
+inline BlockPoint look_up(const BatchTables<P>& t, Lanes z) {
+  const float sp = t.spacing;
+  // clamped before the floor, so that any z converts to an index
+  const Lanes index = floor_(min_(max_((z - t.z_first) / sp, splat(0.0f)),
+                                  splat(static_cast<float>(t.intervals - 1))));
+  const Lanes d = z - (t.z_first + index * sp);
+  const Lanes inner = min_(max_(d, splat(0.0f)), splat(sp)), outside = d - inner;
+  const Lanes u = inner / sp, u2 = u * u, u3 = u2 * u;
+  const Lanes a = 3.0f * u2 - 2.0f * u3, c = (u3 - u2) * sp;
+  const LaneInts row = __builtin_convertvector(index, LaneInts) * t.stride;
+  const Lanes f0 = gather(t.rows, row, kRowF), f1 = gather(t.rows, row, kRowF1);
+  const Lanes by0 = gather(t.rows, row, kRowBy), by1 = gather(t.rows, row, kRowBy1);
+  const Lanes h0 = gather(t.rows, row, kRowH), h1 = gather(t.rows, row, kRowH1);
+  BlockPoint p;
+  p.f = f0 + (inner * by0 + (a * (f1 - f0 - sp * by0) + c * (by1 - by0)));
+  p.h = h0 + (inner * f0 + (a * (h1 - h0 - sp * f0) + c * (f1 - f0))) + p.f * outside;
+  p.inside = outside == 0.0f ? splat(1.0f) : Lanes{};
+  const Lanes rest = 1.0f - u;
+  p.dby = p.inside * (gather(t.rows, row, kRowDby) * rest + gather(t.rows, row, kRowDby1) * u);
+  p.d2by =
+      p.inside * (gather(t.rows, row, kRowCurve) * rest + gather(t.rows, row, kRowCurve1) * u);
+  p.u = u;
+  p.row = row;
+  return p;
+}
+
+// The x coefficients of the midplane at one node of the path over a block: value, dz
+// derivative and second dz derivative of each q, [3][D], zero beyond the tables. They depend
+// on z alone, so they are read once for every pass.
+template <class P>
+inline void x_coefficients(const BatchTables<P>& t, const BlockPoint& p, Lanes* x) {
+  const int d = t.x_degree;
+  const Lanes rest = 1.0f - p.u;
+  for (int q = 0; q < d; ++q) {
+    const int at = kRowFixed + kRowPerDegree * q;
+    x[q] = p.inside * (gather(t.rows, p.row, at) * rest + gather(t.rows, p.row, at + 1) * p.u);
+    x[d + q] =
+        p.inside * (gather(t.rows, p.row, at + 2) * rest + gather(t.rows, p.row, at + 3) * p.u);
+    x[2 * d + q] =
+        p.inside * (gather(t.rows, p.row, at + 4) * rest + gather(t.rows, p.row, at + 5) * p.u);
+  }
+}
+
+// The Lanes of predict_batch's `work`.
+template <class P>
+RAYTRACK_HD inline int batch_work_size(const BatchTables<P>& t) {
+  return 3 * t.n_quad * t.x_degree;
+}
+
+// d(ux, uy)/dz over the block at one node (path_force's arithmetic).
+template <class P>
+inline void block_force(const BatchTables<P>& t, const BlockPoint& p, const Lanes* xc, Lanes x,
+                        Lanes y, Lanes ux, Lanes uy, Lanes inv_uz, Lanes kq, Lanes& gx,
+                        Lanes& gy) {
+  const Lanes half_y2 = 0.5f * y * y;
+  Lanes by = -half_y2 * p.d2by, bz = y * p.dby;
+  if (t.x_degree == 0) {
+    gx = -kq * (by - uy * bz * inv_uz);
+    gy = -kq * (ux * bz * inv_uz);
+    return;
+  }
+  const int d = t.x_degree;
+  const Lanes v = min_(max_(x / t.x_scale, splat(-1.0f)), splat(1.0f));
+  Lanes value{}, slope{}, curve{}, du{}, du2{};
+  for (int q = d; q >= 1; --q) {
+    const Lanes cq = xc[q - 1];
+    value = value * v + cq;
+    slope = slope * v + xc[d + q - 1];
+    curve = curve * v + xc[2 * d + q - 1];
+    du = du * v + static_cast<float>(q) * cq;
+    if (q >= 2) du2 = du2 * v + static_cast<float>(q * (q - 1)) * cq;
+  }
+  const Lanes laplacian = du2 / (t.x_scale * t.x_scale) + curve * v;
+  by = (by + value * v) - half_y2 * laplacian;
+  bz = bz + y * (slope * v);
+  gx = -kq * (by - uy * bz * inv_uz);
+  gy = kq * (y * (du / t.x_scale) - ux * bz * inv_uz);
+}
+
+template <class P>
+inline Lanes inverse_uz(const BatchTables<P>& t, Lanes ux, Lanes uy) {
+  return 1.0f / sqrt_(max_(1.0f - ux * ux - uy * uy, splat(t.min_uz_squared)));
+}
+
+// sum_j row[j] v[j] over n nodes.
+inline Lanes row_sum(const float* row, const Lanes* v, int n) {
+  Lanes sum{};
+  for (int j = 0; j < n; ++j) sum += row[j] * v[j];
+  return sum;
+}
+
+// The path base over a block (path's algorithm; s: x, y, tx, ty, qop); xc: 3 n_quad x_degree
+// Lanes of scratch.
+template <class P>
+void path_block(const BatchTables<P>& t, const Lanes s[5], Lanes z0, Lanes dz,
+                const BlockPoint& st, const BlockPoint& en, Lanes* xc, Lanes end[4]) {
+  const int nk = t.n_quad, stride = 3 * t.x_degree;
+  const Lanes &x = s[0], &y = s[1], &tx = s[2], &ty = s[3];
+  const Lanes norm = sqrt_(1.0f + tx * tx + ty * ty);
+  const Lanes ux0 = tx / norm, uy0 = ty / norm, kq = t.kappa * s[4];
+  const Lanes bend0 = kq * norm, lever_x = 1.0f + tx * tx, lever_y = tx * ty;
+  BlockPoint at[kMaxPathNodes];
+  Lanes ux_axis[kMaxPathNodes], ux[kMaxPathNodes], uy[kMaxPathNodes], px[kMaxPathNodes];
+  Lanes py[kMaxPathNodes], gx[kMaxPathNodes], gy[kMaxPathNodes], inv_uz[kMaxPathNodes];
+  for (int k = 0; k < nk; ++k) {
+    const Lanes step = dz * t.nodes[k];
+    at[k] = look_up(t, z0 + step);
+    x_coefficients(t, at[k], xc + k * stride);
+    ux_axis[k] = ux0 - kq * (at[k].f - st.f);
+    ux[k] = ux_axis[k];
+    uy[k] = uy0;
+    const Lanes bend = bend0 * (at[k].h - st.h - st.f * step);
+    px[k] = x + tx * step - lever_x * bend;
+    py[k] = y + ty * step - lever_y * bend;
+    inv_uz[k] = inverse_uz(t, ux[k], uy[k]);
+  }
+  for (int pass = 0; pass < t.passes; ++pass) {
+    for (int k = 0; k < nk; ++k) {
+      block_force(t, at[k], xc + k * stride, px[k], py[k], ux[k], uy[k], inv_uz[k], kq, gx[k],
+                  gy[k]);
+    }
+    for (int k = 0; k < nk; ++k) {
+      const float* row = t.integration + k * nk;
+      ux[k] = ux_axis[k] + dz * row_sum(row, gx, nk);
+      uy[k] = uy0 + dz * row_sum(row, gy, nk);
+    }
+    if (pass + 1 == t.passes) break;
+    for (int k = 0; k < nk; ++k) {  // the path's slopes, held where the force was
+      inv_uz[k] = inverse_uz(t, ux[k], uy[k]);
+      gx[k] = ux[k] * inv_uz[k];
+      gy[k] = uy[k] * inv_uz[k];
+    }
+    for (int k = 0; k < nk; ++k) {
+      const float* row = t.integration + k * nk;
+      px[k] = x + dz * row_sum(row, gx, nk);
+      py[k] = y + dz * row_sum(row, gy, nk);
+    }
+  }
+  Lanes sum_x{}, sum_y{}, turn_x{}, turn_y{};
+  for (int k = 0; k < nk; ++k) {
+    const Lanes inv = inverse_uz(t, ux[k], uy[k]);
+    const float w = t.weights[k];
+    sum_x += ux[k] * inv * w;
+    sum_y += uy[k] * inv * w;
+    turn_x += gx[k] * w;
+    turn_y += gy[k] * w;
+  }
+  const Lanes ux1 = ux0 - kq * (en.f - st.f) + dz * turn_x, uy1 = uy0 + dz * turn_y;
+  const Lanes inv1 = inverse_uz(t, ux1, uy1);
+  end[0] = x + dz * sum_x;
+  end[1] = y + dz * sum_y;
+  end[2] = ux1 * inv1;
+  end[3] = uy1 * inv1;
+}
+
+// One layer over a block: out[o] = act(bias[o] + sum_i W[o][i] a[i]) (no activation on the
+// last), four rows at a time.
+inline void layer_block(const Layer& l, unsigned activation, bool last, const Lanes* a,
+                        Lanes* out) {
+  int o = 0;
+  for (; o + 4 <= l.rows; o += 4) {
+    const float* w = l.weight + o * l.cols;
+    const int c = l.cols;
+    Lanes s0{}, s1{}, s2{}, s3{};
+    for (int i = 0; i < c; ++i) {
+      s0 += w[i] * a[i];
+      s1 += w[c + i] * a[i];
+      s2 += w[2 * c + i] * a[i];
+      s3 += w[3 * c + i] * a[i];
+    }
+    out[o] = s0 + l.bias[o];
+    out[o + 1] = s1 + l.bias[o + 1];
+    out[o + 2] = s2 + l.bias[o + 2];
+    out[o + 3] = s3 + l.bias[o + 3];
+  }
+  for (; o < l.rows; ++o) out[o] = row_sum(l.weight + o * l.cols, a, l.cols) + l.bias[o];
+  if (last) return;
+  for (int k = 0; k < l.rows; ++k) out[k] = activate(activation, out[k]);
+}
+
+// A block of tracks through the formulation and the network (evaluate's steps); a, b: scratch
+// of the widest layer's (or the feature count's) Lanes each; work: batch_work_size(t) Lanes.
+template <class P, class R>
+void evaluate_block(const Model<R>& m, const BatchTables<P>& t, const Lanes s[5], Lanes z0,
+                    Lanes z1, Lanes end[4], Lanes* a, Lanes* b, Lanes* work) {
+  const Lanes dz = z1 - z0;
+  const Lanes straight[4] = {s[0] + s[2] * dz, s[1] + s[3] * dz, s[2], s[3]};
+  BlockPoint st{}, en{};
+  if (t.intervals > 0) {
+    st = look_up(t, z0);
+    en = look_up(t, z1);
+  }
+  if (m.base == kPath) {
+    path_block(t, s, z0, dz, st, en, work, end);
+  } else {
+    for (int j = 0; j < 4; ++j) end[j] = straight[j];
+  }
+  Lanes features[kMaxFeatures] = {s[0], s[1], s[2], s[3], s[4], z0, z1};
+  if (m.inputs == kPhysics) {
+    features[7] = dz;
+    features[8] = en.f - st.f;
+    features[9] = en.h - st.h - st.f * dz;
+    for (int j = 0; j < 4; ++j) features[10 + j] = end[j] - straight[j];
+  }
+  const int nf = m.n_features();
+  for (int i = 0; i < nf; ++i) a[i] = (features[i] - m.input_mean[i]) / m.input_std[i];
+  for (int k = 0; k < m.n_layers; ++k) {
+    layer_block(m.layers[k], m.activation, k + 1 == m.n_layers, a, b);
+    Lanes* swap = a;
+    a = b;
+    b = swap;
+  }
+  // the target scale and the decoding
+  Lanes pos = splat(1.0f), slope = splat(1.0f);
+  if (m.target != kRaw && m.leg_power != R(0)) {
+    const Lanes leg = max_(fabs_(dz) / 1000.0f, splat(static_cast<float>(m.min_leg_m)));
+    pos = pow_(leg, static_cast<float>(m.leg_power));
+    slope = pow_(leg, static_cast<float>(m.leg_power) - 1.0f);
+  }
+  const Lanes q = m.target == kResidualQop ? s[4] : splat(1.0f);
+  const Lanes scale[4] = {q * pos, q * pos, q * slope, q * slope};
+  for (int j = 0; j < 4; ++j) {
+    const Lanes enc = a[j] * m.target_std[j] + m.target_mean[j];
+    end[j] = m.target == kRaw ? enc : end[j] + scale[j] * enc;
+  }
+}
+
+// Whether predict_batch runs model m in blocks (else one track a call, as predict).
+template <class R>
+inline bool batched(const Model<R>& m) {
+  return m.base == kPath || m.base == kLine;
+}
+
+// n tracks, in: n x 7 row-major (predict's in), out: n x 4; t: make_batch_tables(m); a, b:
+// scratch of the widest layer's (or the feature count's) Lanes each, also predict's scratch
+// for the bases that go one track a call; work: batch_work_size(t) Lanes.
+template <class P, class R>
+void predict_batch(const Model<R>& m, const BatchTables<P>& t, const float* in, float* out,
+                   int n, Lanes* a, Lanes* b, Lanes* work) {
+  if (!batched(m)) {
+    float* fa = reinterpret_cast<float*>(a);
+    float* fb = reinterpret_cast<float*>(b);
+    for (int k = 0; k < n; ++k) predict(m, in + kInputs * k, out + kOutputs * k, fa, fb);
+    return;
+  }
+  for (int first = 0; first < n; first += kBlock) {
+    const int count = min_(kBlock, n - first);
+    Lanes s[5], z0, z1, end[4];
+    for (int l = 0; l < kBlock; ++l) {  // a short block repeats its last track
+      const float* track = in + kInputs * (first + min_(l, count - 1));
+      for (int j = 0; j < 5; ++j) s[j][l] = track[j];
+      z0[l] = track[5];
+      z1[l] = track[6];
+    }
+    evaluate_block(m, t, s, z0, z1, end, a, b, work);
+    for (int l = 0; l < count; ++l) {
+      for (int j = 0; j < 4; ++j) out[kOutputs * (first + l) + j] = end[j][l];
+    }
+  }
+}
+#endif
+
 }  // namespace core
 // <<< raytrack core: end
 
@@ -1152,6 +1689,36 @@ class Mlp {
   }
 
   // The base end state (x, y, tx, ty) of one track, double (u: the 7 inputs).
+  // predict_batch's tables (core::make_batch_tables): load_mlp makes them; empty, or after
+  // the model's fields change, call prepare_batch() (predict_batch otherwise makes them on
+  // every call).
+  std::vector<float> batch_tables;
+
+  void prepare_batch() {
+    std::vector<core::Layer> views;
+    const core::Model<double> m = model_view(views);
+    batch_tables.assign(static_cast<std::size_t>(core::batch_table_size(m)), 0.0f);
+    core::make_batch_tables(m, batch_tables.data());
+  }
+
+  // forward()'s outputs for n tracks, in blocks of core::kBlock tracks laid out for SIMD (the
+  // path and line bases in float: docs/model_bin.md, "Batches", says how close to forward()).
+  void predict_batch(const float* in, float* out, std::size_t n) const {
+    std::vector<core::Layer> views;
+    const core::Model<double> m = model_view(views);
+    std::vector<float> own;
+    const float* storage = batch_tables.data();
+    const auto size = static_cast<std::size_t>(core::batch_table_size(m));
+    if (batch_tables.size() != size) {
+      own.assign(size, 0.0f);
+      core::make_batch_tables(m, own.data());
+      storage = own.data();
+    }
+    const core::BatchTables<float> t = core::batch_tables_at(m, storage);
+    std::vector<core::Lanes> a(max_width()), b(max_width()), work(core::batch_work_size(t));
+    core::predict_batch(m, t, in, out, static_cast<int>(n), a.data(), b.data(), work.data());
+  }
+
   std::array<double, kOutputs> base_prediction(const double* u) const {
     std::vector<core::Layer> views;
     const core::Model<double> m = model_view(views);
@@ -1445,6 +2012,7 @@ inline Mlp load_mlp(const std::string& path) {
   }
   const std::uint32_t computed = detail::crc32(r.data(), expected - 4);
   if (r.u32() != computed) r.fail("checksum mismatch (corrupt file)");
+  m.prepare_batch();
   return m;
 }
 
