@@ -254,9 +254,12 @@ void path_block(const BatchTables<P>& t, const Lanes s[5], Lanes z0, Lanes dz,
   const Lanes norm = sqrt_(1.0f + tx * tx + ty * ty);
   const Lanes ux0 = tx / norm, uy0 = ty / norm, kq = t.kappa * s[4];
   const Lanes bend0 = kq * norm, lever_x = 1.0f + tx * tx, lever_y = tx * ty;
-  BlockPoint at[kMaxPathNodes];
-  Lanes ux_axis[kMaxPathNodes], ux[kMaxPathNodes], uy[kMaxPathNodes], px[kMaxPathNodes];
-  Lanes py[kMaxPathNodes], gx[kMaxPathNodes], gy[kMaxPathNodes], inv_uz[kMaxPathNodes];
+  // Zeroed: with a header's one-node arrays (a model of another base) g++ cannot tell that
+  // nothing is read unwritten (-Wmaybe-uninitialized), as in path.
+  BlockPoint at[kMaxPathNodes] = {};
+  Lanes ux_axis[kMaxPathNodes] = {}, ux[kMaxPathNodes] = {}, uy[kMaxPathNodes] = {};
+  Lanes px[kMaxPathNodes] = {}, py[kMaxPathNodes] = {}, gx[kMaxPathNodes] = {};
+  Lanes gy[kMaxPathNodes] = {}, inv_uz[kMaxPathNodes] = {};
   for (int k = 0; k < nk; ++k) {
     const Lanes step = dz * t.nodes[k];
     at[k] = look_up(t, z0 + step);

@@ -1,11 +1,19 @@
 // @part Lanes, a block of floats as one SIMD value, and its math (core, host code)
 // The batched engine's number: kBlock floats, one per track of a block, as a GCC/Clang vector
-// type, so that each operation is one or two SIMD instructions whatever the auto-vectoriser
-// decides (it keeps a loop over the block scalar as soon as the loop holds a sqrt, a floor or
-// a branch). Square root and floor, which the vector types lack, are the CPU's own
-// instructions where the target has them (AVX-512, AVX), lane by lane otherwise: the same
-// IEEE results either way.
+// type, so that each operation is one SIMD instruction whatever the auto-vectoriser decides
+// (it keeps a loop over the block scalar as soon as the loop holds a sqrt, a floor or a
+// branch). Square root and floor, which the vector types lack, are the CPU's own instructions
+// where the target has them (AVX-512, AVX, SSE), lane by lane otherwise: the same IEEE
+// results either way.
+// The block is the target's widest float vector: 16 floats with AVX-512, 8 with AVX, else 4
+// (SSE, NEON); wider than the target, a vector passed between functions changes their ABI.
+#if defined(__AVX512F__)
 constexpr int kBlock = 16;
+#elif defined(__AVX__)
+constexpr int kBlock = 8;
+#else
+constexpr int kBlock = 4;
+#endif
 typedef float Lanes __attribute__((vector_size(kBlock * sizeof(float))));
 typedef int LaneInts __attribute__((vector_size(kBlock * sizeof(int))));
 
@@ -25,15 +33,12 @@ inline Lanes min_(Lanes a, Lanes b) { return b < a ? b : a; }
 inline Lanes sqrt_(Lanes x) {
 #if defined(__AVX512F__)
   const __m512 v = reinterpret_cast<__m512>(x);
-  return reinterpret_cast<Lanes>(_mm512_mask_sqrt_ps(v, 0xFFFF, v));  // masked: GCC 12 warns
-                                                                      // on the unmasked form
+  return reinterpret_cast<Lanes>(_mm512_mask_sqrt_ps(v, 0xFFFF, v));  // GCC 12 warns on the
+                                                                      // unmasked form
 #elif defined(__AVX__)
-  const __m256* half = reinterpret_cast<const __m256*>(&x);
-  Lanes r;
-  __m256* out = reinterpret_cast<__m256*>(&r);
-  out[0] = _mm256_sqrt_ps(half[0]);
-  out[1] = _mm256_sqrt_ps(half[1]);
-  return r;
+  return reinterpret_cast<Lanes>(_mm256_sqrt_ps(reinterpret_cast<__m256>(x)));
+#elif defined(__SSE2__)
+  return reinterpret_cast<Lanes>(_mm_sqrt_ps(reinterpret_cast<__m128>(x)));
 #else
   Lanes r;
   for (int b = 0; b < kBlock; ++b) r[b] = sqrtf(x[b]);
@@ -47,12 +52,9 @@ inline Lanes floor_(Lanes x) {
   return reinterpret_cast<Lanes>(
       _mm512_mask_roundscale_ps(v, 0xFFFF, v, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC));
 #elif defined(__AVX__)
-  const __m256* half = reinterpret_cast<const __m256*>(&x);
-  Lanes r;
-  __m256* out = reinterpret_cast<__m256*>(&r);
-  out[0] = _mm256_floor_ps(half[0]);
-  out[1] = _mm256_floor_ps(half[1]);
-  return r;
+  return reinterpret_cast<Lanes>(_mm256_floor_ps(reinterpret_cast<__m256>(x)));
+#elif defined(__SSE4_1__)
+  return reinterpret_cast<Lanes>(_mm_floor_ps(reinterpret_cast<__m128>(x)));
 #else
   Lanes r;
   for (int b = 0; b < kBlock; ++b) r[b] = floorf(x[b]);

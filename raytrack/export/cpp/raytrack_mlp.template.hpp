@@ -68,7 +68,7 @@
 #include <stdexcept>
 #include <string>
 #include <vector>
-#if !defined(__CUDACC__) && (defined(__AVX512F__) || defined(__AVX__))
+#if !defined(__CUDACC__) && defined(__SSE2__)
 #include <immintrin.h>  // the batched engine's square root and floor
 #endif
 

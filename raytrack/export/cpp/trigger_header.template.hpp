@@ -17,16 +17,21 @@
 //   void predict(const float in[7], float out[4], const Real* field_tables);
 //   void predict_with_jacobian(const float in[7], float out[4], float jac[20],
 //                              const Real* field_tables);
-// in:  x [mm], y [mm], tx, ty, q/p [1/MeV], z_start [mm], z_end [mm]
+//   void predict_batch(const float* in, float* out, int n);  (host compilers, not nvcc)
+// in:  x [mm], y [mm], tx, ty, q/p [1/MeV], z_start [mm], z_end [mm] (predict_batch: n x 7)
 // out: x, y [mm], tx, ty at z_end;  jac[5 * a + b] = d out[a] / d in[b], b < 5 (row-major 4 x 5).
 // field_tables: @tables_doc@.
-// No allocation, no file I/O, no standard library beyond <math.h>. Compile as C++17; not with
+// No allocation, no file I/O, no standard library beyond <math.h> (and the compiler's
+// <immintrin.h> for predict_batch on AVX targets). Compile as C++17; not with
 // -ffast-math / --use_fast_math (the table look-up tests for NaN, the formulation needs IEEE).
 
 #ifndef @guard@
 #define @guard@
 
 #include <math.h>
+#if !defined(__CUDACC__) && defined(__SSE2__)
+#include <immintrin.h>  // the batched engine's square root and floor
+#endif
 
 namespace @namespace@ {
 
@@ -107,6 +112,22 @@ RAYTRACK_HD inline void predict_with_jacobian(const float in[7], float out[4], f
 @two_arg_hd@inline void predict_with_jacobian(const float in[7], float out[4], float jac[20]) {
   predict_with_jacobian(in, out, jac, @host_tables@);
 }
+
+#if !defined(__CUDACC__)
+// predict for n tracks (in: n x 7, out: n x 4, row-major), in blocks of core::kBlock laid out
+// for SIMD: the path and line bases in float (docs/trigger_header.md, "Batches"). Host code;
+// the first call makes the batch tables (thread-safe).
+inline void predict_batch(const float* in, float* out, int n) {
+  constexpr int kBatchTableSize = @batch_table_size@, kBatchWork = @batch_work@;
+  const float* p = data::net();
+  const core::Layer layers[kLayers] = {@layer_inits@};
+  const core::Model<Real> m = data::model(layers, @host_tables@);
+  static float storage[kBatchTableSize];
+  static const core::BatchTables<float> tables = core::make_batch_tables(m, storage);
+  core::Lanes a[kMaxWidth], b[kMaxWidth], work[kBatchWork];
+  core::predict_batch(m, tables, in, out, n, a, b, work);
+}
+#endif
 
 }  // namespace @namespace@
 

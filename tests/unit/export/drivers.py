@@ -110,9 +110,13 @@ CPP_MAIN = r"""
 #include <string>
 #include <vector>
 
-// usage: predict model.bin inputs.f32 outputs.f32 n   (raw little-endian float32 files)
+// usage: predict model.bin inputs.f32 outputs.f32 n [batch]   (raw little-endian float32
+// files; batch: predict_batch instead of forward)
 int main(int argc, char** argv) {
-  if (argc != 5) { std::cerr << "usage: predict model.bin in out n\n"; return 64; }
+  if (argc != 5 && argc != 6) {
+    std::cerr << "usage: predict model.bin in out n [batch]\n";
+    return 64;
+  }
   try {
     const raytrack::Mlp mlp = raytrack::load_mlp(argv[1]);
     const std::size_t n = std::stoul(argv[4]);
@@ -123,7 +127,11 @@ int main(int argc, char** argv) {
       std::cerr << argv[2] << ": short input file\n";
       return 65;
     }
-    mlp.forward(in.data(), out.data(), n);
+    if (argc == 6) {
+      mlp.predict_batch(in.data(), out.data(), n);
+    } else {
+      mlp.forward(in.data(), out.data(), n);
+    }
     std::ofstream fout(argv[3], std::ios::binary);
     fout.write(reinterpret_cast<const char*>(out.data()), out.size() * sizeof(float));
     std::cout << mlp.n_layers() << " " << mlp.weight_count() << " " << mlp.version << " "
@@ -196,13 +204,65 @@ def run_mlp_driver(driver: Path, model: TrackMLP, groups: dict, work: Path):
     return parse_rows(proc.stdout, len(inputs))
 
 
-def run_cpp(exe: Path, model_path: Path, inputs: np.ndarray, work: Path):
-    """Run the driver; returns (CompletedProcess, outputs or None)."""
+def run_cpp(exe: Path, model_path: Path, inputs: np.ndarray, work: Path, batch: bool = False):
+    """Run the driver (``batch``: its predict_batch); returns (CompletedProcess, outputs or
+    None)."""
     (work / "in.f32").write_bytes(inputs.astype("<f4").tobytes())
     out_path = work / "out.f32"
     out_path.unlink(missing_ok=True)
     args = [str(exe), str(model_path), str(work / "in.f32"), str(out_path), str(len(inputs))]
+    args += ["batch"] if batch else []
     proc = subprocess.run(args, capture_output=True, text=True, timeout=60)
     if proc.returncode != 0:
         return proc, None
     return proc, np.frombuffer(out_path.read_bytes(), "<f4").reshape(-1, 4)
+
+
+# Prints, per track of the file argv[2], the 4 outputs of predict_batch of the header argv[1]
+# picks (CASES: a case per header, as HEADER_DRIVER's), all tracks in one call.
+HEADER_BATCH_DRIVER = (
+    READ_TRACKS
+    + r"""
+#include <cstdlib>
+HEADERS
+using PredictBatch = void (*)(const float*, float*, int);
+
+int main(int argc, char** argv) {
+  if (argc != 3) return 64;
+  std::vector<float> in;
+  if (!read_tracks(argv[2], in)) return 65;
+  const int n = static_cast<int>(in.size() / 7);
+  std::vector<float> out(4 * static_cast<std::size_t>(n));
+  PredictBatch predict_batch = nullptr;
+  switch (std::atoi(argv[1])) {
+CASES
+    default: return 66;
+  }
+  predict_batch(in.data(), out.data(), n);
+  for (float v : out) std::printf("%.9g\n", v);
+  return 0;
+}
+"""
+)
+
+
+def run_header_batches(headers: list[tuple[Path, str]], groups: dict, work: Path) -> list:
+    """predict_batch of each (header, namespace), built for this CPU (-O3 -march=native: the
+    SIMD paths), on the groups' tracks: (N, 4) float32 outputs per header."""
+    includes = "".join(f'#include "{header.name}"\n' for header, _ in headers)
+    cases = "".join(
+        f"    case {k}: predict_batch = &{namespace}::predict_batch; break;\n"
+        for k, (_, namespace) in enumerate(headers)
+    )
+    source = HEADER_BATCH_DRIVER.replace("HEADERS\n", includes).replace("CASES\n", cases)
+    dirs = sorted({str(header.parent) for header, _ in headers})
+    exe = build(source, work, "batches", *(f"-I{d}" for d in dirs), "-O3", "-march=native")
+    inputs = np.concatenate(list(groups.values()))
+    (work / "tracks.f32").write_bytes(inputs.astype("<f4").tobytes())
+    outputs = []
+    for k in range(len(headers)):
+        args = [str(exe), str(k), str(work / "tracks.f32")]
+        proc = subprocess.run(args, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        outputs.append(np.array(proc.stdout.split(), dtype=np.float32).reshape(-1, 4))
+    return outputs

@@ -32,7 +32,14 @@ from raytrack.export.model_bin import BinModel
 from raytrack.models.mlp import TrackMLP
 from raytrack.physics.axis_profile import AxisProfile
 
-from .drivers import build, build_headers, run_built_header, run_header, run_mlp_driver
+from .drivers import (
+    build,
+    build_headers,
+    run_built_header,
+    run_header,
+    run_header_batches,
+    run_mlp_driver,
+)
 from .header_helpers import (
     FORMULATIONS,
     IGNORE_JIT_WARNING,
@@ -118,6 +125,26 @@ def test_header_matches_torch(case, compiled_headers, tmp_path: Path) -> None:
     np.testing.assert_array_equal(out2, out)  # predict_with_jacobian's outputs are predict's
     what = f"header {case_id(formulation)} {precision}"
     check_against_torch(model, groups, out, jac, JACOBIAN_RTOL[precision], what)
+
+
+def test_every_headers_predict_batch_matches_torch(compiled_headers, tmp_path: Path) -> None:
+    """predict_batch of every header (each base, both precisions, the map), built for this CPU:
+    its blocks (the path and line bases in float, the others one track a call) give what torch
+    gives, within the float32 tolerance, on legs of every kind."""
+    _, cases = compiled_headers
+    built = list(cases.items())
+    groups = track_groups(seed=77)
+    headers = [(b.path, f"tracking::mlp{b.index}") for _, b in built]
+    outputs = run_header_batches(headers, groups, tmp_path)
+    inputs = np.concatenate(list(groups.values()))
+    for (key, b), got in zip(built, outputs, strict=True):
+        ref = torch_predict(b.model, inputs)
+        start = 0
+        for legs, tracks in groups.items():
+            part = slice(start, start + len(tracks))
+            start += len(tracks)
+            err = mismatch(got[part], ref[part])
+            assert err <= 1.0, f"header {key} predict_batch, {legs} legs: {err:.3g} x tolerance"
 
 
 def test_path_on_a_map_in_the_reader_and_both_headers(

@@ -109,7 +109,9 @@ def formulation_model(case, seed: int) -> TrackMLP:
 
 
 @pytest.mark.parametrize("case", FORMULATION_PARAMS, ids=formulation_id)
-def test_every_reader_matches_torch(case, cpp_predict: Path, tmp_path: Path) -> None:
+def test_every_reader_matches_torch(
+    case, cpp_predict: Path, cpp_predict_native: Path, tmp_path: Path
+) -> None:
     seed = FORMULATIONS.index(case)
     model = formulation_model(case, seed)
     groups = track_groups(seed=10 * seed)
@@ -133,6 +135,10 @@ def test_every_reader_matches_torch(case, cpp_predict: Path, tmp_path: Path) -> 
     ]
     assert proc.stdout.split() == expected_stdout
     assert_groups_match(got, ref, groups, f"C++ {what}")
+    for exe, build in ((cpp_predict, "portable"), (cpp_predict_native, "native")):
+        proc, got = run_cpp(exe, tmp_path / "model.bin", inputs, tmp_path, batch=True)
+        assert proc.returncode == 0, proc.stderr
+        assert_groups_match(got, ref, groups, f"C++ predict_batch ({build}) {what}")
 
     if case[4]:
         export_onnx(model, tmp_path / "model.onnx")
@@ -145,7 +151,7 @@ def test_every_reader_matches_torch(case, cpp_predict: Path, tmp_path: Path) -> 
     ["state", pytest.param("physics", marks=pytest.mark.slow)],  # physics: ONNX too
 )
 def test_path_base_on_a_map_every_reader_matches_torch(
-    inputs: str, cpp_predict: Path, tmp_path: Path
+    inputs: str, cpp_predict: Path, cpp_predict_native: Path, tmp_path: Path
 ) -> None:
     """The path base on the window-frame map (x tables of degree 8 in the file): NumPy, C++ and
     (the default formulation) ONNX Runtime give what torch gives, on legs of every kind."""
@@ -162,6 +168,10 @@ def test_path_base_on_a_map_every_reader_matches_torch(
     proc, got = run_cpp(cpp_predict, tmp_path / "model.bin", everywhere, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert_groups_match(got, ref, groups, f"C++ map {inputs}")
+    for exe, build in ((cpp_predict, "portable"), (cpp_predict_native, "native")):
+        proc, got = run_cpp(exe, tmp_path / "model.bin", everywhere, tmp_path, batch=True)
+        assert proc.returncode == 0, proc.stderr
+        assert_groups_match(got, ref, groups, f"C++ predict_batch ({build}) map {inputs}")
     if inputs == "physics":  # the two files a run ships, from one trace (write_exports)
         export_onnx_pair(model, tmp_path / "model.onnx", tmp_path / "model_jacobian.onnx")
         got = onnx_predict(tmp_path / "model.onnx", everywhere, intra_op_num_threads=1)
