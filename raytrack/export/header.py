@@ -70,9 +70,6 @@ HEADER_TEMPLATE = "trigger_header.template.hpp"
 ARRAY_TEMPLATE = "trigger_array.template.hpp"
 FIELD_TABLES_TEMPLATE = "trigger_field_tables.template.hpp"
 GLOBAL_NOTE_TEMPLATE = "trigger_global_note.template.hpp"
-#: A batch-table row's numbers (batch.hpp's kRowFixed, and kRowPerDegree for each x degree).
-BATCH_ROW_FIXED = 10
-BATCH_ROW_PER_DEGREE = 6
 _IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
 _NAMESPACE = re.compile(rf"{_IDENTIFIER}(::{_IDENTIFIER})*")
 # Keywords and the names a namespace must not take (the C++ keywords a user might try, and
@@ -168,24 +165,9 @@ def header_source(
         "field_table_bytes": str(data.field_tables),
         "arrays": _arrays(model, precision, macro),
         "field_tables": _field_tables(model, precision, macro, field_tables),
-        **_batch_sizes(model),
         **_model_values(model, precision, has_field_tables),
     }
     return assemble(HEADER_TEMPLATE, values)
-
-
-def _batch_sizes(model: BinModel) -> dict[str, str]:
-    """predict_batch's table and scratch sizes (core::batch_table_size, batch_work_size), at
-    least 1: C++ has no empty arrays."""
-    n_table = model.axis_values.shape[1]
-    reads_tables = (model.base != "line" or model.inputs == "physics") and n_table > 1
-    rows = (n_table - 1) * (BATCH_ROW_FIXED + BATCH_ROW_PER_DEGREE * model.x_degree)
-    quad = len(model.quadrature_nodes) if model.base == "path" else 0
-    table = (rows if reads_tables else 0) + quad * (quad + 2)
-    return {
-        "batch_table_size": str(max(table, 1)),
-        "batch_work": str(max(3 * quad * model.x_degree, 1)),
-    }
 
 
 def _arrays(model: BinModel, precision: str, macro: str) -> str:
@@ -309,6 +291,8 @@ def _model_values(model: BinModel, precision: str, has_field_tables: bool) -> di
         "min_uz_squared": lit(model.min_uz_squared),
         "min_leg_m": lit(model.min_leg_m),
         "axis": axis,
+        "axis_nodes": str(n_table if rows else 0),
+        "axis_x_degree": str(model.x_degree if has_field_tables else 0),
         "n_quad": str(n_quad),
         "nodes": quad_ptr[0],
         "weights": quad_ptr[1],

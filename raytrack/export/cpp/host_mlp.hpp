@@ -106,37 +106,27 @@ class Mlp {
     }
   }
 
-  // The base end state (x, y, tx, ty) of one track, double (u: the 7 inputs).
   // predict_batch's tables (core::make_batch_tables): load_mlp makes them; empty, or after
   // the model's fields change, call prepare_batch() (predict_batch otherwise makes them on
   // every call).
   std::vector<float> batch_tables;
 
-  void prepare_batch() {
-    std::vector<core::Layer> views;
-    const core::Model<double> m = model_view(views);
-    batch_tables.assign(static_cast<std::size_t>(core::batch_table_size(m)), 0.0f);
-    core::make_batch_tables(m, batch_tables.data());
-  }
+  void prepare_batch() { batch_tables = tables_for_batches(); }
 
   // forward()'s outputs for n tracks, in blocks of core::kBlock tracks laid out for SIMD (the
   // path and line bases in float: docs/model_bin.md, "Batches", says how close to forward()).
   void predict_batch(const float* in, float* out, std::size_t n) const {
     std::vector<core::Layer> views;
     const core::Model<double> m = model_view(views);
-    std::vector<float> own;
-    const float* storage = batch_tables.data();
     const auto size = static_cast<std::size_t>(core::batch_table_size(m));
-    if (batch_tables.size() != size) {
-      own.assign(size, 0.0f);
-      core::make_batch_tables(m, own.data());
-      storage = own.data();
-    }
-    const core::BatchTables<float> t = core::batch_tables_at(m, storage);
-    std::vector<core::Lanes> a(max_width()), b(max_width()), work(core::batch_work_size(t));
+    const std::vector<float> own = batch_tables.size() == size ? std::vector<float>()
+                                                               : tables_for_batches();
+    const core::BatchTables t = core::batch_tables_at(m, (own.empty() ? batch_tables : own).data());
+    std::vector<core::Lanes> a(max_width()), b(max_width()), work(core::batch_work_size(m));
     core::predict_batch(m, t, in, out, static_cast<int>(n), a.data(), b.data(), work.data());
   }
 
+  // The base end state (x, y, tx, ty) of one track, double (u: the 7 inputs).
   std::array<double, kOutputs> base_prediction(const double* u) const {
     std::vector<core::Layer> views;
     const core::Model<double> m = model_view(views);
@@ -146,6 +136,14 @@ class Mlp {
   }
 
  private:
+  std::vector<float> tables_for_batches() const {
+    std::vector<core::Layer> views;
+    const core::Model<double> m = model_view(views);
+    std::vector<float> tables(static_cast<std::size_t>(core::batch_table_size(m)));
+    core::fill_batch_tables(m, tables.data());
+    return tables;
+  }
+
   // The per-track code's view of this model (pointers into it: valid while it is unchanged).
   core::Model<double> model_view(std::vector<core::Layer>& views) const {
     views.clear();

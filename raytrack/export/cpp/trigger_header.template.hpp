@@ -118,13 +118,16 @@ RAYTRACK_HD inline void predict_with_jacobian(const float in[7], float out[4], f
 // for SIMD: the path and line bases in float (docs/trigger_header.md, "Batches"). Host code;
 // the first call makes the batch tables (thread-safe).
 inline void predict_batch(const float* in, float* out, int n) {
-  constexpr int kBatchTableSize = @batch_table_size@, kBatchWork = @batch_work@;
+  // the model's sizes, from what data::model() sets (at least 1: C++ has no empty arrays)
+  constexpr int kTableSize = core::batch_table_size(
+      @base_code@u, @inputs_code@u, @axis_nodes@, @axis_x_degree@, @n_quad@);
+  constexpr int kWork = core::batch_work_size(@base_code@u, @axis_x_degree@, @n_quad@);
   const float* p = data::net();
   const core::Layer layers[kLayers] = {@layer_inits@};
   const core::Model<Real> m = data::model(layers, @host_tables@);
-  static float storage[kBatchTableSize];
-  static const core::BatchTables<float> tables = core::make_batch_tables(m, storage);
-  core::Lanes a[kMaxWidth], b[kMaxWidth], work[kBatchWork];
+  static float storage[kTableSize > 0 ? kTableSize : 1];
+  static const core::BatchTables tables = core::make_batch_tables(m, storage);
+  core::Lanes a[kMaxWidth], b[kMaxWidth], work[kWork > 0 ? kWork : 1];
   core::predict_batch(m, tables, in, out, n, a, b, work);
 }
 #endif

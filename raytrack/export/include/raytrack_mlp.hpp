@@ -1188,20 +1188,48 @@ enum BatchRow : int {
 };
 constexpr int kRowPerDegree = 6;
 
-// The P numbers predict_batch's tables take: the rows, then the nodes, weights and S.
-RAYTRACK_HD constexpr int batch_table_size(int table_nodes, int x_degree, int n_quad) {
-  return (table_nodes > 1 ? (table_nodes - 1) * (kRowFixed + kRowPerDegree * x_degree) : 0) +
-         n_quad * (n_quad + 2);
+// The path nodes the batched engine runs (0 for another base).
+constexpr int batch_nodes(unsigned base, int n_quad) {
+  return base != kPath ? 0 : n_quad < kMaxPathNodes ? n_quad : kMaxPathNodes;
 }
 
-template <class P>
+// Whether the batched engine reads the on-axis tables: every base but the line does, and so do
+// the physics features.
+constexpr bool reads_tables(unsigned base, unsigned inputs, int table_nodes) {
+  return (base != kLine || inputs == kPhysics) && table_nodes > 1;
+}
+
+// The floats of the batch tables: the rows, then the path's nodes, weights and S.
+constexpr int batch_table_size(unsigned base, unsigned inputs, int table_nodes, int x_degree,
+                               int n_quad) {
+  return (reads_tables(base, inputs, table_nodes)
+              ? (table_nodes - 1) * (kRowFixed + kRowPerDegree * x_degree)
+              : 0) +
+         batch_nodes(base, n_quad) * (batch_nodes(base, n_quad) + 2);
+}
+
+// The Lanes of predict_batch's `work`: the x coefficients at every path node.
+constexpr int batch_work_size(unsigned base, int x_degree, int n_quad) {
+  return 3 * batch_nodes(base, n_quad) * x_degree;
+}
+
+template <class R>
+int batch_table_size(const Model<R>& m) {
+  return batch_table_size(m.base, m.inputs, m.axis.n, m.axis.x_degree, m.n_quad);
+}
+
+template <class R>
+int batch_work_size(const Model<R>& m) {
+  return batch_work_size(m.base, m.axis.x_degree, m.n_quad);
+}
+
 struct BatchTables {
-  P z_first, spacing, x_scale, kappa, min_uz_squared;
+  float z_first, spacing, x_scale, kappa, min_uz_squared;
   int intervals, stride, x_degree, n_quad, passes;
-  const P* rows;  // intervals x stride (BatchRow)
-  const P* nodes;
-  const P* weights;
-  const P* integration;  // n_quad x n_quad
+  const float* rows;  // intervals x stride (BatchRow)
+  const float* nodes;
+  const float* weights;
+  const float* integration;  // n_quad x n_quad
 };
 
 inline double as_double(float v) { return v; }
@@ -1211,7 +1239,8 @@ inline double as_double(const Wide<T>& v) {
   return static_cast<double>(v.hi) + static_cast<double>(v.lo);
 }
 
-// F, H, By, dBy/dz and d2By/dz2 (continuous rule) at table node j, in double.
+// F, H, By, dBy/dz and d2By/dz2 (continuous rule) at table node j, in double, as the axis
+// look-up takes them at its nodes (Axis::at).
 template <class R>
 void batch_node_values(const Axis<R>& a, int j, double v[5]) {
   const R zero = R(0);
@@ -1220,40 +1249,26 @@ void batch_node_values(const Axis<R>& a, int j, double v[5]) {
   v[2] = as_double(join(a.by[j], a.by_lo ? a.by_lo[j] : zero));
   v[3] = v[4] = 0.0;
   if (a.dby == nullptr && a.by_lo == nullptr) return;  // nothing reads dBy/dz
-  const double twice = 2.0 * static_cast<double>(a.spacing);
-  v[3] = as_double(a.double_step_slope(j)) / twice;
+  v[3] = as_double(a.double_step_slope(j)) / (2.0 * static_cast<double>(a.spacing));
   const int below = j > 0 ? j - 1 : 0, above = j + 1 < a.n ? j + 1 : a.n - 1;
-  const double rise = as_double(a.double_step_slope(above)) - as_double(a.double_step_slope(below));
-  v[4] = rise / (twice * static_cast<double>(a.spacing) * (above - below));
+  v[4] = a.node_curvature(a.double_step_slope(below), a.double_step_slope(above), above - below);
 }
 
-// Whether the batched base reads the on-axis tables of model m.
-template <class R>
-RAYTRACK_HD inline bool reads_tables(const Model<R>& m) {
-  return (m.base != kLine || m.inputs == kPhysics) && m.axis.n > 1;
-}
-
-template <class R>
-RAYTRACK_HD inline int batch_table_size(const Model<R>& m) {
-  return batch_table_size(reads_tables(m) ? m.axis.n : 0, m.axis.x_degree,
-                          m.base == kPath ? min_(m.n_quad, kMaxPathNodes) : 0);
-}
-
-// The batch tables of model m in `storage` (batch_table_size(m) numbers, from
+// The batch tables of model m in `storage` (batch_table_size(m) floats, from
 // fill_batch_tables).
-template <class P, class R>
-BatchTables<P> batch_tables_at(const Model<R>& m, const P* storage) {
+template <class R>
+BatchTables batch_tables_at(const Model<R>& m, const float* storage) {
   const Axis<R>& a = m.axis;
-  BatchTables<P> t{};
-  t.z_first = static_cast<P>(a.z_first);
-  t.spacing = static_cast<P>(a.spacing);
-  t.x_scale = static_cast<P>(a.x_scale);
-  t.kappa = static_cast<P>(as_double(m.kappa_value()));
-  t.min_uz_squared = static_cast<P>(m.min_uz_squared);
-  t.intervals = reads_tables(m) ? a.n - 1 : 0;
+  BatchTables t{};
+  t.z_first = static_cast<float>(a.z_first);
+  t.spacing = static_cast<float>(a.spacing);
+  t.x_scale = static_cast<float>(a.x_scale);
+  t.kappa = static_cast<float>(as_double(m.kappa_value()));
+  t.min_uz_squared = static_cast<float>(m.min_uz_squared);
+  t.intervals = reads_tables(m.base, m.inputs, a.n) ? a.n - 1 : 0;
   t.x_degree = a.x_degree;
   t.stride = kRowFixed + kRowPerDegree * a.x_degree;
-  t.n_quad = m.base == kPath ? min_(m.n_quad, kMaxPathNodes) : 0;
+  t.n_quad = batch_nodes(m.base, m.n_quad);
   t.passes = m.passes;
   t.rows = storage;
   t.nodes = storage + t.intervals * t.stride;
@@ -1263,50 +1278,50 @@ BatchTables<P> batch_tables_at(const Model<R>& m, const P* storage) {
 }
 
 // Fills `storage` with model m's batch tables, once per model.
-template <class P, class R>
-void fill_batch_tables(const Model<R>& m, P* storage) {
+template <class R>
+void fill_batch_tables(const Model<R>& m, float* storage) {
   const Axis<R>& a = m.axis;
-  const BatchTables<P> t = batch_tables_at(m, storage);
-  P* row = storage;
+  const BatchTables t = batch_tables_at(m, storage);
+  float* row = storage;
+  double v0[5], v1[5];
+  if (t.intervals > 0) batch_node_values(a, 0, v1);
   for (int i = 0; i < t.intervals; ++i, row += t.stride) {
-    double v0[5], v1[5];
-    batch_node_values(a, i, v0);
+    for (int c = 0; c < 5; ++c) v0[c] = v1[c];
     batch_node_values(a, i + 1, v1);
-    if (!a.continuous_curvature) {  // constant on the interval: the slope of dBy/dz
-      v0[4] = v1[4] = (v1[3] - v0[3]) / static_cast<double>(a.spacing);
-    }
+    const double stepped = (v1[3] - v0[3]) / static_cast<double>(a.spacing);
     for (int c = 0; c < 5; ++c) {
-      row[2 * c] = static_cast<P>(v0[c]);
-      row[2 * c + 1] = static_cast<P>(v1[c]);
+      const bool curve = c == 4 && !a.continuous_curvature;  // constant on the interval
+      row[2 * c] = static_cast<float>(curve ? stepped : v0[c]);
+      row[2 * c + 1] = static_cast<float>(curve ? stepped : v1[c]);
     }
     for (int q = 1; q <= a.x_degree; ++q) {
-      P* x = row + kRowFixed + kRowPerDegree * (q - 1);
+      float* x = row + kRowFixed + kRowPerDegree * (q - 1);
       const R* c = a.x + (q - 1) * a.n;
       const R* g = a.x + (a.x_degree + q - 1) * a.n;
       const bool smooth = a.continuous_x_curvature;
-      const R stepped = smooth ? R(0) : a.x_slope_rise(q, i, i + 1) / a.spacing;
-      x[0] = static_cast<P>(c[i]);
-      x[1] = static_cast<P>(c[i + 1]);
-      x[2] = static_cast<P>(g[i]);
-      x[3] = static_cast<P>(g[i + 1]);
-      x[4] = static_cast<P>(smooth ? a.x_node_curvature(q, i) : stepped);
-      x[5] = static_cast<P>(smooth ? a.x_node_curvature(q, i + 1) : stepped);
+      const R stepped_x = smooth ? R(0) : a.x_slope_rise(q, i, i + 1) / a.spacing;
+      x[0] = static_cast<float>(c[i]);
+      x[1] = static_cast<float>(c[i + 1]);
+      x[2] = static_cast<float>(g[i]);
+      x[3] = static_cast<float>(g[i + 1]);
+      x[4] = static_cast<float>(smooth ? a.x_node_curvature(q, i) : stepped_x);
+      x[5] = static_cast<float>(smooth ? a.x_node_curvature(q, i + 1) : stepped_x);
     }
   }
-  P* nodes = storage + t.intervals * t.stride;
+  float* nodes = row;  // after the rows: nodes, weights, S
   for (int k = 0; k < t.n_quad; ++k) {
-    nodes[k] = static_cast<P>(as_double(m.node(k)));
-    nodes[t.n_quad + k] = static_cast<P>(as_double(m.weight(k)));
+    nodes[k] = static_cast<float>(as_double(m.node(k)));
+    nodes[t.n_quad + k] = static_cast<float>(as_double(m.weight(k)));
     for (int j = 0; j < t.n_quad; ++j) {
-      nodes[2 * t.n_quad + k * t.n_quad + j] = static_cast<P>(m.integration[k * m.n_quad + j]);
+      nodes[2 * t.n_quad + k * t.n_quad + j] = static_cast<float>(m.integration[k * m.n_quad + j]);
     }
   }
 }
 
-template <class P, class R>
-BatchTables<P> make_batch_tables(const Model<R>& m, P* storage) {
+template <class R>
+BatchTables make_batch_tables(const Model<R>& m, float* storage) {
   fill_batch_tables(m, storage);
-  return batch_tables_at(m, static_cast<const P*>(storage));
+  return batch_tables_at(m, storage);
 }
 
 // The tables at z over a block: F, H, dBy/dz, d2By/dz2, and where z lies (its interval's row
@@ -1317,8 +1332,7 @@ struct BlockPoint {
   LaneInts row;
 };
 
-template <class P>
-inline BlockPoint look_up(const BatchTables<P>& t, Lanes z) {
+inline BlockPoint look_up(const BatchTables& t, Lanes z) {
   const float sp = t.spacing;
   // clamped before the floor, so that any z converts to an index
   const Lanes index = floor_(min_(max_((z - t.z_first) / sp, splat(0.0f)),
@@ -1347,8 +1361,7 @@ inline BlockPoint look_up(const BatchTables<P>& t, Lanes z) {
 // The x coefficients of the midplane at one node of the path over a block: value, dz
 // derivative and second dz derivative of each q, [3][D], zero beyond the tables. They depend
 // on z alone, so they are read once for every pass.
-template <class P>
-inline void x_coefficients(const BatchTables<P>& t, const BlockPoint& p, Lanes* x) {
+inline void x_coefficients(const BatchTables& t, const BlockPoint& p, Lanes* x) {
   const int d = t.x_degree;
   const Lanes rest = 1.0f - p.u;
   for (int q = 0; q < d; ++q) {
@@ -1361,15 +1374,8 @@ inline void x_coefficients(const BatchTables<P>& t, const BlockPoint& p, Lanes* 
   }
 }
 
-// The Lanes of predict_batch's `work`.
-template <class P>
-RAYTRACK_HD inline int batch_work_size(const BatchTables<P>& t) {
-  return 3 * t.n_quad * t.x_degree;
-}
-
 // d(ux, uy)/dz over the block at one node (path_force's arithmetic).
-template <class P>
-inline void block_force(const BatchTables<P>& t, const BlockPoint& p, const Lanes* xc, Lanes x,
+inline void block_force(const BatchTables& t, const BlockPoint& p, const Lanes* xc, Lanes x,
                         Lanes y, Lanes ux, Lanes uy, Lanes inv_uz, Lanes kq, Lanes& gx,
                         Lanes& gy) {
   const Lanes half_y2 = 0.5f * y * y;
@@ -1397,8 +1403,7 @@ inline void block_force(const BatchTables<P>& t, const BlockPoint& p, const Lane
   gy = kq * (y * (du / t.x_scale) - ux * bz * inv_uz);
 }
 
-template <class P>
-inline Lanes inverse_uz(const BatchTables<P>& t, Lanes ux, Lanes uy) {
+inline Lanes inverse_uz(const BatchTables& t, Lanes ux, Lanes uy) {
   return 1.0f / sqrt_(max_(1.0f - ux * ux - uy * uy, splat(t.min_uz_squared)));
 }
 
@@ -1411,8 +1416,7 @@ inline Lanes row_sum(const float* row, const Lanes* v, int n) {
 
 // The path base over a block (path's algorithm; s: x, y, tx, ty, qop); xc: 3 n_quad x_degree
 // Lanes of scratch.
-template <class P>
-void path_block(const BatchTables<P>& t, const Lanes s[5], Lanes z0, Lanes dz,
+void path_block(const BatchTables& t, const Lanes s[5], Lanes z0, Lanes dz,
                 const BlockPoint& st, const BlockPoint& en, Lanes* xc, Lanes end[4]) {
   const int nk = t.n_quad, stride = 3 * t.x_degree;
   const Lanes &x = s[0], &y = s[1], &tx = s[2], &ty = s[3];
@@ -1502,9 +1506,9 @@ inline void layer_block(const Layer& l, unsigned activation, bool last, const La
 }
 
 // A block of tracks through the formulation and the network (evaluate's steps); a, b: scratch
-// of the widest layer's (or the feature count's) Lanes each; work: batch_work_size(t) Lanes.
-template <class P, class R>
-void evaluate_block(const Model<R>& m, const BatchTables<P>& t, const Lanes s[5], Lanes z0,
+// of the widest layer's (or the feature count's) Lanes each; work: batch_work_size(m) Lanes.
+template <class R>
+void evaluate_block(const Model<R>& m, const BatchTables& t, const Lanes s[5], Lanes z0,
                     Lanes z1, Lanes end[4], Lanes* a, Lanes* b, Lanes* work) {
   const Lanes dz = z1 - z0;
   const Lanes straight[4] = {s[0] + s[2] * dz, s[1] + s[3] * dz, s[2], s[3]};
@@ -1556,9 +1560,9 @@ inline bool batched(const Model<R>& m) {
 
 // n tracks, in: n x 7 row-major (predict's in), out: n x 4; t: make_batch_tables(m); a, b:
 // scratch of the widest layer's (or the feature count's) Lanes each, also predict's scratch
-// for the bases that go one track a call; work: batch_work_size(t) Lanes.
-template <class P, class R>
-void predict_batch(const Model<R>& m, const BatchTables<P>& t, const float* in, float* out,
+// for the bases that go one track a call; work: batch_work_size(m) Lanes.
+template <class R>
+void predict_batch(const Model<R>& m, const BatchTables& t, const float* in, float* out,
                    int n, Lanes* a, Lanes* b, Lanes* work) {
   if (!batched(m)) {
     float* fa = reinterpret_cast<float*>(a);
@@ -1693,37 +1697,27 @@ class Mlp {
     }
   }
 
-  // The base end state (x, y, tx, ty) of one track, double (u: the 7 inputs).
   // predict_batch's tables (core::make_batch_tables): load_mlp makes them; empty, or after
   // the model's fields change, call prepare_batch() (predict_batch otherwise makes them on
   // every call).
   std::vector<float> batch_tables;
 
-  void prepare_batch() {
-    std::vector<core::Layer> views;
-    const core::Model<double> m = model_view(views);
-    batch_tables.assign(static_cast<std::size_t>(core::batch_table_size(m)), 0.0f);
-    core::make_batch_tables(m, batch_tables.data());
-  }
+  void prepare_batch() { batch_tables = tables_for_batches(); }
 
   // forward()'s outputs for n tracks, in blocks of core::kBlock tracks laid out for SIMD (the
   // path and line bases in float: docs/model_bin.md, "Batches", says how close to forward()).
   void predict_batch(const float* in, float* out, std::size_t n) const {
     std::vector<core::Layer> views;
     const core::Model<double> m = model_view(views);
-    std::vector<float> own;
-    const float* storage = batch_tables.data();
     const auto size = static_cast<std::size_t>(core::batch_table_size(m));
-    if (batch_tables.size() != size) {
-      own.assign(size, 0.0f);
-      core::make_batch_tables(m, own.data());
-      storage = own.data();
-    }
-    const core::BatchTables<float> t = core::batch_tables_at(m, storage);
-    std::vector<core::Lanes> a(max_width()), b(max_width()), work(core::batch_work_size(t));
+    const std::vector<float> own = batch_tables.size() == size ? std::vector<float>()
+                                                               : tables_for_batches();
+    const core::BatchTables t = core::batch_tables_at(m, (own.empty() ? batch_tables : own).data());
+    std::vector<core::Lanes> a(max_width()), b(max_width()), work(core::batch_work_size(m));
     core::predict_batch(m, t, in, out, static_cast<int>(n), a.data(), b.data(), work.data());
   }
 
+  // The base end state (x, y, tx, ty) of one track, double (u: the 7 inputs).
   std::array<double, kOutputs> base_prediction(const double* u) const {
     std::vector<core::Layer> views;
     const core::Model<double> m = model_view(views);
@@ -1733,6 +1727,14 @@ class Mlp {
   }
 
  private:
+  std::vector<float> tables_for_batches() const {
+    std::vector<core::Layer> views;
+    const core::Model<double> m = model_view(views);
+    std::vector<float> tables(static_cast<std::size_t>(core::batch_table_size(m)));
+    core::fill_batch_tables(m, tables.data());
+    return tables;
+  }
+
   // The per-track code's view of this model (pointers into it: valid while it is unchanged).
   core::Model<double> model_view(std::vector<core::Layer>& views) const {
     views.clear();

@@ -164,16 +164,27 @@ def build_headers(headers: list[tuple[Path, str]], work: Path, name: str = "head
     """One program with every (header, namespace) of ``headers`` (one compile for all of them:
     the cost is the core's, once per header); run it with :func:`run_built_header`. The
     headers' file names must differ (each is included by its name)."""
+    case = (
+        "print_rows(static_cast<Predict>(&{ns}::predict), "
+        "static_cast<WithJacobian>(&{ns}::predict_with_jacobian), in)"
+    )
+    return _header_program(HEADER_DRIVER, case, headers, work, name)
+
+
+def _header_program(
+    driver: str, case: str, headers: list[tuple[Path, str]], work: Path, name: str, *flags: str
+) -> Path:
+    """``driver`` built with the headers' #includes (HEADERS) and, per header k, ``case: <case
+    with {ns} its namespace>; break;`` (CASES)."""
     assert len({header.name for header, _ in headers}) == len(headers), headers
     includes = "".join(f'#include "{header.name}"\n' for header, _ in headers)
     cases = "".join(
-        f"    case {k}: print_rows(static_cast<Predict>(&{namespace}::predict), "
-        f"static_cast<WithJacobian>(&{namespace}::predict_with_jacobian), in); break;\n"
+        f"    case {k}: {case.format(ns=namespace)}; break;\n"
         for k, (_, namespace) in enumerate(headers)
     )
-    source = HEADER_DRIVER.replace("HEADERS\n", includes).replace("CASES\n", cases)
+    source = driver.replace("HEADERS\n", includes).replace("CASES\n", cases)
     dirs = sorted({str(header.parent) for header, _ in headers})
-    return build(source, work, name, *(f"-I{d}" for d in dirs))
+    return build(source, work, name, *(f"-I{d}" for d in dirs), *flags)
 
 
 def run_built_header(exe: Path, index: int, groups: dict, work: Path):
@@ -249,14 +260,9 @@ CASES
 def run_header_batches(headers: list[tuple[Path, str]], groups: dict, work: Path) -> list:
     """predict_batch of each (header, namespace), built for this CPU (-O3 -march=native: the
     SIMD paths), on the groups' tracks: (N, 4) float32 outputs per header."""
-    includes = "".join(f'#include "{header.name}"\n' for header, _ in headers)
-    cases = "".join(
-        f"    case {k}: predict_batch = &{namespace}::predict_batch; break;\n"
-        for k, (_, namespace) in enumerate(headers)
-    )
-    source = HEADER_BATCH_DRIVER.replace("HEADERS\n", includes).replace("CASES\n", cases)
-    dirs = sorted({str(header.parent) for header, _ in headers})
-    exe = build(source, work, "batches", *(f"-I{d}" for d in dirs), "-O3", "-march=native")
+    case = "predict_batch = &{ns}::predict_batch"
+    native = ("-O3", "-march=native")
+    exe = _header_program(HEADER_BATCH_DRIVER, case, headers, work, "batches", *native)
     inputs = np.concatenate(list(groups.values()))
     (work / "tracks.f32").write_bytes(inputs.astype("<f4").tobytes())
     outputs = []

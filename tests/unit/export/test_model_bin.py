@@ -135,10 +135,7 @@ def test_every_reader_matches_torch(
     ]
     assert proc.stdout.split() == expected_stdout
     assert_groups_match(got, ref, groups, f"C++ {what}")
-    for exe, build in ((cpp_predict, "portable"), (cpp_predict_native, "native")):
-        proc, got = run_cpp(exe, tmp_path / "model.bin", inputs, tmp_path, batch=True)
-        assert proc.returncode == 0, proc.stderr
-        assert_groups_match(got, ref, groups, f"C++ predict_batch ({build}) {what}")
+    check_batches((cpp_predict, cpp_predict_native), tmp_path, inputs, ref, groups, what)
 
     if case[4]:
         export_onnx(model, tmp_path / "model.onnx")
@@ -168,16 +165,22 @@ def test_path_base_on_a_map_every_reader_matches_torch(
     proc, got = run_cpp(cpp_predict, tmp_path / "model.bin", everywhere, tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert_groups_match(got, ref, groups, f"C++ map {inputs}")
-    for exe, build in ((cpp_predict, "portable"), (cpp_predict_native, "native")):
-        proc, got = run_cpp(exe, tmp_path / "model.bin", everywhere, tmp_path, batch=True)
-        assert proc.returncode == 0, proc.stderr
-        assert_groups_match(got, ref, groups, f"C++ predict_batch ({build}) map {inputs}")
+    drivers = (cpp_predict, cpp_predict_native)
+    check_batches(drivers, tmp_path, everywhere, ref, groups, f"map {inputs}")
     if inputs == "physics":  # the two files a run ships, from one trace (write_exports)
         export_onnx_pair(model, tmp_path / "model.onnx", tmp_path / "model_jacobian.onnx")
         got = onnx_predict(tmp_path / "model.onnx", everywhere, intra_op_num_threads=1)
         assert_groups_match(got, ref, groups, "onnx map")
         end, _ = onnx_predict_with_jacobian(tmp_path / "model_jacobian.onnx", everywhere)
         np.testing.assert_allclose(end, got, rtol=1e-6, atol=1e-4)  # one state_end, two graphs
+
+
+def check_batches(drivers, work: Path, inputs, ref, groups: dict, what: str) -> None:
+    """predict_batch of work/model.bin, by the portable and the native driver, against torch."""
+    for exe, build in zip(drivers, ("portable", "native"), strict=True):
+        proc, got = run_cpp(exe, work / "model.bin", inputs, work, batch=True)
+        assert proc.returncode == 0, proc.stderr
+        assert_groups_match(got, ref, groups, f"C++ predict_batch ({build}) {what}")
 
 
 def test_every_formulation_and_leg_power_is_covered() -> None:
